@@ -1,0 +1,40 @@
+# r1hpc: `make demo` runs the main job on the embedded tiny CPU config; `make test` runs the tests
+# (it installs what it needs and starts, then stops, a real single-node Slurm test cluster).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+CLUSTER := $(PYTHON) slurm/testcluster/cluster.py
+
+.PHONY: install system-deps test test-unit demo cluster-up cluster-down clean
+
+# The exact versions tested together are in constraints.txt (torch pinned to the CPU build).
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+system-deps:
+	$(CLUSTER) install
+
+test: install system-deps
+	$(CLUSTER) run -- $(PY) -m pytest $(PYTEST_ARGS)
+
+# Tests that need no Slurm cluster (quick inner loop).
+test-unit: install
+	$(PY) -m pytest -m "not slurm" $(PYTEST_ARGS)
+
+demo: install
+	$(PY) -m r1hpc.cli demo configs/tiny.yaml
+
+cluster-up: system-deps
+	$(CLUSTER) start
+
+cluster-down:
+	$(CLUSTER) stop
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,124 @@
+"""The `r1hpc` command: one entry point, each subcommand a thin call into the library.
+
+    r1hpc config configs/tiny.yaml grpo.group_size=16     validate and print the resolved config
+    r1hpc sbatch configs/tiny.yaml --kind rollout --array 4   print the sbatch script a job would get
+    r1hpc preflight configs/tiny.yaml launch.executor=slurm   check nodes, GPUs and the shared run dir
+    r1hpc status runs/tiny                                 stages, steps, jobs and their states
+    r1hpc exec r1hpc.preflight:node_report report_dir=/tmp/p task=0   run one task here
+    r1hpc gpu-hours --since now-7days --by user,run        GPU-hours and cost from Slurm accounting
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from r1hpc.config import ConfigError, load_config
+
+__all__ = ["main"]
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from r1hpc import configio
+
+    cfg = load_config(args.config, args.overrides)
+    sys.stdout.write(configio.to_yaml(cfg))
+    return 0
+
+
+def _cmd_sbatch(args: argparse.Namespace) -> int:
+    from r1hpc.launch import render_sbatch
+
+    cfg = load_config(args.config, args.overrides)
+    sys.stdout.write(render_sbatch(cfg, kind=args.kind, stage=args.stage, step=args.step,
+                                   array_size=args.array, dependency=args.dependency))
+    return 0
+
+
+def _cmd_preflight(args: argparse.Namespace) -> int:
+    from r1hpc.preflight import run_preflight
+
+    cfg = load_config(args.config, args.overrides)
+    return run_preflight(cfg, tasks=args.tasks, kind=args.kind)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from r1hpc.status import main as status_main
+
+    return status_main([args.run_dir, *(["--no-slurm"] if args.no_slurm else [])])
+
+
+def _cmd_gpu_hours(args: argparse.Namespace) -> int:
+    from r1hpc.accounting import main as gpu_hours_main
+
+    return gpu_hours_main(args.rest)
+
+
+def _cmd_exec(args: argparse.Namespace) -> int:
+    """Run one task in this process: what the plain-sbatch templates in slurm/ call."""
+    import json
+
+    import yaml
+
+    from r1hpc.launch import StageTask
+
+    kwargs = {}
+    for item in args.kwargs:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"r1hpc exec: expected key=value, got {item!r}")
+        kwargs[key] = yaml.safe_load(raw) if raw else ""
+    result = StageTask(args.target)(**kwargs)
+    print(json.dumps(result, default=str))
+    return 0
+
+
+def _with_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="a YAML config, e.g. configs/tiny.yaml")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. grpo.group_size=16")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="r1hpc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
+        "config": (_cmd_config, "validate a config and print it resolved"),
+        "sbatch": (_cmd_sbatch, "print the sbatch script the slurm executor would submit"),
+        "preflight": (_cmd_preflight, "run a job array that checks nodes, GPUs and the shared run directory"),
+        "status": (_cmd_status, "show a run's stages, steps, jobs and progress"),
+        "exec": (_cmd_exec, "run one task (module:function key=value ...) in this process, e.g. inside sbatch"),
+        "gpu-hours": (_cmd_gpu_hours, "GPU-hours and cost per user/account/run/stage/day from sacct"),
+    }
+    parsers = {name: sub.add_parser(name, help=text, add_help=name != "gpu-hours") for name, (_, text) in commands.items()}
+    for name, (func, _) in commands.items():
+        parsers[name].set_defaults(func=func)
+    _with_config(parsers["config"])
+    _with_config(parsers["sbatch"])
+    parsers["sbatch"].add_argument("--kind", choices=["train", "rollout", "eval"], default="train")
+    parsers["sbatch"].add_argument("--stage", default="r1_zero")
+    parsers["sbatch"].add_argument("--step", type=int, default=None)
+    parsers["sbatch"].add_argument("--array", type=int, default=0, help="array size (0 = a single job)")
+    parsers["sbatch"].add_argument("--dependency", default=None, help="e.g. afterok:1234")
+    _with_config(parsers["preflight"])
+    parsers["preflight"].add_argument("--tasks", type=int, default=2, help="array tasks to run")
+    parsers["preflight"].add_argument("--kind", choices=["train", "rollout", "eval"], default="rollout")
+    parsers["status"].add_argument("run_dir")
+    parsers["status"].add_argument("--no-slurm", action="store_true", help="do not ask squeue/sacct")
+    parsers["exec"].add_argument("target", help="package.module:function")
+    parsers["exec"].add_argument("kwargs", nargs="*", help="key=value arguments (values parsed as YAML)")
+    parsers["gpu-hours"].add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"r1hpc: config error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""Submit a run's jobs: one job, a job array, or a dependent chain, on three executors.
+
+- `slurm`: submitit's Slurm executor (sbatch). Dependencies are Slurm `afterok` (with
+  kill-on-invalid-dep, so a failed task cancels what depends on it); submission returns at once.
+- `local`: submitit's local executor: every job is a real subprocess of this machine, through the
+  same pickled-call path as on Slurm. It has no scheduler, so a job with dependencies is submitted
+  only after they finished successfully (submission blocks).
+- `debug`: in-process (submitit's debug executor), for stepping through a job with pdb.
+
+Every job runs a `StageTask`: a requeueable call of `module:function(**kwargs)`. Jobs get USR2
+`launch.signal_delay_s` before their time limit; submitit then calls `checkpoint()`, which requeues
+the same call. Stage functions are idempotent and resume from the newest complete output in the
+run directory, so the requeued job continues where the killed one stopped.
+
+Job names carry run, stage and step (`r1hpc:<run>:<stage>:<step>`) for `r1hpc gpu-hours` and
+`r1hpc status`; every submission is appended to `<run>/jobs.jsonl`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import importlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from r1hpc.config import Config, JobResources
+from r1hpc.fsio import append_jsonl
+
+__all__ = ["Launcher", "Submission", "StageTask", "JobFailed", "job_name", "parse_job_name", "executor_parameters"]
+
+JOB_NAME_PREFIX = "r1hpc"
+
+
+def job_name(run: str, stage: str, step: int | None) -> str:
+    """Slurm job name of an r1hpc job: `r1hpc:<run>:<stage>:<step>` (step `-` when none)."""
+    return f"{JOB_NAME_PREFIX}:{run}:{stage}:{'-' if step is None else step}"
+
+
+def parse_job_name(name: str) -> tuple[str, str, int | None] | None:
+    """Inverse of job_name(); None for a job that is not r1hpc's."""
+    parts = name.split(":")
+    if len(parts) != 4 or parts[0] != JOB_NAME_PREFIX:
+        return None
+    _, run, stage, step = parts
+    if step == "-":
+        return run, stage, None
+    return (run, stage, int(step)) if step.isdigit() else None
+
+
+class JobFailed(RuntimeError):
+    """A job of the run failed; the message names stage, step, job id and its log files."""
+
+
+class StageTask(submitit.helpers.Checkpointable):
+    """Picklable, requeueable call of `target` ("package.module:function") with keyword args.
+
+    Pickled by reference to the target's name, not by value, so the job runs the code that is on
+    the shared filesystem when it starts (a requeued job picks up the same code path).
+    """
+
+    def __init__(self, target: str) -> None:
+        if target.count(":") != 1:
+            raise ValueError(f"task target must look like 'package.module:function', got {target!r}")
+        self.target = target
+
+    def resolve(self) -> Any:
+        module, _, name = self.target.partition(":")
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"task target {self.target!r} cannot be imported: {e}") from e
+
+    def __call__(self, **kwargs: Any) -> Any:
+        return self.resolve()(**kwargs)
+
+    def __repr__(self) -> str:
+        return f"StageTask({self.target!r})"
+
+
+@dataclass
+class Submission:
+    """What was submitted for one (stage, step): a single job or the tasks of one array."""
+
+    stage: str
+    step: int | None
+    name: str
+    jobs: list[submitit.Job]
+    is_array: bool
+
+    @property
+    def job_id(self) -> str:
+        """The id a dependent job waits on: the array's id for an array, else the job's id."""
+        return str(self.jobs[0].job_id).split("_")[0]
+
+    def done(self) -> bool:
+        return all(job.done() for job in self.jobs)
+
+    def results(self) -> list[Any]:
+        """Wait for every job; raise JobFailed with the first failure's log tail."""
+        out = []
+        for job in self.jobs:
+            try:
+                out.append(job.result())
+            except Exception as e:  # submitit raises UncompletedJobError / FailedJobError
+                raise JobFailed(_failure_message(self, job, e)) from e
+        return out
+
+
+def _failure_message(sub: Submission, job: submitit.Job, error: BaseException) -> str:
+    lines = [f"job {job.job_id} ({sub.name}) failed: {type(error).__name__}"]
+    for label, path in (("stderr", job.paths.stderr), ("stdout", job.paths.stdout)):
+        lines.append(f"  {label}: {path}")
+    tail = str(error).strip().splitlines()[-15:]
+    lines += ["  " + line for line in tail]
+    return "\n".join(lines)
+
+
+def executor_parameters(cfg: Config, res: JobResources, name: str, comment: str,
+                        dependency: str | None) -> dict[str, Any]:
+    """submitit AutoExecutor parameters for one job of the run (all executors; slurm_* ignored locally)."""
+    partition = res.partition or cfg.launch.partition
+    additional: dict[str, Any] = dict(cfg.launch.extra_sbatch)
+    if dependency:
+        additional["dependency"] = dependency
+        additional["kill-on-invalid-dep"] = "yes"
+    params: dict[str, Any] = {
+        "name": name,
+        "timeout_min": res.time_min,
+        "nodes": res.nodes,
+        "tasks_per_node": res.tasks_per_node,
+        "cpus_per_task": res.cpus_per_task,
+        "gpus_per_node": res.gpus_per_node,
+        "mem_gb": res.mem_gb,
+        "slurm_signal_delay_s": cfg.launch.signal_delay_s,
+        "slurm_comment": comment,
+        "slurm_wckey": "r1hpc",
+        "slurm_additional_parameters": additional,
+    }
+    if res.array_parallelism:
+        params["slurm_array_parallelism"] = res.array_parallelism
+    for key, value in (("slurm_partition", partition), ("slurm_account", cfg.launch.account),
+                       ("slurm_qos", cfg.launch.qos), ("slurm_constraint", cfg.launch.constraint)):
+        if value:
+            params[key] = value
+    return params
+
+
+class Launcher:
+    """Submits a run's jobs on the configured executor and records them in jobs.jsonl."""
+
+    def __init__(self, cfg: Config, executor: str | None = None) -> None:
+        self.cfg = cfg
+        self.executor = executor or cfg.launch.executor
+        if self.executor not in ("slurm", "local", "debug"):
+            raise ValueError(f"launch.executor must be slurm, local or debug, got {self.executor!r}")
+        self.run_dir = cfg.run_dir
+        self.logs_dir = self.run_dir / "logs"
+
+    def _make_executor(self, kind: str, name: str, comment: str, after: Sequence[Submission]) -> submitit.AutoExecutor:
+        res: JobResources = getattr(self.cfg.launch, kind)
+        dependency = None
+        if after and self.executor == "slurm":
+            dependency = "afterok:" + ":".join(sub.job_id for sub in after)
+        elif after:
+            for sub in after:  # no scheduler here: run the chain in order
+                sub.results()
+        executor = submitit.AutoExecutor(folder=self.logs_dir / "%j", cluster=self.executor,
+                                         slurm_max_num_timeout=self.cfg.launch.max_requeues)
+        executor.update_parameters(**executor_parameters(self.cfg, res, name, comment, dependency))
+        return executor
+
+    def submit(self, stage: str, kind: str, target: str, kwargs: dict[str, Any], step: int | None = None,
+               after: Sequence[Submission] = ()) -> Submission:
+        """Submit one job running `target(**kwargs)` with the resources of `launch.<kind>`."""
+        name = job_name(self.cfg.name, stage, step)
+        executor = self._make_executor(kind, name, self._comment(stage, step), after)
+        job = executor.submit(StageTask(target), **kwargs)
+        sub = Submission(stage, step, name, [job], is_array=False)
+        self._record(sub, kind, target, after)
+        return sub
+
+    def submit_array(self, stage: str, kind: str, target: str, kwargs_list: Sequence[dict[str, Any]],
+                     step: int | None = None, after: Sequence[Submission] = ()) -> Submission:
+        """Submit a job array: task i runs `target(**kwargs_list[i])`."""
+        if not kwargs_list:
+            raise ValueError(f"{stage} step {step}: a job array needs at least one task")
+        name = job_name(self.cfg.name, stage, step)
+        executor = self._make_executor(kind, name, self._comment(stage, step), after)
+        task = StageTask(target)
+        with executor.batch():
+            jobs = [executor.submit(task, **kwargs) for kwargs in kwargs_list]
+        sub = Submission(stage, step, name, list(jobs), is_array=True)
+        self._record(sub, kind, target, after)
+        return sub
+
+    def _comment(self, stage: str, step: int | None) -> str:
+        return f"r1hpc run={self.cfg.name} stage={stage} step={'-' if step is None else step}"
+
+    def _record(self, sub: Submission, kind: str, target: str, after: Sequence[Submission]) -> None:
+        append_jsonl(self.run_dir / "jobs.jsonl", {
+            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "stage": sub.stage,
+            "step": sub.step,
+            "kind": kind,
+            "target": target,
+            "executor": self.executor,
+            "name": sub.name,
+            "job_id": sub.job_id,
+            "task_ids": [str(job.job_id) for job in sub.jobs],
+            "array_size": len(sub.jobs) if sub.is_array else 0,
+            "after": [dep.job_id for dep in after],
+        })
+
+
+def wait_all(subs: Sequence[Submission], poll_s: float = 1.0) -> None:
+    """Block until every submission is done; raise JobFailed for the first failure."""
+    pending = list(subs)
+    while pending:
+        pending = [sub for sub in pending if not sub.done()]
+        if pending:
+            time.sleep(poll_s)
+    for sub in subs:
+        sub.results()
+
+
+def render_sbatch(cfg: Config, kind: str, stage: str, step: int | None = None, array_size: int = 0,
+                  dependency: str | None = None, folder: str | Path | None = None) -> str:
+    """The sbatch script the slurm executor would submit for such a job (for --dry-run and the
+    golden test). Uses submitit's own renderer, so it is what `sbatch` really receives."""
+    from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
+
+    res: JobResources = getattr(cfg.launch, kind)
+    folder = Path(folder) if folder is not None else cfg.run_dir / "logs" / "%j"
+    auto = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    params = executor_parameters(cfg, res, job_name(cfg.name, stage, step),
+                                 f"r1hpc run={cfg.name} stage={stage} step={'-' if step is None else step}", dependency)
+    auto.update_parameters(**params)
+    slurm_executor: SlurmExecutor = auto._executor  # type: ignore[attr-defined]
+    extra = {"map_count": array_size} if array_size else {}
+    command = " ".join(["python", "-u -m submitit.core._submit", str(folder)])
+    return _make_sbatch_string(command=command, folder=folder, **slurm_executor.parameters, **extra)
+
+
+def replace_executor(cfg: Config, executor: str) -> Config:
+    """A copy of cfg with launch.executor set (the CLI's --executor shortcut)."""
+    return dataclasses.replace(cfg, launch=dataclasses.replace(cfg.launch, executor=executor))
