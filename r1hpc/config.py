@@ -262,12 +262,14 @@ def validate(cfg: Config, origins: Origins | None = None) -> Config:
 
 def _reward_name_problems(cfg: Config) -> list[tuple[str, str]]:
     # Imported here: the reward modules are heavier than the config and not needed to parse it.
-    from r1hpc.rewards.combine import check_weights
+    from r1hpc.rewards import REWARD_FUNCS
+    from r1hpc.rewards.combine import validate_weights
 
     try:
-        check_weights(cfg.rewards.weights)
+        validate_weights(cfg.rewards.weights, REWARD_FUNCS, where="rewards.weights")
     except ValueError as e:
-        return [("rewards.weights", str(e))]
+        key, _, message = str(e).partition(": ")
+        return [(key, message)]
     return []
 
 

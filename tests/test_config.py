@@ -68,7 +68,7 @@ BAD_INPUTS = {
     "tp without megatron": ("parallel:\n  tp: 2\n", [], r"bad.yaml:2: parallel.backend: tp/pp/ep > 1 need backend 'megatron'"),
     "gpus not a multiple of tp*pp": ("model: {num_heads: 4}\nparallel: {backend: megatron, tp: 4}\nlaunch:\n  train: {gpus_per_node: 6}\n", [],
                                      r"bad.yaml:4: launch.train.gpus_per_node: 6 training GPUs are not a multiple of parallel.tp\*parallel.pp=4"),
-    "unknown reward": ("rewards:\n  weights: {acuracy_math: 1.0}\n", [], r"bad.yaml:2: rewards.weights: .*acuracy_math.*accuracy_math"),
+    "unknown reward": ("rewards:\n  weights: {acuracy_math: 1.0}\n", [], r"bad.yaml:2: rewards.weights.acuracy_math: unknown reward .*did you mean .accuracy_math."),
     "override without equals": (None, ["grpo.group_size"], r"override 'grpo.group_size': expected key=value"),
     "override unknown key": (None, ["grpo.groupsize=4"], r"override 'grpo.groupsize=4': unknown key 'grpo.groupsize'; did you mean 'grpo.group_size'"),
     "override wrong type": (None, ["launch.train.mem_gb=lots"], r"override 'launch.train.mem_gb=lots': launch.train.mem_gb: expected a number"),

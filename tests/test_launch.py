@@ -72,3 +72,15 @@ def test_preflight_locally(tmp_path, capsys):
     assert run_preflight(config(tmp_path), tasks=2) == 0
     out = capsys.readouterr().out
     assert "task 0:" in out and "task 1:" in out and "preflight: ok" in out
+
+
+def test_status_shows_jobs_and_states(tmp_path, capsys):
+    from r1hpc.status import main as status_main
+
+    cfg = config(tmp_path)
+    launcher = Launcher(cfg)
+    launcher.submit_array("s", "rollout", "jobfns:square", [{"x": i} for i in range(2)], step=3).results()
+    assert status_main([str(cfg.run_dir), "--no-slurm"]) == 0
+    out = capsys.readouterr().out
+    assert "s " in out and "ENDED x2" in out
+    assert status_main([str(tmp_path / "nope")]) == 2

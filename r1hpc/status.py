@@ -1,0 +1,110 @@
+"""`r1hpc status RUN_DIR`: a run's stages, steps, published models and jobs, with Slurm states.
+
+Everything comes from the run directory (jobs.jsonl, models/, rollouts/, metrics/) plus, for jobs
+submitted to Slurm, one `sacct` call (which also knows running and pending jobs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from r1hpc.fsio import read_jsonl
+from r1hpc.store import RunDir, list_versions
+
+__all__ = ["main", "slurm_states", "summarize_run"]
+
+
+def slurm_states(job_ids: list[str]) -> dict[str, list[str]]:
+    """job (or array) id -> states of its tasks, from sacct; {} when Slurm is not reachable."""
+    if not job_ids or shutil.which("sacct") is None:
+        return {}
+    proc = subprocess.run(["sacct", "-n", "-P", "-X", "--format=JobID,State", "-j", ",".join(job_ids)],
+                          capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        return {}
+    states: dict[str, list[str]] = {}
+    for line in proc.stdout.splitlines():
+        if "|" not in line:
+            continue
+        job, state = line.split("|", 1)
+        base = job.split("_")[0]
+        # Expanded array tasks look like 123_4; a not-yet-started array shows 123_[0-3] (all pending).
+        states.setdefault(base, []).append(state.split()[0] if state else "UNKNOWN")
+    return states
+
+
+def _local_state(run: RunDir, task_ids: list[str]) -> list[str]:
+    """Local/debug jobs: submitit writes <logs>/<id>/<id>_0_result.pkl when a job ends."""
+    out = []
+    for task in task_ids:
+        result = run.logs_dir(create=False) / task / f"{task}_0_result.pkl"
+        out.append("ENDED" if result.exists() else "NOT_ENDED")
+    return out
+
+
+def summarize_run(run_dir: str | Path, ask_slurm: bool = True) -> dict[str, Any]:
+    """Collect the run's state as plain data (the text view is built from it)."""
+    run = RunDir(run_dir)
+    if not (Path(run_dir) / "config.yaml").exists() and not run.jobs_path.exists():
+        raise FileNotFoundError(f"{run_dir}: not an r1hpc run directory (no config.yaml or jobs.jsonl)")
+    jobs = read_jsonl(run.jobs_path, missing_ok=True)
+    slurm_ids = [j["job_id"] for j in jobs if j.get("executor") == "slurm"]
+    states = slurm_states(slurm_ids) if ask_slurm else {}
+    for job in jobs:
+        if job.get("executor") == "slurm":
+            job["states"] = states.get(job["job_id"], ["?"])
+        else:
+            job["states"] = _local_state(run, job.get("task_ids", [job["job_id"]]))
+    stages: dict[str, dict[str, Any]] = {}
+    for stage in sorted({j["stage"] for j in jobs} | _dirs(Path(run_dir) / "models") | _dirs(Path(run_dir) / "rollouts")):
+        versions = list_versions(run, stage) if (Path(run_dir) / "models" / stage).is_dir() else []
+        steps = sorted(_dirs(Path(run_dir) / "rollouts" / stage))
+        metrics = read_jsonl(run.metrics_path(stage, create=False), missing_ok=True)
+        stages[stage] = {
+            "versions": [v.name for v in versions],
+            "rollout_steps": len(steps),
+            "last_metrics": metrics[-1] if metrics else None,
+        }
+    return {"run_dir": str(run_dir), "jobs": jobs, "stages": stages}
+
+
+def _dirs(path: Path) -> set[str]:
+    return {p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")} if path.is_dir() else set()
+
+
+def format_status(summary: dict[str, Any]) -> str:
+    lines = [f"run {summary['run_dir']}", "", "stages:"]
+    for stage, info in summary["stages"].items():
+        latest = info["versions"][-1] if info["versions"] else "-"
+        metric = ""
+        if info["last_metrics"]:
+            shown = {k: v for k, v in info["last_metrics"].items() if isinstance(v, (int, float))}
+            metric = "  " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(shown.items())[:6])
+        lines.append(f"  {stage:<14} models={len(info['versions'])} latest={latest} rollout_steps={info['rollout_steps']}{metric}")
+    lines += ["", "jobs:", f"  {'submitted':<26} {'stage':<14} {'step':>4} {'kind':<8} {'job':>10} {'tasks':>5}  states"]
+    for job in summary["jobs"]:
+        counts = Counter(job["states"])
+        state = ", ".join(f"{s} x{n}" if n > 1 else s for s, n in sorted(counts.items()))
+        step = "-" if job.get("step") is None else job["step"]
+        lines.append(f"  {job['time']:<26} {job['stage']:<14} {step:>4} {job['kind']:<8} {job['job_id']:>10} "
+                     f"{job.get('array_size') or 1:>5}  {state}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="r1hpc status", description=__doc__)
+    parser.add_argument("run_dir")
+    parser.add_argument("--no-slurm", action="store_true", help="do not ask sacct for job states")
+    args = parser.parse_args(argv)
+    try:
+        summary = summarize_run(args.run_dir, ask_slurm=not args.no_slurm)
+    except FileNotFoundError as e:
+        print(f"r1hpc status: {e}")
+        return 2
+    print(format_status(summary))
+    return 0

@@ -1,0 +1,71 @@
+"""The launcher on the real test cluster: arrays, afterok chains, names for accounting, requeue."""
+
+import json
+
+import pytest
+
+from r1hpc.config import load_config
+from r1hpc.fsio import read_json, read_jsonl
+from r1hpc.launch import JobFailed, Launcher
+
+
+@pytest.fixture
+def slurm_launcher(tmp_path, slurm_env, monkeypatch):
+    monkeypatch.setenv("SLURM_CONF", slurm_env["SLURM_CONF"])
+
+    def make(*overrides):
+        cfg = load_config(None, [f"runs_dir={tmp_path}", "name=slt", "launch.executor=slurm",
+                                 "launch.rollout.cpus_per_task=1", "launch.rollout.mem_gb=1",
+                                 "launch.train.cpus_per_task=1", "launch.train.mem_gb=1", *overrides])
+        return Launcher(cfg)
+    return make
+
+
+def test_array_then_afterok_job_on_slurm(slurm_launcher, slurm, tmp_path):
+    launcher = slurm_launcher("launch.rollout.gpus_per_node=1", "launch.account=research")
+    array = launcher.submit_array("r1_zero", "rollout", "jobfns:record_env",
+                                  [{"path": str(tmp_path / f"env{i}.json")} for i in range(3)], step=2)
+    train = launcher.submit("r1_zero", "train", "jobfns:square", {"x": 7}, step=2, after=[array])
+    # The dependent job waits on the whole array in Slurm itself (not in this process).
+    assert train.results() == [49]
+    seen = array.results()
+    assert sorted(int(s["SLURM_ARRAY_TASK_ID"]) for s in seen) == [0, 1, 2]
+    assert all(s["SLURM_ARRAY_JOB_ID"] == array.job_id for s in seen)
+    assert all(len(s["CUDA_VISIBLE_DEVICES"].split(",")) == 1 for s in seen)
+    rows = slurm.sacct_rows(array.job_id, ["JobName", "Account", "Comment", "AllocTRES", "State"])
+    assert len(rows) == 3
+    for row in rows:
+        assert row["JobName"] == "r1hpc:slt:r1_zero:2"
+        assert row["Account"] == "research"
+        assert row["Comment"] == "r1hpc run=slt stage=r1_zero step=2"
+        assert "gres/gpu=1" in row["AllocTRES"] and row["State"] == "COMPLETED"
+    dep = slurm.sacct_rows(train.job_id, ["JobName", "State"])
+    assert dep[0]["JobName"] == "r1hpc:slt:r1_zero:2" and dep[0]["State"] == "COMPLETED"
+    records = read_jsonl(launcher.run_dir / "jobs.jsonl")
+    assert records[1]["after"] == [array.job_id] and records[0]["executor"] == "slurm"
+
+
+def test_failed_array_task_cancels_its_dependent(slurm_launcher, slurm):
+    launcher = slurm_launcher()
+    bad = launcher.submit_array("s", "rollout", "jobfns:fail", [{"message": "task-boom"}], step=0)
+    after = launcher.submit("s", "train", "jobfns:square", {"x": 1}, step=0, after=[bad])
+    with pytest.raises(JobFailed, match="task-boom"):
+        bad.results()
+    states = slurm.wait_for_state(after.job_id, {"CANCELLED"}, timeout=60)
+    assert set(states.values()) == {"CANCELLED"}
+
+
+@pytest.mark.slow
+def test_time_limit_checkpoint_requeue_resumes(slurm_launcher, slurm, tmp_path):
+    """A job longer than its 1-minute limit gets USR2 before the limit, is requeued by submitit
+    and resumes from its last checkpoint: every step is done, across more than one attempt."""
+    launcher = slurm_launcher("launch.signal_delay_s=30", "launch.train.time_min=1", "launch.max_requeues=4")
+    sub = launcher.submit("s", "train", "jobfns:resumable_count",
+                          {"state_dir": str(tmp_path), "n": 8, "step_s": 4.0})
+    assert sub.results() == [list(range(8))]
+    attempts = read_jsonl(tmp_path / "attempts.jsonl")
+    assert sorted(a["step"] for a in attempts) == list(range(8)), attempts
+    assert max(a["attempt"] for a in attempts) >= 1, attempts
+    assert read_json(tmp_path / "counter.json") == {"done": list(range(8))}
+    rows = slurm.sacct_rows(sub.job_id, ["State"], duplicates=True)
+    assert "REQUEUED" in {r["State"] for r in rows}, json.dumps(rows)
