@@ -49,12 +49,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return status_main([args.run_dir, *(["--no-slurm"] if args.no_slurm else [])])
 
 
-def _cmd_gpu_hours(args: argparse.Namespace) -> int:
-    from r1hpc.accounting import main as gpu_hours_main
-
-    return gpu_hours_main(args.rest)
-
-
 def _cmd_exec(args: argparse.Namespace) -> int:
     """Run one task in this process: what the plain-sbatch templates in slurm/ call."""
     import json
@@ -82,15 +76,15 @@ def _with_config(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="r1hpc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("gpu-hours", help="GPU-hours and cost per user/account/run/stage/day from sacct (see r1hpc gpu-hours -h)")
     commands: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
         "config": (_cmd_config, "validate a config and print it resolved"),
         "sbatch": (_cmd_sbatch, "print the sbatch script the slurm executor would submit"),
         "preflight": (_cmd_preflight, "run a job array that checks nodes, GPUs and the shared run directory"),
         "status": (_cmd_status, "show a run's stages, steps, jobs and progress"),
         "exec": (_cmd_exec, "run one task (module:function key=value ...) in this process, e.g. inside sbatch"),
-        "gpu-hours": (_cmd_gpu_hours, "GPU-hours and cost per user/account/run/stage/day from sacct"),
     }
-    parsers = {name: sub.add_parser(name, help=text, add_help=name != "gpu-hours") for name, (_, text) in commands.items()}
+    parsers = {name: sub.add_parser(name, help=text, ) for name, (_, text) in commands.items()}
     for name, (func, _) in commands.items():
         parsers[name].set_defaults(func=func)
     _with_config(parsers["config"])
@@ -107,11 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["status"].add_argument("--no-slurm", action="store_true", help="do not ask squeue/sacct")
     parsers["exec"].add_argument("target", help="package.module:function")
     parsers["exec"].add_argument("kwargs", nargs="*", help="key=value arguments (values parsed as YAML)")
-    parsers["gpu-hours"].add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "gpu-hours":  # its own parser owns every option after the word
+        from r1hpc.accounting import main as gpu_hours_main
+
+        return gpu_hours_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
