@@ -204,8 +204,9 @@ def _problems(cfg: Config) -> list[tuple[str, str]]:
         need(m.num_experts > 0 and m.num_experts % p.ep == 0, "parallel.ep",
              f"{p.ep} must divide model.num_experts={m.num_experts} (and the model must be MoE)")
     need(not p.sequence_parallel or p.tp > 1, "parallel.sequence_parallel", "needs parallel.tp > 1")
-    need(p.backend == "megatron" or (p.tp == 1 and p.pp == 1 and p.ep == 1), "parallel.backend",
-         f"tp/pp/ep > 1 need backend 'megatron', got {p.backend!r}")
+    for name in ("tp", "pp", "ep"):
+        need(p.backend == "megatron" or getattr(p, name) == 1, f"parallel.{name}",
+             f"{getattr(p, name)} > 1 needs parallel.backend 'megatron', got {p.backend!r}")
     gpus = launch.train.gpus_per_node * launch.train.nodes
     if gpus and p.tp * p.pp >= 1:
         need(gpus % (p.tp * p.pp) == 0, "launch.train.gpus_per_node",

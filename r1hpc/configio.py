@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -20,6 +21,9 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 
 __all__ = ["ConfigError", "Origin", "load", "to_dict", "to_yaml", "apply_overrides", "from_dict"]
+
+
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
 class ConfigError(ValueError):
@@ -121,6 +125,8 @@ def _coerce(value: Any, tp: Any, key: str, origin: Origin) -> Any:
             raise ConfigError(f"{origin}: {key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _EXPONENT_FLOAT.match(value.strip()):
+            value = float(value)  # YAML 1.1 reads 3e-6 (no dot) as a string; users mean a number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{origin}: {key}: expected a number, got {value!r}")
         if not math.isfinite(value):

@@ -65,7 +65,7 @@ BAD_INPUTS = {
     "nan": ("grpo:\n  kl_coef: .nan\n", [], r"bad.yaml:2: grpo.kl_coef: expected a finite number"),
     "bad run name": ("name: 'my run:1'\n", [], r"bad.yaml:1: name: run name 'my run:1' must be"),
     "time below signal delay": ("launch:\n  signal_delay_s: 120\n  train: {time_min: 1}\n", [], r"launch.train.time_min: 1 min leaves no time"),
-    "tp without megatron": ("parallel:\n  tp: 2\n", [], r"bad.yaml:2: parallel.backend: tp/pp/ep > 1 need backend 'megatron'"),
+    "tp without megatron": ("parallel:\n  tp: 2\n", [], r"bad.yaml:2: parallel.tp: 2 > 1 needs parallel.backend 'megatron', got 'torch'"),
     "gpus not a multiple of tp*pp": ("model: {num_heads: 4}\nparallel: {backend: megatron, tp: 4}\nlaunch:\n  train: {gpus_per_node: 6}\n", [],
                                      r"bad.yaml:4: launch.train.gpus_per_node: 6 training GPUs are not a multiple of parallel.tp\*parallel.pp=4"),
     "unknown reward": ("rewards:\n  weights: {acuracy_math: 1.0}\n", [], r"bad.yaml:2: rewards.weights.acuracy_math: unknown reward .*did you mean .accuracy_math."),

@@ -58,7 +58,7 @@ def test_failed_dependency_stops_the_chain_with_log_paths(tmp_path):
 
 
 def test_bad_target_is_a_clear_error(tmp_path):
-    launcher = Launcher(config(tmp_path, "launch.executor=debug"))
+    launcher = Launcher(config(tmp_path))
     with pytest.raises(ValueError, match="package.module:function"):
         launcher.submit("s", "train", "jobfns.square", {"x": 1})
     sub = launcher.submit("s", "train", "jobfns:nope", {"x": 1})
