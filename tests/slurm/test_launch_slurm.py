@@ -32,6 +32,7 @@ def test_array_then_afterok_job_on_slurm(slurm_launcher, slurm, tmp_path):
     assert sorted(int(s["SLURM_ARRAY_TASK_ID"]) for s in seen) == [0, 1, 2]
     assert all(s["SLURM_ARRAY_JOB_ID"] == array.job_id for s in seen)
     assert all(len(s["CUDA_VISIBLE_DEVICES"].split(",")) == 1 for s in seen)
+    slurm.wait_for_state(array.job_id, {"COMPLETED"}, timeout=60)  # also waits for sacct's full record
     rows = slurm.sacct_rows(array.job_id, ["JobName", "Account", "Comment", "AllocTRES", "State"])
     assert len(rows) == 3
     for row in rows:
@@ -39,6 +40,7 @@ def test_array_then_afterok_job_on_slurm(slurm_launcher, slurm, tmp_path):
         assert row["Account"] == "research"
         assert row["Comment"] == "r1hpc run=slt stage=r1_zero step=2"
         assert "gres/gpu=1" in row["AllocTRES"] and row["State"] == "COMPLETED"
+    slurm.wait_for_state(train.job_id, {"COMPLETED"}, timeout=60)
     dep = slurm.sacct_rows(train.job_id, ["JobName", "State"])
     assert dep[0]["JobName"] == "r1hpc:slt:r1_zero:2" and dep[0]["State"] == "COMPLETED"
     records = read_jsonl(launcher.run_dir / "jobs.jsonl")
