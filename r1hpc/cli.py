@@ -1,5 +1,7 @@
 """The `r1hpc` command: one entry point, each subcommand a thin call into the library.
 
+    r1hpc run configs/tiny.yaml                         the whole R1 recipe (make demo runs this)
+    r1hpc plan configs/deepseek_v3_671b.yaml            layout, memory per GPU, GPU-hours per stage
     r1hpc config configs/tiny.yaml grpo.group_size=16     validate and print the resolved config
     r1hpc sbatch configs/tiny.yaml --kind rollout --array 4   print the sbatch script a job would get
     r1hpc preflight configs/tiny.yaml launch.executor=slurm   check nodes, GPUs and the shared run dir
@@ -76,6 +78,8 @@ def _with_config(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="r1hpc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the R1 recipe: submit its DAG of jobs (see r1hpc run -h)")
+    sub.add_parser("plan", help="dry run at full size: layout, memory per GPU, GPU-hours per stage (see r1hpc plan -h)")
     sub.add_parser("gpu-hours", help="GPU-hours and cost per user/account/run/stage/day from sacct (see r1hpc gpu-hours -h)")
     commands: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
         "config": (_cmd_config, "validate a config and print it resolved"),
@@ -106,10 +110,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "gpu-hours":  # its own parser owns every option after the word
+    # These subcommands own every option after their word (their own argparse parsers).
+    if argv and argv[0] == "gpu-hours":
         from r1hpc.accounting import main as gpu_hours_main
 
         return gpu_hours_main(argv[1:])
+    if argv and argv[0] == "plan":
+        from r1hpc.plan import main as plan_main
+
+        return plan_main(argv[1:])
+    if argv and argv[0] in ("run", "demo"):
+        from r1hpc.pipeline import main as run_main
+
+        return run_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -45,6 +45,7 @@ class LaunchConfig:
     """How jobs are submitted. `executor=local` runs each job as a real subprocess here."""
 
     executor: Executor = "local"
+    gpu_type: str = ""  # e.g. h100, h800: for the planner's FLOP/bandwidth model and pricing
     partition: str = ""
     account: str = ""
     qos: str = ""
@@ -76,6 +77,16 @@ class ModelConfig:
     num_experts: int = 0  # routed experts; 0 = dense
     experts_per_token: int = 0
     num_shared_experts: int = 0
+    moe_intermediate_size: int = 0  # per expert; 0 = intermediate_size
+    first_dense_layers: int = 0  # DeepSeek-V3: the first 3 layers are dense
+    attention: Literal["gqa", "mla"] = "gqa"
+    # Multi-latent attention (DeepSeek-V2/V3); used when attention = mla.
+    q_lora_rank: int = 0
+    kv_lora_rank: int = 0
+    qk_nope_head_dim: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
+    mtp_layers: int = 0  # multi-token prediction modules
 
 
 @dataclass
@@ -87,21 +98,29 @@ class ParallelConfig:
     pp: int = 1
     ep: int = 1
     sequence_parallel: bool = False
+    cp: int = 1  # context parallel
+    vpp: int = 1  # virtual pipeline stages per pipeline rank
+    expert_tp: int = 1
+    distributed_optimizer: bool = True
+    recompute: Literal["none", "selective", "full"] = "none"
+    # Uneven pipeline split (Megatron's num_layers_in_first/last_pipeline_stage); 0 = even.
+    first_stage_layers: int = 0
+    last_stage_layers: int = 0
+    zero_stage: int = 1  # DeepSpeed ZeRO stage (backend deepspeed)
 
 
 @dataclass
 class GRPOConfig:
-    """One GRPO stage's algorithm settings (R1: G=16, 32 prompts/step, KL 0.001)."""
+    """GRPO settings shared by every RL stage (R1: G=16, 32 prompts/step, KL 0.001)."""
 
-    steps: int = 4
     prompts_per_step: int = 8
     group_size: int = 8
     rollout_shards: int = 2  # array tasks per rollout step
     max_new_tokens: int = 128
     temperature: float = 1.0
     top_p: float = 1.0
-    lr: float = 1e-4
     micro_batch_size: int = 16
+    mini_batches: int = 1  # optimizer updates per step (R1: 16)
     clip_low: float = 0.2
     clip_high: float = 0.2  # > clip_low: DAPO clip-higher
     dual_clip: float = 0.0  # 0 = off; else c > 1 bounds the loss of negative advantages
@@ -110,14 +129,105 @@ class GRPOConfig:
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"] = "token-mean"
     scale_adv_by_std: bool = True  # false = Dr. GRPO
     dynamic_sampling: bool = False  # DAPO: drop groups whose rewards are all equal
-    max_staleness: int = 0  # 1 = rollouts of step N+1 may use v(N) while step N trains
+    max_staleness: int = 0  # 1 = rollouts of step N+1 use v(N) while step N trains
+    ref_refresh_steps: int = 0  # 0 = the stage's initial policy stays the reference (R1: 400)
+    max_grad_norm: float = 1.0
+    generator: Literal["hf", "vllm", "auto"] = "hf"
+
+
+@dataclass
+class RLStageConfig:
+    """One GRPO stage: how long, how fast, which rewards."""
+
+    steps: int = 4
+    lr: float = 2e-5
+    rewards: dict[str, float] = field(default_factory=lambda: {"accuracy_math": 1.0, "format": 0.5})
+    reward_model_weight: float = 0.0  # rl_all: weight of the learned helpfulness/harmlessness reward
+
+
+@dataclass
+class SFTStageConfig:
+    epochs: float = 1.0
+    batch_size: int = 32
+    micro_batch_size: int = 16
+    lr: float = 1e-3
+    warmup_steps: int = 10
+    max_len: int = 512
+    save_every: int = 50
+
+
+@dataclass
+class DataConfig:
+    """The generated task (r1hpc.tasks): math problems with checkable answers + general examples."""
+
+    train_problems: int = 2000
+    heldout_problems: int = 100
+    general_train: int = 300
+    general_heldout: int = 50
+    difficulties: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+
+
+@dataclass
+class StudentConfig:
+    """A smaller dense student for the distill stage."""
+
+    num_layers: int = 2
+    hidden_size: int = 64
+    num_heads: int = 2
+    num_kv_heads: int = 1
+    intermediate_size: int = 192
+
+
+@dataclass
+class BaseStageConfig:
+    """Pretraining of the tiny base (and the student's base) when model.init_from is empty."""
+
+    tokenizer_vocab: int = 1024
+    corpus_docs: int = 20000
+    train: SFTStageConfig = field(default_factory=lambda: SFTStageConfig(epochs=1.0, lr=3e-3, batch_size=32))
+
+
+@dataclass
+class ColdStartConfig:
+    examples: int = 300  # readable long-CoT examples built from R1-Zero outputs
+    sft: SFTStageConfig = field(default_factory=lambda: SFTStageConfig(epochs=2.0, lr=5e-4))
+
+
+@dataclass
+class RejectionConfig:
+    prompts: int = 200
+    samples_per_prompt: int = 8
+    temperature: float = 0.8
+    shards: int = 2
+    keep_per_prompt: int = 2  # correct answers kept per prompt (after dedup)
+    general_prompts: int = 100  # non-reasoning prompts, scored by the judge
+    judge_min_score: float = 0.5
+
+
+@dataclass
+class RewardModelConfig:
+    """Pairwise (Bradley-Terry) reward model for helpfulness / harmlessness, trained in rl_all."""
+
+    pairs: int = 600
+    train: SFTStageConfig = field(default_factory=lambda: SFTStageConfig(epochs=2.0, lr=5e-4))
+
+
+@dataclass
+class EvalConfig:
+    """R1's evaluation: pass@1 averaged over k samples at T=0.6, top-p 0.95, and cons@k."""
+
+    k: int = 4
+    temperature: float = 0.6
+    top_p: float = 0.95
+    problems: int = 100
+    shards: int = 2
+    max_new_tokens: int = 128
 
 
 @dataclass
 class RewardsConfig:
-    """Rule rewards and their weights (names are keys of r1hpc.rewards.REWARD_FUNCS)."""
+    """How rule rewards are computed (which rewards and weights: per RL stage)."""
 
-    weights: dict[str, float] = field(default_factory=lambda: {"accuracy_math": 1.0, "format": 0.5})
     timeout_s: float = 5.0  # per item, enforced by killing the worker
     memory_mb: int = 1024  # address-space limit of each scoring worker
 
@@ -139,8 +249,22 @@ class Config:
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    base: BaseStageConfig = field(default_factory=BaseStageConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     rewards: RewardsConfig = field(default_factory=RewardsConfig)
+    r1_zero: RLStageConfig = field(default_factory=RLStageConfig)
+    cold_start: ColdStartConfig = field(default_factory=ColdStartConfig)
+    reasoning_rl: RLStageConfig = field(default_factory=lambda: RLStageConfig(
+        rewards={"accuracy_math": 1.0, "format": 0.5, "language_consistency": 0.2}))
+    rejection: RejectionConfig = field(default_factory=RejectionConfig)
+    sft: SFTStageConfig = field(default_factory=lambda: SFTStageConfig(epochs=2.0, lr=5e-4))
+    rl_all: RLStageConfig = field(default_factory=lambda: RLStageConfig(
+        rewards={"accuracy_math": 1.0, "format": 0.5, "language_consistency": 0.2}, reward_model_weight=0.5))
+    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
+    distill: SFTStageConfig = field(default_factory=lambda: SFTStageConfig(epochs=2.0, lr=1e-3))
+    eval: EvalConfig = field(default_factory=EvalConfig)
     provenance: Provenance = field(default_factory=Provenance)
 
     @property
@@ -148,6 +272,7 @@ class Config:
         return Path(self.runs_dir) / self.name
 
 
+RL_STAGES = ("r1_zero", "reasoning_rl", "rl_all")
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -192,7 +317,7 @@ def _problems(cfg: Config) -> list[tuple[str, str]]:
     need(m.arch == "qwen2" or m.num_experts > 0, "model.num_experts", f"arch {m.arch!r} is a mixture of experts: set num_experts > 0")
 
     p = cfg.parallel
-    for name in ("tp", "pp", "ep"):
+    for name in ("tp", "pp", "ep", "cp", "vpp", "expert_tp"):
         need(getattr(p, name) >= 1, f"parallel.{name}", f"must be >= 1, got {getattr(p, name)}")
     if p.tp >= 1 and m.num_heads >= 1:
         need(m.num_heads % p.tp == 0, "parallel.tp", f"{p.tp} does not divide model.num_heads={m.num_heads}")
@@ -203,8 +328,17 @@ def _problems(cfg: Config) -> list[tuple[str, str]]:
     if p.ep > 1:
         need(m.num_experts > 0 and m.num_experts % p.ep == 0, "parallel.ep",
              f"{p.ep} must divide model.num_experts={m.num_experts} (and the model must be MoE)")
+    if m.attention == "mla":
+        for name in ("kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim"):
+            need(getattr(m, name) >= 1, f"model.{name}", f"attention 'mla' needs model.{name} >= 1, got {getattr(m, name)}")
+    need(0 <= m.first_dense_layers < m.num_layers or m.num_experts == 0, "model.first_dense_layers",
+         f"must be in 0..model.num_layers-1, got {m.first_dense_layers}")
     need(not p.sequence_parallel or p.tp > 1, "parallel.sequence_parallel", "needs parallel.tp > 1")
-    for name in ("tp", "pp", "ep"):
+    need(p.zero_stage in (0, 1, 2, 3), "parallel.zero_stage", f"must be 0, 1, 2 or 3, got {p.zero_stage}")
+    for name in ("first_stage_layers", "last_stage_layers"):
+        need(0 <= getattr(p, name) < max(m.num_layers, 1), f"parallel.{name}",
+             f"must be in 0..model.num_layers-1 (0 = even split), got {getattr(p, name)}")
+    for name in ("tp", "pp", "ep", "cp"):
         need(p.backend == "megatron" or getattr(p, name) == 1, f"parallel.{name}",
              f"{getattr(p, name)} > 1 needs parallel.backend 'megatron', got {p.backend!r}")
     gpus = launch.train.gpus_per_node * launch.train.nodes
@@ -213,28 +347,62 @@ def _problems(cfg: Config) -> list[tuple[str, str]]:
              f"{gpus} training GPUs are not a multiple of parallel.tp*parallel.pp={p.tp * p.pp}")
 
     g = cfg.grpo
-    for name in ("steps", "prompts_per_step", "rollout_shards", "max_new_tokens", "micro_batch_size"):
+    for name in ("prompts_per_step", "rollout_shards", "max_new_tokens", "micro_batch_size", "mini_batches"):
         need(getattr(g, name) >= 1, f"grpo.{name}", f"must be >= 1, got {getattr(g, name)}")
     need(g.group_size >= 2, "grpo.group_size", f"must be >= 2 (a group of 1 has no relative advantage), got {g.group_size}")
     if g.rollout_shards >= 1:
         need(g.prompts_per_step % g.rollout_shards == 0, "grpo.rollout_shards",
              f"grpo.prompts_per_step={g.prompts_per_step} is not divisible into {g.rollout_shards} shards")
+    if g.mini_batches >= 1:
+        need(g.prompts_per_step * g.group_size >= g.mini_batches, "grpo.mini_batches",
+             f"{g.mini_batches} mini-batches for {g.prompts_per_step * g.group_size} samples per step")
     need(0 < g.temperature <= 10, "grpo.temperature", f"must be in (0, 10], got {g.temperature}")
     need(0 < g.top_p <= 1, "grpo.top_p", f"must be in (0, 1], got {g.top_p}")
-    need(0 < g.lr < 1, "grpo.lr", f"must be in (0, 1), got {g.lr}")
     need(0 <= g.clip_low < 1, "grpo.clip_low", f"must be in [0, 1), got {g.clip_low}")
     need(g.clip_high >= 0, "grpo.clip_high", f"must be >= 0, got {g.clip_high}")
     need(g.dual_clip == 0 or g.dual_clip > 1, "grpo.dual_clip", f"must be 0 (off) or > 1, got {g.dual_clip}")
     need(g.kl_coef >= 0, "grpo.kl_coef", f"must be >= 0, got {g.kl_coef}")
     need(g.max_staleness in (0, 1), "grpo.max_staleness", f"must be 0 (on-policy) or 1 (one-step overlap), got {g.max_staleness}")
+    need(g.ref_refresh_steps >= 0, "grpo.ref_refresh_steps", f"must be >= 0 (0 = never), got {g.ref_refresh_steps}")
+    need(g.max_grad_norm > 0, "grpo.max_grad_norm", f"must be > 0, got {g.max_grad_norm}")
     if m.max_seq_len >= 1:
-        need(g.max_new_tokens < m.max_seq_len, "grpo.max_new_tokens",
-             f"{g.max_new_tokens} leaves no room for the prompt in model.max_seq_len={m.max_seq_len}")
+        for key, tokens in (("grpo.max_new_tokens", g.max_new_tokens), ("eval.max_new_tokens", cfg.eval.max_new_tokens)):
+            need(tokens < m.max_seq_len, key, f"{tokens} leaves no room for the prompt in model.max_seq_len={m.max_seq_len}")
+
+    for stage in RL_STAGES:
+        st: RLStageConfig = getattr(cfg, stage)
+        need(st.steps >= 0, f"{stage}.steps", f"must be >= 0, got {st.steps}")
+        need(0 < st.lr < 1, f"{stage}.lr", f"must be in (0, 1), got {st.lr}")
+        need(st.reward_model_weight >= 0, f"{stage}.reward_model_weight", f"must be >= 0, got {st.reward_model_weight}")
+        for name, weight in st.rewards.items():
+            need(weight >= 0, f"{stage}.rewards.{name}", f"must be >= 0, got {weight}")
+    for key, sft in (("base.train", cfg.base.train), ("cold_start.sft", cfg.cold_start.sft), ("sft", cfg.sft),
+                     ("reward_model.train", cfg.reward_model.train), ("distill", cfg.distill)):
+        need(sft.epochs > 0, f"{key}.epochs", f"must be > 0, got {sft.epochs}")
+        need(0 < sft.lr < 1, f"{key}.lr", f"must be in (0, 1), got {sft.lr}")
+        for name in ("batch_size", "micro_batch_size", "max_len", "save_every"):
+            need(getattr(sft, name) >= 1, f"{key}.{name}", f"must be >= 1, got {getattr(sft, name)}")
+        need(sft.warmup_steps >= 0, f"{key}.warmup_steps", f"must be >= 0, got {sft.warmup_steps}")
+    d = cfg.data
+    for name in ("train_problems", "heldout_problems", "general_train", "general_heldout"):
+        need(getattr(d, name) >= 1, f"data.{name}", f"must be >= 1, got {getattr(d, name)}")
+    need(bool(d.difficulties) and set(d.difficulties) <= {1, 2, 3, 4}, "data.difficulties",
+         f"must be a non-empty subset of [1, 2, 3, 4], got {d.difficulties}")
+    e = cfg.eval
+    for name in ("k", "problems", "shards", "max_new_tokens"):
+        need(getattr(e, name) >= 1, f"eval.{name}", f"must be >= 1, got {getattr(e, name)}")
+    need(0 < e.temperature <= 10 and 0 < e.top_p <= 1, "eval.temperature", "temperature must be in (0, 10] and top_p in (0, 1]")
+    need(e.problems <= d.heldout_problems, "eval.problems", f"{e.problems} > data.heldout_problems={d.heldout_problems}")
+    rj = cfg.rejection
+    for name in ("prompts", "samples_per_prompt", "shards", "keep_per_prompt"):
+        need(getattr(rj, name) >= 1, f"rejection.{name}", f"must be >= 1, got {getattr(rj, name)}")
+    need(rj.prompts <= d.train_problems, "rejection.prompts", f"{rj.prompts} > data.train_problems={d.train_problems}")
+    need(cfg.base.tokenizer_vocab >= 300, "base.tokenizer_vocab", f"must be >= 300, got {cfg.base.tokenizer_vocab}")
+    st = cfg.student
+    need(st.hidden_size % st.num_heads == 0 and st.num_heads % st.num_kv_heads == 0, "student.hidden_size",
+         f"student heads must divide hidden ({st.hidden_size}/{st.num_heads}) and kv heads must divide heads ({st.num_heads}/{st.num_kv_heads})")
 
     r = cfg.rewards
-    need(bool(r.weights), "rewards.weights", "at least one reward is needed")
-    for name, weight in r.weights.items():
-        need(weight >= 0, f"rewards.weights.{name}", f"must be >= 0, got {weight}")
     need(r.timeout_s > 0, "rewards.timeout_s", f"must be > 0, got {r.timeout_s}")
     need(r.memory_mb >= 64, "rewards.memory_mb", f"must be >= 64, got {r.memory_mb}")
     return out
@@ -266,12 +434,14 @@ def _reward_name_problems(cfg: Config) -> list[tuple[str, str]]:
     from r1hpc.rewards import REWARD_FUNCS
     from r1hpc.rewards.combine import validate_weights
 
-    try:
-        validate_weights(cfg.rewards.weights, REWARD_FUNCS, where="rewards.weights")
-    except ValueError as e:
-        key, _, message = str(e).partition(": ")
-        return [(key, message)]
-    return []
+    out = []
+    for stage in RL_STAGES:
+        try:
+            validate_weights(getattr(cfg, stage).rewards, REWARD_FUNCS, where=f"{stage}.rewards")
+        except ValueError as e:
+            key, _, message = str(e).partition(": ")
+            out.append((key, message))
+    return out
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:

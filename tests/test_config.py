@@ -20,20 +20,20 @@ def test_tiny_config_loads_and_round_trips(tmp_path):
 
 
 def test_overrides_apply_in_order_and_parse_types():
-    cfg = load_config(TINY, ["grpo.group_size=16", "grpo.lr=3e-6", "launch.executor=slurm",
-                             "launch.train.gpus_per_node=8", "rewards.weights={accuracy_math: 1.0}",
+    cfg = load_config(TINY, ["grpo.group_size=16", "r1_zero.lr=3e-6", "launch.executor=slurm",
+                             "launch.train.gpus_per_node=8", "r1_zero.rewards={accuracy_math: 1.0}",
                              "grpo.group_size=4"])
     assert cfg.grpo.group_size == 4
-    assert cfg.grpo.lr == pytest.approx(3e-6)
+    assert cfg.r1_zero.lr == pytest.approx(3e-6)
     assert cfg.launch.train.gpus_per_node == 8
-    assert cfg.rewards.weights == {"accuracy_math": 1.0}
-    assert isinstance(cfg.grpo.lr, float)
+    assert cfg.r1_zero.rewards == {"accuracy_math": 1.0}
+    assert isinstance(cfg.r1_zero.lr, float)
 
 
 def test_int_is_accepted_for_float_but_not_the_reverse():
     assert load_config(None, ["grpo.temperature=1"]).grpo.temperature == 1.0
-    with pytest.raises(ConfigError, match="grpo.steps: expected an integer"):
-        load_config(None, ["grpo.steps=2.5"])
+    with pytest.raises(ConfigError, match="r1_zero.steps: expected an integer"):
+        load_config(None, ["r1_zero.steps=2.5"])
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -46,7 +46,7 @@ def write(tmp_path: Path, text: str) -> Path:
 BAD_INPUTS = {
     "unknown top-level key": ("grop:\n  group_size: 4\n", [], r"bad.yaml:1: unknown key 'grop'; did you mean 'grpo'"),
     "unknown nested key": ("grpo:\n  group_sise: 4\n", [], r"bad.yaml:2: unknown key 'grpo.group_sise'; did you mean 'grpo.group_size'"),
-    "wrong type": ("grpo:\n  steps: many\n", [], r"bad.yaml:2: grpo.steps: expected an integer, got 'many'"),
+    "wrong type": ("r1_zero:\n  steps: many\n", [], r"bad.yaml:2: r1_zero.steps: expected an integer, got 'many'"),
     "bool as string": ("parallel:\n  sequence_parallel: 'yes'\n", [], r"bad.yaml:2: parallel.sequence_parallel: expected true or false"),
     "section not a mapping": ("grpo: 5\n", [], r"bad.yaml:1: grpo: expected a mapping \(GRPOConfig\)"),
     "bad choice": ("launch:\n  executor: slrum\n", [], r"bad.yaml:2: launch.executor: expected one of .*did you mean 'slurm'"),
@@ -61,14 +61,15 @@ BAD_INPUTS = {
                                    r"bad.yaml:7: parallel.ep: 4 must divide model.num_experts=6"),
     "shards do not divide prompts": ("grpo:\n  prompts_per_step: 10\n  rollout_shards: 4\n", [], r"bad.yaml:3: grpo.rollout_shards: grpo.prompts_per_step=10 is not divisible into 4 shards"),
     "group of one": ("grpo:\n  group_size: 1\n", [], r"bad.yaml:2: grpo.group_size: must be >= 2"),
-    "negative lr": ("grpo:\n  lr: -0.1\n", [], r"bad.yaml:2: grpo.lr: must be in \(0, 1\)"),
+    "negative lr": ("reasoning_rl:\n  lr: -0.1\n", [], r"bad.yaml:2: reasoning_rl.lr: must be in \(0, 1\)"),
     "nan": ("grpo:\n  kl_coef: .nan\n", [], r"bad.yaml:2: grpo.kl_coef: expected a finite number"),
     "bad run name": ("name: 'my run:1'\n", [], r"bad.yaml:1: name: run name 'my run:1' must be"),
     "time below signal delay": ("launch:\n  signal_delay_s: 120\n  train: {time_min: 1}\n", [], r"launch.train.time_min: 1 min leaves no time"),
     "tp without megatron": ("parallel:\n  tp: 2\n", [], r"bad.yaml:2: parallel.tp: 2 > 1 needs parallel.backend 'megatron', got 'torch'"),
     "gpus not a multiple of tp*pp": ("model: {num_heads: 4}\nparallel: {backend: megatron, tp: 4}\nlaunch:\n  train: {gpus_per_node: 6}\n", [],
                                      r"bad.yaml:4: launch.train.gpus_per_node: 6 training GPUs are not a multiple of parallel.tp\*parallel.pp=4"),
-    "unknown reward": ("rewards:\n  weights: {acuracy_math: 1.0}\n", [], r"bad.yaml:2: rewards.weights.acuracy_math: unknown reward .*did you mean .accuracy_math."),
+    "unknown reward": ("rl_all:\n  rewards: {acuracy_math: 1.0}\n", [], r"bad.yaml:2: rl_all.rewards.acuracy_math: unknown reward .*did you mean .accuracy_math."),
+    "eval wants more problems than held out": ("eval: {problems: 500}\n", [], r"bad.yaml:1: eval.problems: 500 > data.heldout_problems=100"),
     "override without equals": (None, ["grpo.group_size"], r"override 'grpo.group_size': expected key=value"),
     "override unknown key": (None, ["grpo.groupsize=4"], r"override 'grpo.groupsize=4': unknown key 'grpo.groupsize'; did you mean 'grpo.group_size'"),
     "override wrong type": (None, ["launch.train.mem_gb=lots"], r"override 'launch.train.mem_gb=lots': launch.train.mem_gb: expected a number"),
@@ -93,11 +94,11 @@ def test_missing_file_is_named(tmp_path):
 
 
 def test_several_problems_are_all_listed(tmp_path):
-    path = write(tmp_path, "grpo:\n  steps: 0\n  group_size: 1\n")
+    path = write(tmp_path, "grpo:\n  mini_batches: 0\n  group_size: 1\n")
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert "2 config errors" in str(info.value)
-    assert "bad.yaml:2: grpo.steps" in str(info.value) and "bad.yaml:3: grpo.group_size" in str(info.value)
+    assert "bad.yaml:2: grpo.mini_batches" in str(info.value) and "bad.yaml:3: grpo.group_size" in str(info.value)
 
 
 def test_resolved_config_is_written_once_with_revision(tmp_path):

@@ -17,7 +17,7 @@ import torch
 
 from r1hpc.fsio import atomic_write_bytes
 
-__all__ = ["save_checkpoint", "load_latest_checkpoint", "checkpoint_steps"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_latest_checkpoint", "checkpoint_steps"]
 
 _NAME = re.compile(r"^ckpt_(\d{6})\.pt$")
 
@@ -40,6 +40,20 @@ def save_checkpoint(directory: Path, step: int, model: torch.nn.Module, optimize
     for old in checkpoint_steps(directory)[:-keep]:
         (directory / f"ckpt_{old:06d}.pt").unlink(missing_ok=True)
     return path
+
+
+def load_checkpoint(directory: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    generator: torch.Generator) -> dict[str, Any]:
+    """Restore the checkpoint of exactly `step`; FileNotFoundError naming the file if it is missing."""
+    path = directory / f"ckpt_{step:06d}.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no checkpoint for step {step} (have {checkpoint_steps(directory)})")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["rng"])
+    torch.set_rng_state(state["torch_rng"])
+    return state["extra"]
 
 
 def load_latest_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
