@@ -83,7 +83,7 @@ def format_status(summary: dict[str, Any]) -> str:
         latest = info["versions"][-1] if info["versions"] else "-"
         metric = ""
         if info["last_metrics"]:
-            shown = {k: v for k, v in info["last_metrics"].items() if isinstance(v, (int, float))}
+            shown = {k: v for k, v in info["last_metrics"].items() if isinstance(v, (int, float)) and k != "time"}
             metric = "  " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(shown.items())[:6])
         lines.append(f"  {stage:<14} models={len(info['versions'])} latest={latest} rollout_steps={info['rollout_steps']}{metric}")
     lines += ["", "jobs:", f"  {'submitted':<26} {'stage':<14} {'step':>4} {'kind':<8} {'job':>10} {'tasks':>5}  states"]

@@ -1,0 +1,167 @@
+"""The DeepSeek-R1 recipe as a DAG of jobs, submitted through the launcher.
+
+    data -> base ----------> r1_zero -> cold_start -> reasoning_rl -> rejection -> sft -> rl_all
+         \\-> student_base --> distill_rl              reward_model -/                 \\-> distill
+    every model -> eval array;  all evals -> report
+
+    r1hpc run configs/tiny.yaml                         the whole recipe (local executor: here)
+    r1hpc run configs/tiny.yaml launch.executor=slurm   the same DAG as sbatch arrays + afterok chains
+    r1hpc run configs/tiny.yaml --stages r1_zero,eval   some stages, on the run's existing outputs
+
+A GRPO stage is, per step, a rollout array (grpo.rollout_shards tasks) and a train job that
+depends on it; the next step's array depends on that train job (or, with grpo.max_staleness=1,
+on the one before, so generation of step N+1 overlaps training of step N). Stages hand over only
+through the run directory; every job is idempotent, so re-running the pipeline after a failure
+(or on a requeue) skips what is complete and continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from r1hpc.config import Config, ConfigError, load_config, write_resolved
+from r1hpc.launch import JobFailed, Launcher, Submission, wait_all
+from r1hpc.store import RunDir, list_versions
+
+__all__ = ["STAGES", "MODEL_STAGES", "submit_pipeline", "main"]
+
+STAGES = ("data", "base", "student_base", "reward_model", "r1_zero", "cold_start", "reasoning_rl",
+          "rejection", "sft", "rl_all", "distill", "distill_rl", "eval", "report")
+# Stages that publish a policy, in recipe order: each is evaluated on the held-out split.
+MODEL_STAGES = ("base", "r1_zero", "cold_start", "reasoning_rl", "sft", "rl_all", "student_base", "distill", "distill_rl")
+
+
+def _grpo(launcher: Launcher, cfg: Config, stage: str, steps: int, after: Sequence[Submission]) -> Submission:
+    """Submit one GRPO stage; returns its last train job (what later stages wait on)."""
+    run_dir = str(cfg.run_dir)
+    prep = launcher.submit(stage, "train", "r1hpc.stages.grpo:prepare_stage", {"run_dir": run_dir, "stage": stage},
+                           after=after)
+    trains: list[Submission] = []
+    for step in range(steps):
+        lag = cfg.grpo.max_staleness
+        # Rollouts of step N use v(N - lag), published by the train job of step N - lag - 1.
+        producer = trains[step - lag - 1] if step - lag - 1 >= 0 else prep
+        rollout = launcher.submit_array(stage, "rollout", "r1hpc.stages.grpo:rollout_task",
+                                        [{"run_dir": run_dir, "stage": stage, "step": step, "shard": k}
+                                         for k in range(cfg.grpo.rollout_shards)], step=step, after=[producer])
+        train = launcher.submit(stage, "train", "r1hpc.stages.grpo:train_task",
+                                {"run_dir": run_dir, "stage": stage, "step": step}, step=step,
+                                after=[rollout] + ([trains[-1]] if trains else [prep]))
+        trains.append(train)
+    return trains[-1] if trains else prep
+
+
+def submit_pipeline(cfg: Config, stages: Sequence[str] = STAGES) -> dict[str, Submission]:
+    """Submit the chosen stages; a dependency on a stage not chosen is taken as already complete."""
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"--stages: unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+    launcher = Launcher(cfg)
+    run_dir = str(cfg.run_dir)
+    done: dict[str, Submission] = {}
+
+    def dep(*names: str) -> list[Submission]:
+        return [done[n] for n in names if n in done]
+
+    def job(stage: str, target: str, kwargs: dict[str, Any], after: list[Submission], kind: str = "train") -> None:
+        if stage in stages:
+            done[stage] = launcher.submit(stage, kind, target, {"run_dir": run_dir, **kwargs}, after=after)
+
+    def grpo(stage: str, steps: int, after: list[Submission]) -> None:
+        if stage in stages:
+            done[stage] = _grpo(launcher, cfg, stage, steps, after)
+
+    evals: list[Submission] = []
+
+    def evaluate(model_stage: str) -> None:
+        # Evaluate what this submission produces, and what earlier submissions already published.
+        published = bool(list_versions(RunDir(run_dir), model_stage)) if model_stage not in stages else True
+        if "eval" in stages and published:
+            evals.append(launcher.submit_array(
+                "eval", "eval", "r1hpc.stages.eval:eval_task",
+                [{"run_dir": run_dir, "model_stage": model_stage, "shard": k} for k in range(cfg.eval.shards)],
+                after=dep(model_stage)))
+
+    job("data", "r1hpc.stages.base:prepare_data", {}, [])
+    job("base", "r1hpc.stages.base:pretrain_base", {"which": "teacher"}, dep("data"))
+    job("student_base", "r1hpc.stages.base:pretrain_base", {"which": "student"}, dep("data"))
+    evaluate("base")
+    evaluate("student_base")
+    job("reward_model", "r1hpc.stages.reward_model:train_reward_model", {}, dep("base"))
+    grpo("r1_zero", cfg.r1_zero.steps, dep("base"))
+    evaluate("r1_zero")
+    job("cold_start", "r1hpc.stages.cold_start:run_cold_start", {}, dep("r1_zero"))
+    evaluate("cold_start")
+    grpo("reasoning_rl", cfg.reasoning_rl.steps, dep("cold_start"))
+    evaluate("reasoning_rl")
+    if "rejection" in stages:
+        samples = launcher.submit_array("rejection", "rollout", "r1hpc.stages.rejection:rejection_task",
+                                        [{"run_dir": run_dir, "shard": k} for k in range(cfg.rejection.shards)],
+                                        after=dep("reasoning_rl", "reward_model"))
+        done["rejection"] = launcher.submit("rejection", "train", "r1hpc.stages.rejection:rejection_merge",
+                                            {"run_dir": run_dir}, after=[samples])
+    job("sft", "r1hpc.stages.sft_stage:run_sft", {}, dep("rejection"))
+    evaluate("sft")
+    grpo("rl_all", cfg.rl_all.steps, dep("sft", "reward_model"))
+    evaluate("rl_all")
+    job("distill", "r1hpc.stages.sft_stage:run_distill", {}, dep("rejection", "student_base"))
+    evaluate("distill")
+    grpo("distill_rl", cfg.r1_zero.steps, dep("student_base"))
+    evaluate("distill_rl")
+    if "report" in stages:
+        done["report"] = launcher.submit("report", "eval", "r1hpc.pipeline:finish_run", {"run_dir": run_dir},
+                                         after=evals + list(done.values()))
+    return done
+
+
+def finish_run(run_dir: str) -> dict[str, Any]:
+    """The report job: summarise every evaluated model, then write report.md and the plots."""
+    from r1hpc.report import build_report
+    from r1hpc.stages.eval import eval_summary
+
+    run = RunDir(run_dir)
+    summaries = {}
+    for stage in MODEL_STAGES:
+        if run.step_dir(f"eval-{stage}", 0, create=False).is_dir():
+            summaries[stage] = eval_summary(run_dir, stage)
+    path = build_report(run_dir)
+    return {"report": str(path), "pass@1": {s: v.get("pass@1") for s, v in summaries.items()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="r1hpc run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="a YAML config, e.g. configs/tiny.yaml")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides")
+    parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of: " + ", ".join(STAGES))
+    parser.add_argument("--no-wait", action="store_true", help="return after submitting (slurm executor)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        write_resolved(cfg, argv=["r1hpc", "run", *(argv if argv is not None else sys.argv[1:])])
+        stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+        started = time.time()
+        subs = submit_pipeline(cfg, stages)
+    except ConfigError as e:
+        print(f"r1hpc run: config error: {e}", file=sys.stderr)
+        return 2
+    except JobFailed as e:  # the local executor runs dependencies while submitting
+        print(f"r1hpc run: {cfg.name}: a job failed; fix the cause and run the same command again to "
+              f"continue (complete outputs are kept):\n{e}", file=sys.stderr)
+        return 1
+    print(f"r1hpc run: {cfg.name}: submitted {', '.join(subs)} on the {cfg.launch.executor} executor; "
+          f"run directory {cfg.run_dir} (watch with: r1hpc status {cfg.run_dir})")
+    if args.no_wait:
+        return 0
+    try:
+        wait_all(list(subs.values()), poll_s=cfg.launch.poll_interval_s)
+    except JobFailed as e:
+        print(f"r1hpc run: {cfg.name}: a job failed; fix the cause and run the same command again to "
+              f"continue (complete outputs are kept):\n{e}", file=sys.stderr)
+        return 1
+    report = f"; report: {cfg.run_dir / 'report.md'}" if "report" in subs else ""
+    print(f"r1hpc run: {cfg.name} finished in {time.time() - started:.0f} s{report}")
+    return 0

@@ -1,0 +1,109 @@
+"""What every stage job shares: the prompt template, the run's data files, loading and publishing
+policies through the run store, per-stage seeds, and the metrics log.
+
+A stage job receives only `run_dir` (plus its step/shard) and reads everything else from the run
+directory: the resolved config, the data the `base` stage generated, the published models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from r1hpc.config import Config, read_run_config
+from r1hpc.fsio import append_jsonl, read_jsonl
+from r1hpc.store import ModelVersion, RunDir, latest_model, list_versions, publish_model
+
+__all__ = ["PROMPT_TEMPLATE", "StageContext", "render_prompt", "stage_seed", "load_policy",
+           "publish_policy", "init_stage_from", "data_path", "read_data", "log_metrics", "read_metrics"]
+
+# R1-Zero's template at tiny scale: the completion continues the opened <think> block, then
+# closes it and gives the answer in <answer> tags. Every stage uses it, so rewards and eval
+# compare like with like (r1hpc.model.pretrain_corpus prepares the base for it).
+PROMPT_TEMPLATE = "User: {prompt}\nAssistant: <think>"
+
+
+def render_prompt(question: str) -> str:
+    return PROMPT_TEMPLATE.format(prompt=question)
+
+
+def stage_seed(seed: int, *parts: object) -> int:
+    """A 31-bit seed for (run seed, stage, step, shard, ...): stable across processes and reruns."""
+    digest = hashlib.blake2b(":".join(str(p) for p in (seed, *parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % (2**31 - 1)
+
+
+class StageContext:
+    """The run a job works on: its directory, store and resolved config."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.run = RunDir(self.run_dir)
+        self.cfg: Config = read_run_config(self.run_dir)
+
+    def tmp_dir(self) -> Path:
+        """A fresh private directory on the run's filesystem (so publishing can rename/copy locally)."""
+        path = self.run_dir / "tmp" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        path.mkdir(parents=True)
+        return path
+
+
+def data_path(ctx: StageContext, name: str) -> Path:
+    """`data/<name>.jsonl` of the run (problems_train, problems_heldout, general_train, ...)."""
+    return ctx.run.data_dir() / f"{name}.jsonl"
+
+
+def read_data(ctx: StageContext, name: str) -> list[dict[str, Any]]:
+    path = data_path(ctx, name)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing; it is written by an earlier stage (did the base stage run?)")
+    return read_jsonl(path)
+
+
+def load_policy(version: ModelVersion | Path) -> tuple[Any, Any]:
+    """(model, tokenizer) from a published version or an HF directory, on CPU, eval mode."""
+    from r1hpc.model.factory import load_model
+    from r1hpc.model.tokenizer import load_tokenizer
+
+    path = version.path if isinstance(version, ModelVersion) else Path(version)
+    return load_model(path), load_tokenizer(path)
+
+
+def publish_policy(ctx: StageContext, stage: str, version: int, model: Any, tokenizer: Any,
+                   meta: dict[str, Any] | None = None) -> ModelVersion:
+    """save_pretrained model + tokenizer, then publish them as models/<stage>/v<version>."""
+    tmp = ctx.tmp_dir()
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        return publish_model(ctx.run, stage, tmp, version=version, meta=meta or {})
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def init_stage_from(ctx: StageContext, stage: str, source_stage: str) -> ModelVersion:
+    """v0000 of `stage` is the newest verified version of `source_stage` (idempotent)."""
+    existing = [v for v in list_versions(ctx.run, stage) if v.version == 0]
+    if existing:
+        return existing[0]
+    source = latest_model(ctx.run, source_stage, verify="sha256")
+    return publish_model(ctx.run, stage, source.path, version=0,
+                         meta={"init_from": f"{source_stage}/{source.name}"})
+
+
+def log_metrics(ctx: StageContext, stage: str, record: dict[str, Any]) -> None:
+    """One line in metrics/<stage>.jsonl (readers keep the last line per step: a rerun may repeat one)."""
+    append_jsonl(ctx.run.metrics_path(stage), {"time": round(time.time(), 3), **record})
+
+
+def read_metrics(run_dir: str | Path, stage: str) -> list[dict[str, Any]]:
+    """metrics/<stage>.jsonl with repeated steps collapsed to their last line, in step order."""
+    rows = read_jsonl(RunDir(run_dir).metrics_path(stage, create=False), missing_ok=True)
+    by_step: dict[Any, dict[str, Any]] = {}
+    for row in rows:
+        by_step[row.get("step")] = row
+    return sorted(by_step.values(), key=lambda r: (r.get("step") is None, r.get("step") or 0))
