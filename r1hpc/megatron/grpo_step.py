@@ -1,0 +1,236 @@
+"""GRPO and SFT steps inside Megatron's forward-backward schedule (TP / PP / EP / DP, micro-batches).
+
+The model's last stage returns per-token cross-entropy from megatron's vocab-parallel cross entropy
+(the full-vocab logits are never gathered under TP); ``-CE`` is the log-prob of the label. The GRPO
+math itself is ``r1hpc.algos`` (group_advantages, grpo_loss), not re-implemented here.
+
+Loss normalisation: every micro-batch's loss_func returns ``(sum, count, metrics)`` with
+``calculate_per_token_loss`` on, and megatron divides the gradients by the count summed over all
+micro-batches and DP ranks. For ``token-mean`` the count is tokens, for the ``seq-mean-*`` modes it
+is non-empty sequences, so the loss is the same global mean at any layout / micro-batch split.
+
+Launch (CPU, tiny model, 2 processes, TP=2):
+
+    torchrun --nproc-per-node 2 -m r1hpc.megatron.grpo_step --tp 2 --steps 3
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
+from megatron.core.pipeline_parallel import get_forward_backward_func
+
+from r1hpc.algos import group_advantages, grpo_loss, masked_sum
+from r1hpc.megatron.rollout_batch import RolloutBatch, shard_for_rank
+
+Metrics = dict[str, float]
+
+
+@dataclass(frozen=True)
+class GRPOHyper:
+    """GRPO loss settings (see ``r1hpc.algos.grpo_loss``) and the update schedule."""
+
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    kl_coef: float = 0.001
+    kl_estimator: str = "k3"
+    agg_mode: str = "token-mean"  # token-mean or seq-mean-token-mean / -sum (seq-mean-token-sum-norm: not here)
+    micro_batch_size: int = 2
+
+
+def _normaliser(mask: torch.Tensor, agg_mode: str) -> torch.Tensor:
+    """The count a micro-batch's aggregated loss is multiplied by to give a sum. mask: (b, s)."""
+    if agg_mode == "token-mean":
+        return mask.sum()
+    if agg_mode in ("seq-mean-token-mean", "seq-mean-token-sum"):
+        return mask.any(dim=-1).sum()
+    raise ValueError(f"agg_mode {agg_mode!r} is not supported by the Megatron step; use token-mean or seq-mean-token-*")
+
+
+def _run_schedule(
+    model: torch.nn.Module,
+    micro_batches: list[dict[str, torch.Tensor]],
+    loss_fn: Callable[[dict[str, torch.Tensor], torch.Tensor], tuple[torch.Tensor, torch.Tensor, dict[str, Any]]],
+    forward_only: bool,
+) -> list[dict[str, Any]]:
+    """One pass of megatron's forward(-backward) schedule over the micro-batches.
+
+    Returns the per-micro-batch dicts loss_fn produced (last pipeline stage; [] elsewhere).
+    """
+
+    def forward_step(data_iterator, model_chunk):  # noqa: ANN001, ANN202
+        mb = next(data_iterator)
+        b, s = mb["input_ids"].shape
+        position_ids = torch.arange(s).unsqueeze(0).expand(b, s)
+        # With labels the last stage returns (b, s) vocab-parallel cross-entropy = -log p(label).
+        out = model_chunk(mb["input_ids"], position_ids, None, labels=mb["labels"])
+        return out, partial(loss_fn, mb)
+
+    b, s = micro_batches[0]["input_ids"].shape
+    return get_forward_backward_func()(
+        forward_step_func=forward_step,
+        data_iterator=iter(micro_batches),
+        model=[model],
+        num_microbatches=len(micro_batches),
+        seq_length=s,
+        micro_batch_size=b,
+        forward_only=forward_only,
+    )
+
+
+def compute_logprobs(model: torch.nn.Module, micro_batches: list[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
+    """No-grad log-probs of the labels: one (b, s) tensor per micro-batch (last PP stage; [] elsewhere)."""
+
+    def loss_fn(mb, ce):  # noqa: ANN001, ANN202
+        zero = torch.zeros((), dtype=ce.dtype)
+        return zero, torch.tensor(1, dtype=torch.int), {"logp": (-ce).detach()}
+
+    model.eval()
+    with torch.no_grad():
+        outs = _run_schedule(model, micro_batches, loss_fn, forward_only=True)
+    model.train()
+    return [o["logp"] for o in outs]
+
+
+def _reduce_metrics(outs: list[dict[str, Any]]) -> Metrics:
+    """Sum (value_sum, count) pairs over micro-batches and the DP group; {} off the last PP stage."""
+    if not outs:
+        return {}
+    names = sorted(k for k in outs[0] if isinstance(outs[0][k], torch.Tensor) and outs[0][k].shape == (2,))
+    stacked = torch.stack([torch.stack([o[k] for o in outs]).sum(0) for k in names]).double()
+    dist.all_reduce(stacked, group=parallel_state.get_data_parallel_group())
+    return {k: float(v[0] / v[1].clamp(min=1)) for k, v in zip(names, stacked)}
+
+
+def grpo_train_step(
+    model: torch.nn.Module,
+    optimizer: Any,
+    micro_batches: list[dict[str, torch.Tensor]],
+    hyper: GRPOHyper,
+) -> Metrics:
+    """One optimizer step of GRPO on micro-batches that carry ``old_logp``, ``ref_logp``, ``adv``.
+
+    Each micro-batch: input_ids, labels (b, s) int64; mask (b, s) bool; old_logp, ref_logp (b, s)
+    float (ref_logp may be absent when kl_coef == 0); adv (b,) float.
+    Returns global metrics (last PP stage; {} elsewhere): loss, pg_loss, kl, clip fractions, grad_norm.
+    """
+
+    def loss_fn(mb, ce):  # noqa: ANN001, ANN202
+        logp = -ce
+        loss, m = grpo_loss(
+            logp, mb["old_logp"], mb.get("ref_logp"), mb["adv"], mb["mask"],
+            clip_low=hyper.clip_low, clip_high=hyper.clip_high, kl_coef=hyper.kl_coef,
+            kl_estimator=hyper.kl_estimator, agg_mode=hyper.agg_mode,
+        )  # fmt: skip
+        count = _normaliser(mb["mask"], hyper.agg_mode)
+        n_tok = mb["mask"].sum().to(torch.float64)
+        reported = {k: torch.stack([v.double() * count, count.double()]) for k, v in m.items() if k != "ratio_max"}
+        reported["logp_mean"] = torch.stack([masked_sum(logp.detach().double(), mb["mask"]), n_tok])
+        return loss * count, count.to(torch.int), reported
+
+    optimizer.zero_grad()
+    for chunk in _model_chunks(model):
+        chunk.zero_grad_buffer()
+    outs = _run_schedule(model, micro_batches, loss_fn, forward_only=False)
+    ok, grad_norm, _ = optimizer.step()
+    if not ok:
+        raise RuntimeError("optimizer step was skipped (non-finite gradients)")
+    metrics = _reduce_metrics(outs)
+    if metrics:
+        metrics["grad_norm"] = float(grad_norm)
+    return metrics
+
+
+def sft_train_step(model: torch.nn.Module, optimizer: Any, micro_batches: list[dict[str, torch.Tensor]]) -> Metrics:
+    """One optimizer step of SFT: token-mean cross-entropy over ``mask`` (the target tokens).
+
+    Micro-batches: input_ids, labels (b, s) int64; mask (b, s) bool. Returns {"loss", "grad_norm"}.
+    """
+
+    def loss_fn(mb, ce):  # noqa: ANN001, ANN202
+        n = mb["mask"].sum()
+        total = masked_sum(ce, mb["mask"])
+        return total, n.to(torch.int), {"loss": torch.stack([total.detach().double(), n.double()])}
+
+    optimizer.zero_grad()
+    for chunk in _model_chunks(model):
+        chunk.zero_grad_buffer()
+    outs = _run_schedule(model, micro_batches, loss_fn, forward_only=False)
+    ok, grad_norm, _ = optimizer.step()
+    if not ok:
+        raise RuntimeError("optimizer step was skipped (non-finite gradients)")
+    metrics = _reduce_metrics(outs)
+    if metrics:
+        metrics["grad_norm"] = float(grad_norm)
+    return metrics
+
+
+def _model_chunks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return [model] if hasattr(model, "zero_grad_buffer") else []
+
+
+def prepare_grpo_micro_batches(
+    policy: torch.nn.Module, ref: torch.nn.Module | None, batch: RolloutBatch, hyper: GRPOHyper
+) -> list[dict[str, torch.Tensor]]:
+    """This DP rank's micro-batches with advantages, old log-probs (policy) and ref log-probs.
+
+    Advantages are computed on the whole global batch (every rank holds it), so groups split
+    across DP ranks still get their full-group baseline.
+    """
+    adv = group_advantages(batch.rewards, batch.group_ids)  # (B,)
+    mbs = shard_for_rank(
+        batch,
+        parallel_state.get_data_parallel_rank(),
+        parallel_state.get_data_parallel_world_size(),
+        hyper.micro_batch_size,
+    )
+    old = compute_logprobs(policy, mbs)
+    refs = compute_logprobs(ref, mbs) if ref is not None else []
+    for i, mb in enumerate(mbs):
+        mb["adv"] = adv[mb["index"]]
+        if old:  # only the last pipeline stage has log-probs; the others never call loss_fn
+            mb["old_logp"] = old[i]
+            if refs:
+                mb["ref_logp"] = refs[i]
+    return mbs
+
+
+def is_reporting_rank() -> bool:
+    """The one rank that prints: last PP stage, TP rank 0, DP rank 0."""
+    return (
+        parallel_state.is_pipeline_last_stage()
+        and parallel_state.get_tensor_model_parallel_rank() == 0
+        and parallel_state.get_data_parallel_rank() == 0
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train a few GRPO steps on synthetic scored rollouts; print one JSON line per step."""
+    from r1hpc.megatron import cli_common
+
+    args = cli_common.parse_args(argv, description="GRPO steps with megatron-core on synthetic rollouts")
+    setup = cli_common.setup(args)
+    hyper = GRPOHyper(kl_coef=args.kl_coef, micro_batch_size=args.micro_batch_size)
+    cli_common.evaluate(args, setup, "init")
+    for step in range(args.steps):
+        t0 = time.perf_counter()
+        batch = cli_common.synthetic_batch(args, step, setup.layout)
+        mbs = prepare_grpo_micro_batches(setup.model, setup.ref, batch, hyper)
+        per_epoch = [grpo_train_step(setup.model, setup.optimizer, mbs, hyper) for _ in range(args.epochs)]
+        dt = time.perf_counter() - t0
+        if is_reporting_rank():
+            rec = {"step": step, "reward": float(batch.rewards.mean()), "time_s": round(dt, 3)}
+            rec.update({f"{k}_e{e}": v for e, m in enumerate(per_epoch) for k, v in m.items()})
+            print("GRPO " + json.dumps(rec), flush=True)
+    cli_common.finish(args, setup)
+
+
+if __name__ == "__main__":
+    main()
