@@ -96,8 +96,14 @@ def init_stage_from(ctx: StageContext, stage: str, source_stage: str) -> ModelVe
 
 
 def log_metrics(ctx: StageContext, stage: str, record: dict[str, Any]) -> None:
-    """One line in metrics/<stage>.jsonl (readers keep the last line per step: a rerun may repeat one)."""
-    append_jsonl(ctx.run.metrics_path(stage), {"time": round(time.time(), 3), **record})
+    """One line in metrics/<stage>.jsonl (readers keep the last line per step: a rerun may repeat one),
+    and the same scalars as TensorBoard events under tensorboard/<stage>/."""
+    from r1hpc.tensorboard_log import log_scalars
+
+    line = {"time": round(time.time(), 3), **record}
+    append_jsonl(ctx.run.metrics_path(stage), line)
+    if isinstance(record.get("step"), int):
+        log_scalars(ctx.run_dir, stage, line)
 
 
 def read_metrics(run_dir: str | Path, stage: str) -> list[dict[str, Any]]:

@@ -1,0 +1,376 @@
+"""The run report: runs/<name>/report.md and runs/<name>/plots/*.png, built only from files.
+
+    python -m r1hpc.report runs/tiny
+
+Sources: metrics/<stage>.jsonl (per-step training metrics), eval/<stage>.json (held-out
+summaries written by r1hpc.stages.eval), jobs.jsonl and the submitit logs (job wall time).
+Nothing is hard-coded about the results: every sentence of "What this shows" is computed from
+those numbers, and a stage without its files is listed as "not run".
+
+Job wall time: for Slurm jobs, sacct's ElapsedRaw of every attempt (requeued attempts included)
+when sacct answers; otherwise, and for local jobs, the submitit log lines of each job or array
+task (from "Starting with JobEnvironment" to the last line of each attempt: the Python job body,
+without interpreter start-up). The report says which source each stage's time came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import re
+import shutil
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+from r1hpc.fsio import StoreError, atomic_write_text, read_json, read_jsonl
+from r1hpc.stages.common import read_metrics
+
+__all__ = ["build_report", "main", "EVAL_STAGES", "RL_STAGES", "SFT_STAGES", "job_times", "compare_sentences"]
+
+# Evaluated models in recipe order; the student ones last so the distillation rows sit together.
+EVAL_STAGES = ("base", "r1_zero", "cold_start", "reasoning_rl", "sft", "rl_all",
+               "student_base", "distill", "distill_rl")
+RL_STAGES = ("r1_zero", "reasoning_rl", "rl_all", "distill_rl")
+SFT_STAGES = ("base", "student_base", "cold_start", "sft", "reward_model", "distill")
+# (after, before): what each stage is compared with in "What this shows" (the recipe's lineage).
+COMPARISONS = (("r1_zero", "base"), ("cold_start", "base"), ("reasoning_rl", "cold_start"),
+               ("sft", "base"), ("rl_all", "sft"), ("rl_all", "base"), ("distill", "student_base"),
+               ("distill_rl", "student_base"), ("distill", "distill_rl"))
+_LOG_LINE = re.compile(r"^submitit \w+ \((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\) - (.*)$")
+
+
+# ---------------------------------------------------------------- job wall time
+
+
+def _log_seconds(log_dir: Path, task_id: str) -> float | None:
+    """Wall seconds of one submitit job from its rank-0 log lines (summed over attempts); None if
+    none. submitit may log to .out or .err: the larger of the two counts, never both."""
+    files = sorted(log_dir.glob(f"*/{task_id}_0_log.*")) + sorted(log_dir.glob(f"{task_id}_0_log.*"))
+    best: float | None = None
+    for f in files:
+        total, found = 0.0, False
+        start = last = None
+        for line in f.read_text(encoding="utf-8", errors="replace").splitlines():
+            m = _LOG_LINE.match(line)
+            if not m:
+                continue
+            t = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f")
+            if m.group(2).startswith("Starting with JobEnvironment"):
+                if start is not None and last is not None:
+                    total += (last - start).total_seconds()
+                start = t
+            last = t
+        if start is not None and last is not None:
+            total += (last - start).total_seconds()
+            found = True
+        if found and (best is None or total > best):
+            best = total
+    return best
+
+
+def _sacct_seconds(job_ids: Sequence[str]) -> dict[str, float]:
+    """{task job id: summed ElapsedRaw} from sacct; SacctError if sacct is absent or fails."""
+    from r1hpc.accounting.sacct import FIELDS, SacctError, parse_dump, run_sacct
+
+    if shutil.which("sacct") is None:
+        raise SacctError("sacct not on PATH")
+    base_ids = sorted({j.split("_")[0] for j in job_ids})
+    out: dict[str, float] = defaultdict(float)
+    for i in range(0, len(base_ids), 200):  # keep the command line short
+        cmd = ["sacct", "-P", "-D", "-X", "--format=" + ",".join(FIELDS), "-j", ",".join(base_ids[i:i + 200])]
+        for row in parse_dump(run_sacct(cmd, timeout=60), "sacct"):
+            out[row.job_id] += row.elapsed_s
+    return dict(out)
+
+
+def job_times(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per stage: {"seconds": {kind: s}, "jobs": n, "tasks": n, "unknown": n, "sources": {...}}."""
+    jobs = read_jsonl(run_dir / "jobs.jsonl", missing_ok=True)
+    slurm_ids = [t for j in jobs if j.get("executor") == "slurm" for t in j.get("task_ids", [])]
+    sacct: dict[str, float] = {}
+    sacct_error = ""
+    if slurm_ids:
+        try:
+            sacct = _sacct_seconds(slurm_ids)
+        except Exception as e:  # sacct unreachable: fall back to the logs, and say so
+            sacct_error = str(e).splitlines()[0]
+    out: dict[str, dict[str, Any]] = {}
+    for i, job in enumerate(jobs, 1):
+        stage, kind = job.get("stage"), job.get("kind", "job")
+        if not isinstance(stage, str) or not isinstance(job.get("task_ids"), list):
+            raise ValueError(f"{run_dir / 'jobs.jsonl'}:{i}: expected 'stage' (str) and 'task_ids' (list), got {job}")
+        entry = out.setdefault(stage, {"seconds": defaultdict(float), "jobs": 0, "tasks": 0, "unknown": 0,
+                                       "sources": set()})
+        entry["jobs"] += 1
+        for tid in job["task_ids"]:
+            entry["tasks"] += 1
+            if str(tid) in sacct:
+                entry["seconds"][kind] += sacct[str(tid)]
+                entry["sources"].add("sacct ElapsedRaw")
+                continue
+            secs = _log_seconds(run_dir / "logs", str(tid))
+            if secs is None:
+                entry["unknown"] += 1
+            else:
+                entry["seconds"][kind] += secs
+                entry["sources"].add("submitit log timestamps" + (" (sacct: " + sacct_error + ")"
+                                                                 if job.get("executor") == "slurm" and sacct_error else ""))
+    for entry in out.values():
+        entry["seconds"] = dict(entry["seconds"])
+        entry["sources"] = sorted(entry["sources"])
+    return out
+
+
+# ---------------------------------------------------------------- reading the run
+
+
+def _read_summaries(run_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Eval summaries present ({stage: summary}) and unreadable ones ({stage: why})."""
+    found, bad = {}, {}
+    names = list(EVAL_STAGES) + sorted(p.stem for p in (run_dir / "eval").glob("*.json")
+                                       if p.stem not in EVAL_STAGES)
+    for stage in names:
+        path = run_dir / "eval" / f"{stage}.json"
+        if not path.exists():
+            continue
+        try:
+            s = read_json(path)
+            for key in ("pass_at_1", "pass_at_1_ci", "cons_at_k", "format_rate", "k"):
+                if key not in s:
+                    raise StoreError(f"{path}: no {key!r} (expected an r1hpc.stages.eval summary)")
+            found[stage] = s
+        except StoreError as e:
+            bad[stage] = str(e)
+    return found, bad
+
+
+def _fmt_ci(s: dict[str, Any], key: str = "pass_at_1") -> str:
+    lo, hi = s[f"{key}_ci"]
+    return f"{s[key]:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def _edge_mean(rows: list[dict[str, Any]], key: str, last: bool) -> tuple[float, int] | None:
+    """Mean of `key` over the first (or last) few steps: min(3, half the steps), less noisy than one."""
+    vals = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+    if not vals:
+        return None
+    n = max(1, min(3, len(vals) // 2))
+    part = vals[-n:] if last else vals[:n]
+    return sum(part) / n, n
+
+
+# ---------------------------------------------------------------- "what this shows"
+
+
+def compare_sentences(summaries: dict[str, dict[str, Any]]) -> list[str]:
+    """One sentence per comparison of the recipe whose two stages were both evaluated."""
+    out = []
+    for after, before in COMPARISONS:
+        if after not in summaries or before not in summaries:
+            continue
+        a, b = summaries[after], summaries[before]
+        (alo, ahi), (blo, bhi) = a["pass_at_1_ci"], b["pass_at_1_ci"]
+        verb = "raised" if a["pass_at_1"] > b["pass_at_1"] else "lowered" if a["pass_at_1"] < b["pass_at_1"] else "left"
+        overlap = alo <= bhi and blo <= ahi
+        noise = ("the 95% intervals overlap, so this is not clearly beyond the noise of "
+                 f"{a['k']} samples x {a.get('problems', '?')} problems" if overlap
+                 else "the 95% intervals do not overlap: a difference beyond sampling noise")
+        if after == "distill" and before == "distill_rl":
+            lead = (f"On the student, distillation reached pass@1 {_fmt_ci(a)} and RL directly "
+                    f"{_fmt_ci(b)}; ")
+            lead += "distillation is ahead; " if a["pass_at_1"] > b["pass_at_1"] else \
+                "RL on the student is ahead; " if a["pass_at_1"] < b["pass_at_1"] else "they tie; "
+            out.append(lead + noise + ".")
+            continue
+        change = f"unchanged at {a['pass_at_1']:.3f}" if verb == "left" else \
+            f"from {_fmt_ci(b)} to {_fmt_ci(a)}"
+        out.append(f"{after} {verb} held-out pass@1 {change} (vs {before}); {noise}. "
+                   f"Format rate {b['format_rate']:.2f} -> {a['format_rate']:.2f}, "
+                   f"cons@{a['k']} {b['cons_at_k']:.3f} -> {a['cons_at_k']:.3f}.")
+    if summaries:
+        best = max(summaries, key=lambda s: summaries[s]["pass_at_1"])
+        out.append(f"Best held-out pass@1: {best} at {_fmt_ci(summaries[best])}.")
+    return out
+
+
+def _training_sentences(rl: dict[str, list[dict[str, Any]]]) -> list[str]:
+    out = []
+    for stage, rows in rl.items():
+        parts = []
+        for key, what, fmt in (("reward_mean", "mean reward", "{:.3f}"), ("reward_accuracy_math", "train accuracy", "{:.3f}"),
+                               ("response_length_mean", "mean response length", "{:.1f} tokens")):
+            first, last = _edge_mean(rows, key, False), _edge_mean(rows, key, True)
+            if first and last:
+                if last[0] == first[0]:
+                    parts.append(f"{what} stayed at {fmt.format(last[0])}")
+                else:
+                    move = "rose" if last[0] > first[0] else "fell"
+                    parts.append(f"{what} {move} from {fmt.format(first[0])} to {fmt.format(last[0])}")
+        if parts:
+            n = _edge_mean(rows, "reward_mean", False)
+            span = f" (means of the first and last {n[1]} steps)" if n and n[1] > 1 else ""
+            out.append(f"{stage}, {len(rows)} GRPO steps: " + "; ".join(parts) + span + ".")
+    return out
+
+
+def _compute_sentence(times: dict[str, dict[str, Any]]) -> list[str]:
+    totals = {s: sum(t["seconds"].values()) for s, t in times.items()}
+    grand = sum(totals.values())
+    if grand <= 0:
+        return []
+    top = max(totals, key=totals.get)
+    return [f"Compute: {grand / 60:.1f} job-minutes in all; {top} took the most "
+            f"({totals[top] / 60:.1f} min, {100 * totals[top] / grand:.0f}%)."]
+
+
+# ---------------------------------------------------------------- markdown
+
+
+def _eval_tables(summaries: dict[str, dict[str, Any]], bad: dict[str, str]) -> list[str]:
+    k = next((s["k"] for s in summaries.values()), None)
+    lines = ["| stage | pass@1 [95% interval] | cons@" + (str(k) if k else "k") + " | format rate | "
+             "mean response tokens | problems x k | model |", "|---|---|---|---|---|---|---|"]
+    stages = list(EVAL_STAGES) + [s for s in list(summaries) + list(bad) if s not in EVAL_STAGES]
+    for stage in stages:
+        if stage in summaries:
+            s = summaries[stage]
+            warn = " (!)" if s.get("warning") else ""
+            lines.append(f"| {stage} | {_fmt_ci(s)} | {s['cons_at_k']:.3f} | {s['format_rate']:.3f} | "
+                         f"{s.get('mean_response_tokens', float('nan')):.1f} | {s.get('problems', '?')} x {s['k']} | "
+                         f"{', '.join(s.get('model_versions', []))}{warn} |")
+        elif stage in bad:
+            lines.append(f"| {stage} | unreadable: {bad[stage]} | | | | | |")
+        else:
+            lines.append(f"| {stage} | not run | | | | | |")
+    diffs = sorted({d for s in summaries.values() for d in s.get("by_difficulty", {})}, key=int)
+    lines += ["", "Per difficulty: pass@1 [95% interval] / cons@k.", "",
+              "| stage | " + " | ".join(f"difficulty {d}" for d in diffs) + " |",
+              "|---|" + "---|" * len(diffs)]
+    for stage in stages:
+        if stage not in summaries:
+            lines.append(f"| {stage} | " + " | ".join("not run" for _ in diffs) + " |")
+            continue
+        by = summaries[stage].get("by_difficulty", {})
+        cells = [f"{_fmt_ci(by[d])} / {by[d]['cons_at_k']:.3f}" if d in by else "-" for d in diffs]
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _student_table(summaries: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["| student | pass@1 [95% interval] | cons@k | format rate |", "|---|---|---|---|"]
+    for stage, label in (("student_base", "student base (no training)"), ("distill", "distilled from the teacher (SFT)"),
+                         ("distill_rl", "trained directly with RL")):
+        s = summaries.get(stage)
+        lines.append(f"| {label} ({stage}) | " + (f"{_fmt_ci(s)} | {s['cons_at_k']:.3f} | {s['format_rate']:.3f} |"
+                                                  if s else "not run | | |"))
+    return lines
+
+
+def _training_table(rl: dict[str, list[dict[str, Any]]], sft: dict[str, list[dict[str, Any]]]) -> list[str]:
+    def mean(rows: list[dict[str, Any]], key: str) -> str:
+        vals = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+        return f"{sum(vals) / len(vals):.1f}" if vals else "-"
+
+    def first_last(rows: list[dict[str, Any]], key: str, digits: int = 3) -> str:
+        vals = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+        return f"{vals[0]:.{digits}f} -> {vals[-1]:.{digits}f}" if vals else "-"
+
+    lines = ["| RL stage | steps | reward | train accuracy | response length | KL | entropy | "
+             "rollout / train / handoff s per step |", "|---|---|---|---|---|---|---|---|"]
+    for stage in RL_STAGES:
+        rows = rl.get(stage, [])
+        if not rows:
+            lines.append(f"| {stage} | not run | | | | | | |")
+            continue
+        lines.append(f"| {stage} | {len(rows)} | {first_last(rows, 'reward_mean')} | "
+                     f"{first_last(rows, 'reward_accuracy_math')} | {first_last(rows, 'response_length_mean', 1)} | "
+                     f"{first_last(rows, 'kl')} | {first_last(rows, 'entropy')} | "
+                     f"{mean(rows, 'time_rollout_s')} / {mean(rows, 'time_train_s')} / {mean(rows, 'time_handoff_s')} |")
+    lines += ["", "| SFT stage | logged steps | loss first -> last |", "|---|---|---|"]
+    for stage in SFT_STAGES:
+        rows = sft.get(stage, [])
+        lines.append(f"| {stage} | {len(rows)} | {first_last(rows, 'loss')} |" if rows else f"| {stage} | not run | |")
+    return lines
+
+
+def _compute_table(times: dict[str, dict[str, Any]]) -> list[str]:
+    if not times:
+        return ["No jobs recorded (jobs.jsonl missing or empty)."]
+    lines = ["| stage | jobs | tasks | wall time (min) | by kind (min) | source |", "|---|---|---|---|---|---|"]
+    for stage, t in times.items():
+        kinds = ", ".join(f"{k} {v / 60:.2f}" for k, v in sorted(t["seconds"].items()))
+        unknown = f"; {t['unknown']} task(s) without a time" if t["unknown"] else ""
+        lines.append(f"| {stage} | {t['jobs']} | {t['tasks']} | {sum(t['seconds'].values()) / 60:.2f} | "
+                     f"{kinds or '-'} | {', '.join(t['sources']) or 'none'}{unknown} |")
+    return lines
+
+
+def build_report(run_dir: str | Path) -> Path:
+    """Write runs/<name>/report.md and runs/<name>/plots/*.png; returns the report's path."""
+    from r1hpc import plots
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: run directory does not exist")
+    rl = {s: rows for s in RL_STAGES if (rows := read_metrics(run_dir, s))}
+    sft = {s: rows for s in SFT_STAGES if (rows := read_metrics(run_dir, s))}
+    summaries, bad = _read_summaries(run_dir)
+    times = job_times(run_dir)
+    k = next((s["k"] for s in summaries.values()), None)
+    pdir = run_dir / "plots"
+    plots.plot_rl_curves(rl, pdir / "reward_accuracy.png")
+    plots.plot_series(rl, "response_length_mean", "mean response length (tokens)", "response length per RL step",
+                      pdir / "response_length.png")
+    plots.plot_series(sft, "loss", "loss", "SFT loss per step", pdir / "sft_loss.png")
+    plots.plot_heldout(summaries, k, pdir / "heldout_pass1.png")
+    plots.plot_compute({s: t["seconds"] for s, t in times.items()}, pdir / "compute_time.png")
+
+    first = next(iter(summaries.values()), {})
+    shows = compare_sentences(summaries) + _training_sentences(rl) + _compute_sentence(times)
+    lines = [f"# Run report: {run_dir.name}", "",
+             f"Built {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')} from "
+             "metrics/, eval/, jobs.jsonl and logs/ by `python -m r1hpc.report`.", "",
+             "## What this shows", ""]
+    lines += [f"- {s}" for s in shows] or ["- Nothing evaluated or trained yet."]
+    lines += ["", "## Held-out evaluation", "",
+              f"Settings: k = {first.get('k', '?')} samples per problem, T = {first.get('temperature', '?')}, "
+              f"top-p = {first.get('top_p', '?')}, at most {first.get('max_new_tokens', '?')} new tokens. "
+              "pass@1 = mean over problems of (correct samples / k). The interval is a 95% normal "
+              "approximation over problems (mean +- 1.96 sd / sqrt(n) of the per-problem pass rates), "
+              "which covers both the finite problem set and the k samples per problem; where every "
+              "problem scored the same (sd = 0) it is the Wilson interval for n problems. Non-overlapping "
+              "intervals mean a difference beyond that noise; overlapping ones do not rule a difference out. "
+              "cons@k = majority vote over the extracted answers (samples without one do not vote; ties "
+              "score the fraction of tied answers that are correct).", ""]
+    lines += _eval_tables(summaries, bad)
+    lines += ["", "### Distillation vs RL on the student", ""] + _student_table(summaries)
+    lines += ["", "![held-out pass@1](plots/heldout_pass1.png)", "", "## Training", ""]
+    lines += _training_table(rl, sft)
+    lines += ["", "![reward and accuracy](plots/reward_accuracy.png)", "",
+              "![response length](plots/response_length.png)", "", "![SFT loss](plots/sft_loss.png)", "",
+              "## Compute time", "",
+              "Wall time of every job and array task, summed per stage (Slurm: sacct ElapsedRaw of every "
+              "attempt; local jobs: submitit log timestamps, job body only).", ""]
+    lines += _compute_table(times) + ["", "![compute time](plots/compute_time.png)", ""]
+    path = run_dir / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m r1hpc.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", help="the run directory, e.g. runs/tiny")
+    args = parser.parse_args(argv)
+    try:
+        path = build_report(args.run_dir)
+    except (FileNotFoundError, ValueError, StoreError) as e:
+        print(f"r1hpc.report: {e}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""DeepSeek-R1's evaluation of a published model on the held-out problems: pass@1 and cons@k.
+
+    eval_task(run_dir, model_stage, shard)   one array task: k samples per problem of its shard
+        (T = eval.temperature, top-p = eval.top_p; R1: 0.6 / 0.95) with the newest verified
+        version of models/<model_stage>, graded in the reward worker pool, published as
+        rollouts/eval-<model_stage>/step_0000/shard_K.jsonl.
+    eval_summary(run_dir, model_stage)   reads every shard, writes eval/<model_stage>.json.
+
+Definitions (R1, section 3 "Evaluation Setup"):
+- pass@1 = mean over problems of (correct samples / k).
+- cons@k = majority vote over the k extracted, canonical answers (samples without an answer do
+  not vote). The voted answer is correct if most of the samples that gave it were graded
+  correct. Ties: the problem scores the fraction of tied answers that are correct, i.e. the
+  expected score of breaking the tie uniformly at random (deterministic, and no tie rule that
+  favours correct answers).
+- The 95% interval of pass@1 (and of cons@k) is the normal approximation over problems:
+  mean +- 1.96 * sd(per-problem scores) / sqrt(n problems), clipped to [0, 1]. It counts both
+  noise sources, the finite problem set and the k samples per problem (the per-problem pass rate
+  varies with both). When every problem scores the same (e.g. all wrong) that sd is 0 and the
+  normal interval would be a single point; the Wilson score interval for n problems is given
+  then (the interval if each problem were one Bernoulli draw: an upper bound on the variance of
+  a mean of [0, 1] scores). `interval_method` in the summary says which was used.
+
+Both jobs are idempotent: a complete shard is returned as is; the summary is a pure function of
+the shards (same shards -> the same file). Model output is parsed only in pool workers.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+from r1hpc.stages.common import StageContext, read_data, render_prompt, stage_seed
+from r1hpc.store import atomic_write_json, latest_model, publish_shard, read_step_shards, shard_is_complete
+
+__all__ = ["eval_task", "eval_summary", "eval_stage_name", "summary_path", "shard_slice", "score_samples",
+           "majority_vote", "mean_interval", "summarize", "EVAL_REWARDS"]
+
+EVAL_REWARDS = {"accuracy_math": 1.0, "format": 1.0}  # graded separately; the weights are unused
+Z95 = 1.959963984540054
+
+
+def eval_stage_name(model_stage: str) -> str:
+    """Rollout-store stage under which a model's eval shards live: `eval-<model_stage>`."""
+    return f"eval-{model_stage}"
+
+
+def summary_path(run_dir: str | Path, model_stage: str) -> Path:
+    return Path(run_dir) / "eval" / f"{model_stage}.json"
+
+
+def shard_slice(n_problems: int, shards: int, shard: int) -> tuple[int, int]:
+    """[start, end) of shard `shard` of n problems split as evenly as possible (contiguous)."""
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} out of range: eval.shards={shards} (expected 0..{shards - 1})")
+    return shard * n_problems // shards, (shard + 1) * n_problems // shards
+
+
+def _example(problem: dict[str, Any]) -> dict[str, Any]:
+    """What the reward functions see (the same as GRPO rollouts: the template opens <think>)."""
+    return {"answer": problem["answer"], "prompt_ends_with_think": True, "language": "en"}
+
+
+def score_samples(texts: Sequence[str], problems: Sequence[dict[str, Any]], timeout_s: float,
+                  memory_mb: int) -> list[dict[str, Any]]:
+    """Grade each completion against its problem and extract its canonical answer, all in one
+    worker pool (sympy parses model output: never in this process).
+
+    Returns per text: {"correct": 0/1, "format": 0/1, "answer": str | None, "score_status": ...}.
+    A grading that failed (timeout, memory, error) counts as wrong and its status is kept.
+    """
+    from r1hpc.rewards.isolation import WorkerPool
+    from r1hpc.rewards.math_accuracy import extract_answer
+    from r1hpc.rewards.scorer import score_batch
+
+    if len(texts) != len(problems):
+        raise ValueError(f"score_samples: {len(texts)} texts but {len(problems)} problems")
+    with WorkerPool(item_timeout_s=timeout_s, memory_limit_bytes=memory_mb * 1024**2) as pool:
+        scores = score_batch(list(texts), [_example(p) for p in problems], EVAL_REWARDS, pool=pool,
+                             progress=False)
+        answers = pool.run([(extract_answer, (t,)) for t in texts])
+    out = []
+    for i, outcome in enumerate(answers):
+        answer = outcome.value if outcome.ok and isinstance(outcome.value, str) else None
+        out.append({
+            "correct": float(scores.values["accuracy_math"][i] or 0.0),
+            "format": float(scores.values["format"][i] or 0.0),
+            "answer": answer,
+            "score_status": {"accuracy_math": scores.statuses["accuracy_math"][i],
+                             "format": scores.statuses["format"][i], "extract": outcome.status},
+        })
+    return out
+
+
+def eval_task(run_dir: str, model_stage: str, shard: int) -> dict[str, Any]:
+    """Sample, grade and publish one shard of the held-out evaluation of `model_stage`."""
+    from r1hpc.rollout.base import make_generator
+
+    ctx = StageContext(run_dir)
+    e = ctx.cfg.eval
+    stage = eval_stage_name(model_stage)
+    lo, hi = shard_slice(e.problems, e.shards, shard)
+    if shard_is_complete(ctx.run, stage, 0, shard):
+        return {"stage": stage, "shard": shard, "skipped": "already complete"}
+    problems = read_data(ctx, "problems_heldout")
+    if len(problems) < e.problems:
+        raise ValueError(f"{ctx.run_dir}/data/problems_heldout.jsonl: {len(problems)} problems, "
+                         f"but eval.problems={e.problems} asks for the first {e.problems}")
+    mine = problems[lo:hi]
+    version = latest_model(ctx.run, model_stage, verify="sha256")
+    samples: list[list[Any]] = []
+    if mine:
+        generator = make_generator(ctx.cfg.grpo.generator, version.path, seed=ctx.cfg.seed)
+        try:
+            samples = generator.generate([render_prompt(p["prompt"]) for p in mine], n=e.k,
+                                         max_new_tokens=e.max_new_tokens, temperature=e.temperature,
+                                         top_p=e.top_p, seed=stage_seed(ctx.cfg.seed, "eval", model_stage, shard))
+        finally:
+            generator.close()
+    flat = [(p, j, s) for p, group in zip(mine, samples) for j, s in enumerate(group)]
+    graded = score_samples([s.text for _, _, s in flat], [p for p, _, _ in flat],
+                           ctx.cfg.rewards.timeout_s, ctx.cfg.rewards.memory_mb) if flat else []
+    records = [{
+        "problem_id": p["id"], "difficulty": p["difficulty"], "kind": p["kind"], "reference": p["answer"],
+        "sample": j, "text": s.text, "finish_reason": s.finish_reason, "response_tokens": len(s.token_ids),
+        "model_version": version.name, **g,
+    } for (p, j, s), g in zip(flat, graded)]
+    publish_shard(ctx.run, stage, 0, shard, records)
+    return {"stage": stage, "shard": shard, "problems": len(mine), "samples": len(records),
+            "model_version": version.name}
+
+
+# ---------------------------------------------------------------- metrics (pure)
+
+
+def majority_vote(answers: Sequence[str | None], correct: Sequence[float]) -> float:
+    """cons@k score of one problem: 1.0 / 0.0, or a fraction when the top answers tie.
+
+    answers[j]: sample j's canonical answer (None = no answer: it does not vote);
+    correct[j]: its grade (0/1). A voted answer is correct if most samples giving it were correct.
+    """
+    if len(answers) != len(correct):
+        raise ValueError(f"majority_vote: {len(answers)} answers but {len(correct)} grades")
+    grades: dict[str, list[float]] = defaultdict(list)
+    for a, c in zip(answers, correct):
+        if a is not None:
+            grades[a].append(c)
+    if not grades:
+        return 0.0
+    top = max(len(g) for g in grades.values())
+    tied = [g for g in grades.values() if len(g) == top]
+    return sum(1.0 for g in tied if sum(g) / len(g) > 0.5) / len(tied)
+
+
+def mean_interval(values: Sequence[float], z: float = Z95) -> tuple[float, float, str]:
+    """(lo, hi, method) of a 95% interval for the mean of per-problem scores in [0, 1]:
+    the normal approximation, or Wilson over n problems when the scores do not vary (module doc)."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("mean_interval: no values")
+    mean = sum(values) / n
+    sd = statistics.stdev(values) if n > 1 else 0.0
+    if sd > 0:
+        half = z * sd / math.sqrt(n)
+        return max(0.0, mean - half), min(1.0, mean + half), "normal"
+    p = min(1.0, max(0.0, mean))
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, center - half), min(1.0, center + half), "wilson"
+
+
+_RECORD_KEYS = ("problem_id", "difficulty", "correct", "format", "answer", "response_tokens")
+
+
+def _by_problem(records: Sequence[dict[str, Any]], k: int) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for i, r in enumerate(records):
+        missing = [key for key in _RECORD_KEYS if key not in r]
+        if missing:
+            raise ValueError(f"eval record {i} (problem {r.get('problem_id')!r}) lacks {missing}")
+        groups.setdefault(r["problem_id"], []).append(r)
+    wrong = {pid: len(g) for pid, g in groups.items() if len(g) != k}
+    if wrong:
+        shown = ", ".join(f"{pid}: {n}" for pid, n in list(wrong.items())[:5])
+        raise ValueError(f"eval records: expected k={k} samples per problem; got {shown}")
+    return groups
+
+
+def _metrics(groups: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    pass1 = [sum(r["correct"] for r in g) / len(g) for g in groups]
+    cons = [majority_vote([r["answer"] for r in g], [r["correct"] for r in g]) for g in groups]
+    flat = [r for g in groups for r in g]
+    p_lo, p_hi, p_method = mean_interval(pass1)
+    c_lo, c_hi, c_method = mean_interval(cons)
+    return {
+        "problems": len(groups), "samples": len(flat),
+        "pass_at_1": sum(pass1) / len(pass1), "pass_at_1_ci": [p_lo, p_hi], "pass_at_1_ci_method": p_method,
+        "cons_at_k": sum(cons) / len(cons), "cons_at_k_ci": [c_lo, c_hi], "cons_at_k_ci_method": c_method,
+        "format_rate": sum(r["format"] for r in flat) / len(flat),
+        "answered_rate": sum(r["answer"] is not None for r in flat) / len(flat),
+        "mean_response_tokens": sum(r["response_tokens"] for r in flat) / len(flat),
+        "truncated_rate": sum(r.get("finish_reason") == "length" for r in flat) / len(flat),
+    }
+
+
+def summarize(records: Sequence[dict[str, Any]], k: int) -> dict[str, Any]:
+    """All metrics over the problems of `records` (k per problem), and per difficulty."""
+    if not records:
+        raise ValueError("summarize: no eval records")
+    groups = _by_problem(records, k)
+    out = {"k": k, **_metrics(list(groups.values()))}
+    by_diff: dict[int, list[list[dict[str, Any]]]] = defaultdict(list)
+    for g in groups.values():
+        by_diff[int(g[0]["difficulty"])].append(g)
+    out["by_difficulty"] = {str(d): _metrics(by_diff[d]) for d in sorted(by_diff)}
+    out["model_versions"] = sorted({r["model_version"] for r in records if "model_version" in r})
+    out["score_failures"] = sum(1 for r in records for s in r.get("score_status", {}).values()
+                                if s in ("timeout", "memory", "error"))
+    return out
+
+
+def eval_summary(run_dir: str, model_stage: str) -> dict[str, Any]:
+    """Read every shard of the model's eval and write eval/<model_stage>.json atomically."""
+    ctx = StageContext(run_dir)
+    e = ctx.cfg.eval
+    records = read_step_shards(ctx.run, eval_stage_name(model_stage), 0, e.shards)
+    summary = {"stage": model_stage, **summarize(records, e.k), "temperature": e.temperature,
+               "top_p": e.top_p, "max_new_tokens": e.max_new_tokens,
+               "interval": "95% normal approximation over problems (mean +- 1.96 sd/sqrt(n)); "
+                           "Wilson over n problems where every problem scored the same",
+               "ties": "cons@k ties score the fraction of tied answers that are correct"}
+    if len(summary["model_versions"]) > 1:
+        # Shards sampled from different versions: the stage was still training when eval ran.
+        summary["warning"] = f"shards used different model versions {summary['model_versions']}"
+    atomic_write_json(summary_path(run_dir, model_stage), summary)
+    return summary
