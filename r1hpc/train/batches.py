@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["TokenBatch", "pack"]
+__all__ = ["TokenBatch", "pack", "batch_rows"]
 
 
 @dataclass
@@ -71,3 +71,14 @@ def pack(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], p
     labels = torch.full((b, length - 1), pad_id, dtype=torch.long)
     labels[:, :] = input_ids[:, 1:]
     return TokenBatch(input_ids, attention, labels, loss_mask)
+
+
+def batch_rows(step: int, n: int, batch_size: int, seed: int, orders: dict[int, torch.Tensor]) -> list[int]:
+    """Row indices of the global batch of `step`: train_sft's order, a function of (seed, epoch) only."""
+    rows = []
+    for pos in range(step * batch_size, (step + 1) * batch_size):
+        epoch, i = divmod(pos, n)
+        if epoch not in orders:
+            orders[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+        rows.append(int(orders[epoch][i]))
+    return rows

@@ -17,11 +17,11 @@ import torch
 from tqdm import tqdm
 
 from r1hpc.algos import masked_mean
-from r1hpc.train.batches import TokenBatch, pack
+from r1hpc.train.batches import TokenBatch, batch_rows, pack
 from r1hpc.train.checkpoint import load_latest_checkpoint, save_checkpoint
 from r1hpc.train.logprobs import token_logprobs
 
-__all__ = ["SFTSettings", "sft_loss", "train_sft"]
+__all__ = ["SFTSettings", "sft_loss", "train_sft", "lr_factor"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def sft_loss(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
     return -masked_mean(token_logprobs(model, batch), batch.loss_mask)
 
 
-def _lr_factor(step: int, total: int, warmup: int) -> float:
+def lr_factor(step: int, total: int, warmup: int) -> float:
     """Linear warmup, then cosine decay to 10%."""
     if step < warmup:
         return (step + 1) / warmup
@@ -70,24 +70,14 @@ def train_sft(model: torch.nn.Module, prompts: Sequence[Sequence[int]], targets:
     # The data order is a function of (seed, epoch) only, so a resumed job sees the same batches.
     orders: dict[int, torch.Tensor] = {}
 
-    def batch_rows(step: int) -> torch.Tensor:
-        first = step * s.batch_size
-        rows = []
-        for pos in range(first, first + s.batch_size):
-            epoch, i = divmod(pos, n)
-            if epoch not in orders:
-                orders[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch))
-            rows.append(int(orders[epoch][i]))
-        return torch.tensor(rows)
-
     model.train()
     metrics: dict[str, float] = {}
     bar = tqdm(range(start, total), desc="sft", initial=start, total=total, disable=not progress, mininterval=2)
     for step in bar:
         t0 = time.time()
         for group in optimizer.param_groups:
-            group["lr"] = s.lr * _lr_factor(step, total, s.warmup_steps)
-        rows = batch_rows(step)
+            group["lr"] = s.lr * lr_factor(step, total, s.warmup_steps)
+        rows = torch.tensor(batch_rows(step, n, s.batch_size, seed, orders))
         full = pack([prompts[i] for i in rows], [targets[i] for i in rows], pad_id, max_len=s.max_len)
         tokens = float(full.loss_mask.sum())
         optimizer.zero_grad(set_to_none=True)
