@@ -1,0 +1,134 @@
+"""The tiny base model's pretraining text: world facts, general Q&A, and TRAIN-split math
+problems followed by imperfect worked solutions.
+
+Why imperfect: R1-Zero starts from a base that can sometimes, but not reliably, solve the task
+and rarely uses the <think>/<answer> format. So most documents use plain formats ("Q:/A:",
+"Problem:/Solution:", "User:/Assistant:"), a fraction of final answers are wrong or missing, and
+only `mix.r1_format` of math documents use the tag format (itself sometimes malformed). The
+held-out split never enters the corpus.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from fractions import Fraction
+
+from r1hpc.tasks.dataset import generate_general, generate_problems
+from r1hpc.tasks.problem import Problem, fmt_num
+from r1hpc.tasks.world import make_world
+
+# The R1-Zero prompt this corpus prepares the base for: the completion continues after
+# "<think>" with reasoning, then "</think> <answer> ... </answer>".
+R1_ZERO_TEMPLATE = "User: {prompt}\nAssistant: <think>"
+SPECIAL_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")
+
+
+@dataclass(frozen=True)
+class CorpusMix:
+    """Document shares and the quality of the worked solutions (probabilities)."""
+    facts: float = 0.08  # share of documents that are world-fact paragraphs
+    general: float = 0.12  # share that are general Q&A (reference answers)
+    # math documents: the rest. Per math document:
+    r1_format: float = 0.12  # written in the <think>/<answer> tag format
+    wrong_final: float = 0.25  # steps shown but the last step and answer are wrong
+    no_answer: float = 0.10  # steps shown, the final answer missing
+    answer_only: float = 0.15  # no steps, just an answer (right or wrong as above)
+    broken_tags: float = 0.3  # of r1-format documents: answer outside <answer> tags
+    # share of math documents at difficulty 1..4: easy-heavy, so that a base trained for a few
+    # CPU-minutes gets the easy problems partly right and the hard ones rarely
+    difficulty_weights: tuple[float, float, float, float] = (0.45, 0.3, 0.15, 0.1)
+
+    def __post_init__(self) -> None:
+        if len(self.difficulty_weights) != 4 or min(self.difficulty_weights) < 0 \
+                or sum(self.difficulty_weights) <= 0:
+            raise ValueError(f"CorpusMix.difficulty_weights must be 4 non-negative numbers with "
+                             f"a positive sum, got {self.difficulty_weights}")
+        for name, v in vars(self).items():
+            if name == "difficulty_weights":
+                continue
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"CorpusMix.{name} must be in [0, 1], got {v}")
+        if self.facts + self.general > 1.0:
+            raise ValueError("CorpusMix.facts + CorpusMix.general must be <= 1")
+        if self.wrong_final + self.no_answer > 1.0:
+            raise ValueError("CorpusMix.wrong_final + CorpusMix.no_answer must be <= 1")
+
+
+def wrong_answer(rng: random.Random, answer: str) -> str:
+    """A plausible but different answer (off by a little, or a numerator slip)."""
+    v = Fraction(answer)
+    for _ in range(10):
+        if v.denominator == 1:
+            w = v + rng.choice([-10, -2, -1, 1, 2, 10])
+        else:
+            w = Fraction(v.numerator + rng.choice([-1, 1, 2]), v.denominator)
+        if w != v:
+            return fmt_num(w)
+    return fmt_num(v + 1)
+
+
+def _steps_text(rng: random.Random, steps: list[str]) -> str:
+    style = rng.randrange(3)
+    if style == 0:
+        return "\n".join(steps)
+    if style == 1:
+        return ". ".join(steps) + "."
+    return "\n".join(f"Step {i}: {s}" for i, s in enumerate(steps, 1))
+
+
+def worked_solution(rng: random.Random, p: Problem, mix: CorpusMix) -> str:
+    """One math document: prompt plus an imperfect worked solution in a random format."""
+    steps = list(p["solution_steps"])
+    answer: str | None = p["answer"]
+    r = rng.random()
+    if r < mix.wrong_final:
+        answer = wrong_answer(rng, p["answer"])
+        if steps and "=" in steps[-1]:
+            steps[-1] = steps[-1].rsplit("=", 1)[0] + "= " + answer
+    elif r < mix.wrong_final + mix.no_answer:
+        answer = None
+    if rng.random() < mix.answer_only and answer is not None:
+        steps = []
+    work = _steps_text(rng, steps) if steps else ""
+    q = p["prompt"]
+    if rng.random() < mix.r1_format:
+        tail = "" if answer is None else (
+            f" The answer is {answer}." if rng.random() < mix.broken_tags
+            else f" <answer> {answer} </answer>")
+        return f"User: {q}\nAssistant: <think> {work} </think>{tail}"
+    fin = "" if answer is None else rng.choice(
+        [f"The answer is {answer}.", f"Answer: {answer}", f"So the answer is {answer}.",
+         f"#### {answer}"])
+    body = "\n".join(x for x in (work, fin) if x)
+    head = rng.choice([f"Question: {q}\nAnswer:", f"Q: {q}\nA:", f"Problem: {q}\nSolution:",
+                       f"User: {q}\nAssistant:"])
+    return f"{head} {body}" if body else head
+
+
+def build_corpus(seed: int, n_docs: int, mix: CorpusMix = CorpusMix(),
+                 world_seed: int = 0) -> list[str]:
+    """n_docs pretraining documents (no eos; the tokenizer step appends it). Deterministic."""
+    if n_docs < 1:
+        raise ValueError(f"n_docs must be >= 1, got {n_docs}")
+    rng = random.Random(f"corpus-{seed}")
+    n_facts = round(n_docs * mix.facts)
+    n_general = round(n_docs * mix.general)
+    n_math = n_docs - n_facts - n_general
+    world = make_world(world_seed)
+    facts = world.facts()
+    docs: list[str] = []
+    for _ in range(n_facts):
+        docs.append(" ".join(rng.sample(facts, k=min(len(facts), rng.randint(3, 8)))))
+    for ex in generate_general(seed, "train", n_general, world_seed=world_seed, unique=False):
+        head = rng.choice([f"User: {ex['prompt']}\nAssistant:", f"Q: {ex['prompt']}\nA:"])
+        docs.append(f"{head} {ex['answer']}")
+    total_w = sum(mix.difficulty_weights)
+    for d, w in enumerate(mix.difficulty_weights, 1):
+        n_d = round(n_math * w / total_w)
+        if n_d:
+            for p in generate_problems(seed, "train", n_d, difficulties=[d],
+                                       world_seed=world_seed, unique=False):
+                docs.append(worked_solution(rng, p, mix))
+    rng.shuffle(docs)
+    return docs

@@ -1,0 +1,6 @@
+"""Rollout generation: the ``Generator`` interface and ``Sample`` records (``base.py``), the HF
+generate backend (``hf.py``) and the vLLM backend (``vllm_engine.py``); ``make_generator`` picks."""
+
+from r1hpc.rollout.base import Generator, Sample, make_generator, vllm_available
+
+__all__ = ["Generator", "Sample", "make_generator", "vllm_available"]

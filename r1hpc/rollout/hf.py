@@ -1,0 +1,139 @@
+"""Rollouts with HF transformers ``generate``: the fallback backend, and the reference for vLLM.
+
+Prompts are expanded ``n`` times, cut into batches of ``batch_size`` sequences, left-padded
+(decoder-only models continue from the last position) and sampled with temperature / top_p.
+Per-token log-probs come from the processed scores ``generate`` returns (after the temperature
+and top-p warpers), so they are under the sampling distribution described in ``base.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+from r1hpc.rollout.base import (
+    FinishReason,
+    Sample,
+    check_generate_args,
+    check_model_dir,
+    derive_seed,
+    truncate_at_stop,
+)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class HFGenerator:
+    """HF ``generate`` over a policy directory. Not thread-safe (uses the global torch RNG)."""
+
+    backend = "hf"
+
+    def __init__(self, model_dir: str | Path, seed: int = 0, dtype: str = "float32",
+                 batch_size: int = 64, device: str = "cpu", progress: bool = True) -> None:
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        self.seed = seed
+        self.dtype = _DTYPES[dtype]
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.progress = progress
+        self.model_dir = check_model_dir(model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
+        self.tokenizer.padding_side = "left"  # generation continues from the last column
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if self.tokenizer.eos_token_id is None:
+            raise ValueError(f"{self.model_dir}: tokenizer has no eos_token; generation could "
+                             f"never stop before max_new_tokens")
+        self.model: torch.nn.Module | None = None
+        self.load_weights(self.model_dir)
+
+    def load_weights(self, model_dir: str | Path) -> None:
+        """Load a new policy (HF has no engine to keep warm: this just reloads the model)."""
+        path = check_model_dir(model_dir)
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype)
+        vocab = model.get_output_embeddings().weight.shape[0]
+        for name in ("eos_token_id", "pad_token_id"):
+            if getattr(self.tokenizer, name) >= vocab:
+                raise ValueError(f"{path}: tokenizer {name} {getattr(self.tokenizer, name)} is "
+                                 f"outside the model's vocabulary of {vocab} (config.json)")
+        # A bare generation config: sampling defaults shipped with a model (top_k,
+        # repetition_penalty, ...) must not change the distribution we sample from.
+        model.generation_config = GenerationConfig(
+            eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id)
+        self.model = model.to(self.device).eval()
+        self.model_dir = path
+
+    def close(self) -> None:
+        self.model = None
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[str], n: int, max_new_tokens: int, temperature: float,
+                 top_p: float, seed: int, stop: list[str] | None = None) -> list[list[Sample]]:
+        """See ``base.Generator.generate``. Determinism also assumes the same batch_size."""
+        check_generate_args(prompts, n, max_new_tokens, temperature, top_p, seed, stop)
+        if self.model is None:
+            raise RuntimeError("HFGenerator.generate called after close()")
+        greedy = temperature == 0.0
+        gen_config = GenerationConfig(
+            do_sample=not greedy, temperature=None if greedy else temperature,
+            top_p=None if greedy else top_p, top_k=0, max_new_tokens=max_new_tokens,
+            eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
+            stop_strings=stop or None, return_dict_in_generate=True, output_scores=True)
+        flat = [p for p in prompts for _ in range(n)]  # sample j of prompt i at i * n + j
+        starts = range(0, len(flat), self.batch_size)
+        samples: list[Sample] = []
+        for b, s in enumerate(tqdm(starts, desc="hf generate", unit="batch",
+                                   disable=not self.progress)):
+            samples += self._generate_batch(flat[s : s + self.batch_size], gen_config,
+                                            derive_seed(seed, b), stop)
+        return [samples[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    def _generate_batch(self, batch: list[str], gen_config: GenerationConfig, seed: int,
+                        stop: list[str] | None) -> list[Sample]:
+        enc = self.tokenizer(batch, return_tensors="pt", padding=True).to(self.device)
+        # fork_rng: seed generate's global RNG without disturbing the caller's stream
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            out = self.model.generate(**enc, generation_config=gen_config,
+                                      tokenizer=self.tokenizer)
+        new = out.sequences[:, enc["input_ids"].shape[1]:]  # (B, T) sampled ids, then padding
+        scores = torch.stack(out.scores, dim=1).float()  # (B, T, V) processed logits
+        logprobs = torch.log_softmax(scores, dim=-1).gather(-1, new[..., None]).squeeze(-1)
+        return [self._to_sample(new[i].tolist(), logprobs[i].tolist(), stop)
+                for i in range(new.shape[0])]
+
+    def _to_sample(self, ids: list[int], logprobs: list[float],
+                   stop: list[str] | None) -> Sample:
+        """Cut one row of generate's output where that sequence finished (ids: (T,))."""
+        eos = self.tokenizer.eos_token_id
+        end, reason = len(ids), "length"
+        if eos in ids:
+            end, reason = ids.index(eos) + 1, "stop"
+        if stop:
+            # The first k whose decoded prefix holds a stop string is where generate stopped
+            # (StopStringCriteria); "contains" is monotone in k, so bisect instead of k decodes.
+            if truncate_at_stop(self._decode(ids[:end]), stop)[1]:
+                lo, hi = 1, end
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if truncate_at_stop(self._decode(ids[:mid]), stop)[1]:
+                        hi = mid
+                    else:
+                        lo = mid + 1
+                end, reason = lo, "stop"
+        ids, logprobs = ids[:end], logprobs[:end]
+        text, _ = truncate_at_stop(self._decode(ids), stop)
+        finish: FinishReason = "stop" if reason == "stop" else "length"
+        return Sample(text=text, token_ids=ids, logprobs=logprobs, finish_reason=finish)
+
+    def _decode(self, ids: list[int]) -> str:
+        if ids and ids[-1] == self.tokenizer.eos_token_id:
+            ids = ids[:-1]
+        # special tokens stay: the R1 tags (<think>, <answer>) may be special tokens
+        return self.tokenizer.decode(ids, skip_special_tokens=False)

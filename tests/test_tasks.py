@@ -1,0 +1,211 @@
+"""Generated tasks: determinism, disjoint splits, answers recomputed independently with sympy
+from the prompt text, difficulty spread, the non-reasoning set, and JSONL validation."""
+
+from __future__ import annotations
+
+import collections
+import re
+from fractions import Fraction
+
+import pytest
+import sympy
+from sympy.parsing.sympy_parser import (implicit_multiplication_application, parse_expr,
+                                        standard_transformations)
+
+from r1hpc.model.pretrain_corpus import CorpusMix, build_corpus, wrong_answer
+from r1hpc.tasks.dataset import (REASONING_KINDS, generate_general, generate_problems,
+                                 read_jsonl, write_jsonl)
+from r1hpc.tasks.problem import split_of
+from r1hpc.tasks.world import make_world
+
+_T = standard_transformations + (implicit_multiplication_application,)
+
+
+@pytest.fixture(scope="module")
+def train() -> list[dict]:
+    return generate_problems(0, "train", 800)
+
+
+@pytest.fixture(scope="module")
+def heldout() -> list[dict]:
+    return generate_problems(0, "heldout", 400)
+
+
+def _expr_of(prompt: str) -> str:
+    m = re.fullmatch(r"(?:What is|Compute|Calculate) (.*?)[?.](?: Give the answer .*)?", prompt)
+    assert m, prompt
+    return m.group(1)
+
+
+def _recompute_word(prompt: str) -> int:
+    """Solve a word problem from its text alone."""
+    m = re.search(r"has (\d+) (\w+)\. \w+ gives \w+ (\d+) more", prompt)
+    if m:
+        return int(m.group(1)) + int(m.group(3))
+    m = re.search(r"has (\d+) (\w+)\. \w+ gives (\d+) \w+ to", prompt)
+    if m:
+        return int(m.group(1)) - int(m.group(3))
+    prices = {item: int(p) for item, p in re.findall(r"sells (\w+) for (\d+) coins each", prompt)}
+    clause = re.search(r"buys (.*?)\.", prompt).group(1)
+    total = sum(int(q) * prices[item] for q, item in re.findall(r"(\d+) (\w+)", clause))
+    paid = re.search(r"pays with (\d+) coins", prompt)
+    return int(paid.group(1)) - total if paid else total
+
+
+def recompute(p: dict) -> sympy.Rational:
+    """The exact answer computed with sympy from the prompt, independently of the generator."""
+    q = p["prompt"]
+    if p["kind"] == "arith":
+        return sympy.Rational(parse_expr(_expr_of(q)))
+    if p["kind"] == "fraction":
+        e = _expr_of(q)
+        if " divided by " in e:
+            a, b = e.split(" divided by ")
+            return sympy.Rational(parse_expr(a)) / sympy.Rational(parse_expr(b))
+        return sympy.Rational(parse_expr(e))
+    if p["kind"] == "linear":
+        lhs, rhs = q.removeprefix("Solve for x: ").split(" = ")
+        x = sympy.Symbol("x")
+        sols = sympy.solve(sympy.Eq(parse_expr(lhs, transformations=_T),
+                                    parse_expr(rhs, transformations=_T)), x)
+        assert len(sols) == 1, q
+        return sympy.Rational(sols[0])
+    if p["kind"] == "word":
+        return sympy.Rational(_recompute_word(q))
+    raise AssertionError(p["kind"])
+
+
+def test_deterministic_and_seed_dependent() -> None:
+    a = generate_problems(3, "train", 64)
+    assert a == generate_problems(3, "train", 64)
+    assert a != generate_problems(4, "train", 64)
+    assert generate_general(3, "train", 30) == generate_general(3, "train", 30)
+
+
+def test_splits_disjoint(train: list[dict], heldout: list[dict]) -> None:
+    tr, ho = {p["prompt"] for p in train}, {p["prompt"] for p in heldout}
+    assert len(tr) == len(train) and len(ho) == len(heldout)  # unique within a split
+    assert not tr & ho
+    # disjoint for any seeds, since the split is a function of the prompt alone
+    other = {p["prompt"] for p in generate_problems(7, "train", 800)}
+    assert not other & ho
+    assert all(split_of(p) == "heldout" for p in ho)
+    gtr = {g["prompt"] for g in generate_general(0, "train", 100)}
+    gho = {g["prompt"] for g in generate_general(0, "heldout", 20)}
+    assert gho and not gtr & gho
+
+
+def test_answers_recomputed_with_sympy(train: list[dict], heldout: list[dict]) -> None:
+    for p in train[:400] + heldout:
+        want = recompute(p)
+        assert sympy.Rational(p["answer"]) == want, p
+        # canonical: reduced, integer without denominator
+        f = Fraction(p["answer"])
+        assert p["answer"] == (str(f.numerator) if f.denominator == 1 else
+                               f"{f.numerator}/{f.denominator}"), p
+
+
+def test_solution_steps_are_correct(heldout: list[dict]) -> None:
+    for p in heldout:
+        steps = p["solution_steps"]
+        assert steps, p
+        assert steps[-1].rsplit("= ", 1)[1] == p["answer"], p
+        for s in steps:
+            if p["kind"] == "linear":
+                continue  # equation rewrites; the final value is checked above
+            for part in s.split(" and "):
+                part = re.sub(r"(\d+/\d+) divided by (\d+/\d+)", r"(\1)/(\2)", part)
+                left, right = part.split(" = ")
+                assert sympy.Rational(parse_expr(left)) == sympy.Rational(parse_expr(right)), s
+
+
+def test_difficulty_spread(heldout: list[dict]) -> None:
+    cells = collections.Counter((p["kind"], p["difficulty"]) for p in heldout)
+    assert set(cells) == {(k, d) for k in REASONING_KINDS for d in (1, 2, 3, 4)}
+    assert max(cells.values()) - min(cells.values()) <= 1  # round robin
+    # harder means more steps, on average
+    steps = collections.defaultdict(list)
+    for p in heldout:
+        steps[p["difficulty"]].append(len(p["solution_steps"]))
+    means = [sum(steps[d]) / len(steps[d]) for d in (1, 2, 3, 4)]
+    assert means == sorted(means) and means[3] > means[0] + 1.5
+
+
+def test_general_examples_consistent_with_world() -> None:
+    world = make_world(0)
+    price = {s.name: (s.items, s.price) for s in world.sellers}
+    exs = generate_general(0, "train", 90)
+    assert {e["kind"] for e in exs} == {"fact", "rewrite", "safety"}
+    for e in exs:
+        assert e["rejected"] and all(r["text"] != e["answer"] for r in e["rejected"])
+        assert {r["label"] for r in e["rejected"]} <= {"wrong", "unhelpful", "harmful"}
+        m = re.fullmatch(r"What does (\w+) sell\?", e["prompt"])
+        if m:
+            assert e["answer"] == f"{m.group(1)} sells {price[m.group(1)][0]}."
+        if e["kind"] == "safety":
+            assert any(r["label"] == "harmful" for r in e["rejected"])
+
+
+def test_small_cells_exhaust_with_clear_error() -> None:
+    with pytest.raises(ValueError, match="unique heldout examples"):
+        generate_problems(0, "heldout", 10_000, kinds=["fraction"], difficulties=[2])
+    with pytest.raises(ValueError, match="split must be one of"):
+        generate_problems(0, "test", 3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown reasoning kind"):
+        generate_problems(0, "train", 3, kinds=["chess"])
+
+
+def test_jsonl_round_trip_and_errors(tmp_path, heldout: list[dict]) -> None:
+    path = tmp_path / "p.jsonl"
+    gen = generate_general(0, "heldout", 5)
+    write_jsonl(path, heldout[:5] + gen)
+    assert read_jsonl(path) == heldout[:5] + gen
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x", "prompt": "q", "answer": 3, "difficulty": 1, "kind": "arith",'
+                   ' "solution_steps": []}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: key 'answer' should be str"):
+        read_jsonl(bad)
+    bad.write_text('{"id": "x"}\n\nnot json\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: missing key 'prompt'"):
+        read_jsonl(bad)
+
+
+def test_corpus_excludes_heldout_and_is_imperfect(heldout: list[dict]) -> None:
+    docs = build_corpus(0, 3000)
+    assert docs == build_corpus(0, 3000)
+    questions = {m.group(1) for d in docs
+                 if (m := re.match(r"(?:Question:|Q:|Problem:|User:) (.*)\n", d))}
+    assert len(questions) > 1000
+    assert not questions & {p["prompt"] for p in heldout}
+    r1 = sum("<think>" in d for d in docs)
+    assert 0 < r1 < 0.2 * len(docs)  # the tag format exists, but rarely
+    # some worked solutions end in a wrong answer: compare with the true answers
+    truth = {p["prompt"]: p["answer"] for p in generate_problems(0, "train", 2000, unique=False)}
+    right = wrong = 0
+    for d in docs:
+        q = re.match(r"(?:Question:|Q:|Problem:|User:) (.*)\n", d)
+        a = re.search(r"(?:answer is|Answer:|####|<answer>) (-?\d+(?:/\d+)?)", d)
+        if q and a and q.group(1) in truth:
+            right += a.group(1) == truth[q.group(1)]
+            wrong += a.group(1) != truth[q.group(1)]
+    assert right > wrong > 0.1 * right
+
+
+def test_wrong_answer_differs() -> None:
+    import random
+    rng = random.Random(0)
+    for ans in ("0", "7", "-3", "3/4", "-5/2"):
+        assert all(Fraction(wrong_answer(rng, ans)) != Fraction(ans) for _ in range(20))
+    with pytest.raises(ValueError, match="CorpusMix.r1_format"):
+        CorpusMix(r1_format=1.5)
+
+
+def test_corpus_difficulty_weights() -> None:
+    mix = CorpusMix(facts=0.0, general=0.0, difficulty_weights=(1.0, 0.0, 0.0, 0.0))
+    docs = build_corpus(2, 300, mix)
+    qs = [re.match(r"(?:Question:|Q:|Problem:|User:) (.*)\n", d).group(1) for d in docs]
+    d1 = {p["prompt"] for p in generate_problems(2, "train", 300, difficulties=[1],
+                                                 unique=False)}
+    assert set(qs) <= d1
+    with pytest.raises(ValueError, match="difficulty_weights"):
+        CorpusMix(difficulty_weights=(0.0, 0.0, 0.0, 0.0))
