@@ -47,9 +47,10 @@ def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
     p.add_argument("--prompt-len", type=int, default=8)
     p.add_argument("--response-len", type=int, default=8)
     p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--load", default=None, help="checkpoint to start from (any layout)")
+    p.add_argument("--load", default=None, help="checkpoint to start from (any layout; weights only)")
+    p.add_argument("--resume", default=None, help="checkpoint to continue: weights, Adam state and step")
     p.add_argument("--ref-load", default=None, help="reference model checkpoint (default: --load)")
-    p.add_argument("--save", default=None, help="save the final weights here (must not exist)")
+    p.add_argument("--save", default=None, help="save the final weights and optimizer state here (must not exist)")
     p.add_argument("--save-init", default=None, help="save the initial weights here before training")
     return p.parse_args(argv)
 
@@ -76,6 +77,8 @@ def setup(args: argparse.Namespace) -> Setup:
     optim = OptimConfig(lr=args.lr)
     ddp = wrap_ddp(model, optim)
     optimizer = build_optimizer(ddp, optim)
+    if args.resume:
+        step = checkpoint.load_checkpoint(ddp, cfg, args.resume, optimizer=optimizer)
     return Setup(layout, cfg, ddp, ref, optimizer, step)
 
 
@@ -123,5 +126,5 @@ def evaluate(args: argparse.Namespace, s: Setup, tag: str) -> dict[str, float] |
 def finish(args: argparse.Namespace, s: Setup) -> None:
     evaluate(args, s, "final")
     if args.save:
-        checkpoint.save_checkpoint(s.model, s.cfg, args.save, step=s.start_step + args.steps)
+        checkpoint.save_checkpoint(s.model, s.cfg, args.save, step=s.start_step + args.steps, optimizer=s.optimizer)
     destroy_parallel()

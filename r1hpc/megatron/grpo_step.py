@@ -1,7 +1,8 @@
 """GRPO and SFT steps inside Megatron's forward-backward schedule (TP / PP / EP / DP, micro-batches).
 
-The model's last stage returns per-token cross-entropy from megatron's vocab-parallel cross entropy
-(the full-vocab logits are never gathered under TP); ``-CE`` is the log-prob of the label. The GRPO
+The model's last stage returns vocab-parallel logits (b, s, V/tp); they are divided by the sampling
+temperature and megatron's vocab-parallel cross entropy gives ``-log p(label)`` (the full-vocab
+logits are never gathered under TP). The GRPO
 math itself is ``r1hpc.algos`` (group_advantages, grpo_loss), not re-implemented here.
 
 Loss normalisation: every micro-batch's loss_func returns ``(sum, count, metrics)`` with
@@ -24,7 +25,7 @@ from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
-from megatron.core import parallel_state
+from megatron.core import parallel_state, tensor_parallel
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from r1hpc.algos import group_advantages, grpo_loss, masked_sum
@@ -43,6 +44,9 @@ class GRPOHyper:
     kl_estimator: str = "k3"
     agg_mode: str = "token-mean"  # token-mean or seq-mean-token-mean / -sum (seq-mean-token-sum-norm: not here)
     micro_batch_size: int = 2
+    temperature: float = 1.0  # the sampler's: log-probs are of softmax(logits / temperature)
+    dual_clip: float = 0.0  # 0 = off; else c > 1 bounds the loss of negative advantages
+    scale_adv_by_std: bool = True  # False = Dr. GRPO
 
 
 def _normaliser(mask: torch.Tensor, agg_mode: str) -> torch.Tensor:
@@ -54,24 +58,40 @@ def _normaliser(mask: torch.Tensor, agg_mode: str) -> torch.Tensor:
     raise ValueError(f"agg_mode {agg_mode!r} is not supported by the Megatron step; use token-mean or seq-mean-token-*")
 
 
+def _label_logprobs(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log p(label) from vocab-parallel logits (b, s, V/tp) divided by ``temperature``; labels (b, s) -> (b, s).
+
+    The sampler drew tokens from softmax(logits / T), so the ratio and KL must use the same
+    distribution. The full-vocab logits are never gathered under TP.
+    """
+    return -tensor_parallel.vocab_parallel_cross_entropy(logits.float() / temperature, labels)
+
+
 def _run_schedule(
     model: torch.nn.Module,
     micro_batches: list[dict[str, torch.Tensor]],
     loss_fn: Callable[[dict[str, torch.Tensor], torch.Tensor], tuple[torch.Tensor, torch.Tensor, dict[str, Any]]],
     forward_only: bool,
+    temperature: float = 1.0,
 ) -> list[dict[str, Any]]:
     """One pass of megatron's forward(-backward) schedule over the micro-batches.
 
+    ``loss_fn(mb, logp)`` gets the (b, s) log-probs of the labels at ``temperature``.
     Returns the per-micro-batch dicts loss_fn produced (last pipeline stage; [] elsewhere).
     """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+    def on_logits(mb, logits):  # noqa: ANN001, ANN202
+        return loss_fn(mb, _label_logprobs(logits, mb["labels"], temperature))
 
     def forward_step(data_iterator, model_chunk):  # noqa: ANN001, ANN202
         mb = next(data_iterator)
         b, s = mb["input_ids"].shape
         position_ids = torch.arange(s).unsqueeze(0).expand(b, s)
-        # With labels the last stage returns (b, s) vocab-parallel cross-entropy = -log p(label).
-        out = model_chunk(mb["input_ids"], position_ids, None, labels=mb["labels"])
-        return out, partial(loss_fn, mb)
+        # Without labels the last stage returns vocab-parallel logits (b, s, V/tp); other stages hidden states.
+        out = model_chunk(mb["input_ids"], position_ids, None)
+        return out, partial(on_logits, mb)
 
     b, s = micro_batches[0]["input_ids"].shape
     return get_forward_backward_func()(
@@ -85,16 +105,18 @@ def _run_schedule(
     )
 
 
-def compute_logprobs(model: torch.nn.Module, micro_batches: list[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
-    """No-grad log-probs of the labels: one (b, s) tensor per micro-batch (last PP stage; [] elsewhere)."""
+def compute_logprobs(
+    model: torch.nn.Module, micro_batches: list[dict[str, torch.Tensor]], temperature: float = 1.0
+) -> list[torch.Tensor]:
+    """No-grad log-probs of the labels at ``temperature``: one (b, s) tensor per micro-batch (last PP stage; [] elsewhere)."""
 
-    def loss_fn(mb, ce):  # noqa: ANN001, ANN202
-        zero = torch.zeros((), dtype=ce.dtype)
-        return zero, torch.tensor(1, dtype=torch.int), {"logp": (-ce).detach()}
+    def loss_fn(mb, logp):  # noqa: ANN001, ANN202
+        zero = torch.zeros((), dtype=logp.dtype)
+        return zero, torch.tensor(1, dtype=torch.int), {"logp": logp.detach()}
 
     model.eval()
     with torch.no_grad():
-        outs = _run_schedule(model, micro_batches, loss_fn, forward_only=True)
+        outs = _run_schedule(model, micro_batches, loss_fn, forward_only=True, temperature=temperature)
     model.train()
     return [o["logp"] for o in outs]
 
@@ -122,11 +144,10 @@ def grpo_train_step(
     Returns global metrics (last PP stage; {} elsewhere): loss, pg_loss, kl, clip fractions, grad_norm.
     """
 
-    def loss_fn(mb, ce):  # noqa: ANN001, ANN202
-        logp = -ce
+    def loss_fn(mb, logp):  # noqa: ANN001, ANN202
         loss, m = grpo_loss(
             logp, mb["old_logp"], mb.get("ref_logp"), mb["adv"], mb["mask"],
-            clip_low=hyper.clip_low, clip_high=hyper.clip_high, kl_coef=hyper.kl_coef,
+            clip_low=hyper.clip_low, clip_high=hyper.clip_high, kl_coef=hyper.kl_coef, dual_clip=hyper.dual_clip or None,
             kl_estimator=hyper.kl_estimator, agg_mode=hyper.agg_mode,
         )  # fmt: skip
         count = _normaliser(mb["mask"], hyper.agg_mode)
@@ -138,7 +159,7 @@ def grpo_train_step(
     optimizer.zero_grad()
     for chunk in _model_chunks(model):
         chunk.zero_grad_buffer()
-    outs = _run_schedule(model, micro_batches, loss_fn, forward_only=False)
+    outs = _run_schedule(model, micro_batches, loss_fn, forward_only=False, temperature=hyper.temperature)
     ok, grad_norm, _ = optimizer.step()
     if not ok:
         raise RuntimeError("optimizer step was skipped (non-finite gradients)")
@@ -154,9 +175,9 @@ def sft_train_step(model: torch.nn.Module, optimizer: Any, micro_batches: list[d
     Micro-batches: input_ids, labels (b, s) int64; mask (b, s) bool. Returns {"loss", "grad_norm"}.
     """
 
-    def loss_fn(mb, ce):  # noqa: ANN001, ANN202
+    def loss_fn(mb, logp):  # noqa: ANN001, ANN202
         n = mb["mask"].sum()
-        total = masked_sum(ce, mb["mask"])
+        total = masked_sum(-logp, mb["mask"])
         return total, n.to(torch.int), {"loss": torch.stack([total.detach().double(), n.double()])}
 
     optimizer.zero_grad()
@@ -184,15 +205,15 @@ def prepare_grpo_micro_batches(
     Advantages are computed on the whole global batch (every rank holds it), so groups split
     across DP ranks still get their full-group baseline.
     """
-    adv = group_advantages(batch.rewards, batch.group_ids)  # (B,)
+    adv = group_advantages(batch.rewards, batch.group_ids, scale_by_std=hyper.scale_adv_by_std)  # (B,)
     mbs = shard_for_rank(
         batch,
         parallel_state.get_data_parallel_rank(),
         parallel_state.get_data_parallel_world_size(),
         hyper.micro_batch_size,
     )
-    old = compute_logprobs(policy, mbs)
-    refs = compute_logprobs(ref, mbs) if ref is not None else []
+    old = compute_logprobs(policy, mbs, hyper.temperature)
+    refs = compute_logprobs(ref, mbs, hyper.temperature) if ref is not None else []
     for i, mb in enumerate(mbs):
         mb["adv"] = adv[mb["index"]]
         if old:  # only the last pipeline stage has log-probs; the others never call loss_fn
@@ -219,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     setup = cli_common.setup(args)
     hyper = GRPOHyper(kl_coef=args.kl_coef, micro_batch_size=args.micro_batch_size)
     cli_common.evaluate(args, setup, "init")
-    for step in range(args.steps):
+    for step in range(setup.start_step, setup.start_step + args.steps):
         t0 = time.perf_counter()
         batch = cli_common.synthetic_batch(args, step, setup.layout)
         mbs = prepare_grpo_micro_batches(setup.model, setup.ref, batch, hyper)

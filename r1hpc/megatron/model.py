@@ -54,6 +54,10 @@ class MegatronModelConfig:
     qk_pos_emb_head_dim: int = 4
     v_head_dim: int = 8
     rope_type: str = "yarn"  # "yarn" (DeepSeek-V3) or "rope"
+    rope_theta: float = 10000.0
+    rope_scaling_factor: float = 4.0  # yarn: context extension factor over the original length
+    rope_original_max_len: int = 0  # yarn: the pre-extension context length; 0 = max_seq_len
+    norm_eps: float = 1e-6  # every RMSNorm (HF DeepseekV3 hard-codes 1e-6 for the q/kv latent norms)
     init_std: float = 0.02
 
     @classmethod
@@ -129,6 +133,7 @@ def transformer_config(cfg: MegatronModelConfig, layout: ParallelLayout) -> Tran
         num_attention_heads=cfg.num_heads,
         ffn_hidden_size=cfg.ffn_hidden_size,
         normalization="RMSNorm",
+        layernorm_epsilon=cfg.norm_eps,
         gated_linear_unit=True,
         activation_func=F.silu,
         add_bias_linear=False,
@@ -178,8 +183,9 @@ def transformer_config(cfg: MegatronModelConfig, layout: ParallelLayout) -> Tran
         qk_pos_emb_head_dim=cfg.qk_pos_emb_head_dim,
         v_head_dim=cfg.v_head_dim,
         rope_type=cfg.rope_type,
-        rotary_scaling_factor=4.0,
-        original_max_position_embeddings=cfg.max_seq_len,
+        rotary_base=cfg.rope_theta,
+        rotary_scaling_factor=cfg.rope_scaling_factor,
+        original_max_position_embeddings=cfg.rope_original_max_len or cfg.max_seq_len,
     )
 
 

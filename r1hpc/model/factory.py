@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 
 @dataclass(frozen=True)
@@ -84,11 +84,12 @@ def save_model(model: Qwen2ForCausalLM, path: str | Path) -> None:
     model.save_pretrained(str(path), safe_serialization=True)
 
 
-def load_model(path: str | Path) -> Qwen2ForCausalLM:
+def load_model(path: str | Path) -> torch.nn.Module:
+    """Any published causal LM (Qwen2 for the tiny dense runs, DeepseekV3 for MoE runs), fp32, eval mode."""
     path = Path(path)
     if not (path / "config.json").is_file() or not any(path.glob("*.safetensors")):
         raise FileNotFoundError(f"{path}: expected config.json and *.safetensors "
                                 f"(written by save_model)")
-    model = Qwen2ForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
     model.eval()
     return model
