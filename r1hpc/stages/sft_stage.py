@@ -1,0 +1,124 @@
+"""The SFT stages of R1: supervised fine-tuning on the run's SFT sets, published as a model.
+
+    run_sft(run_dir)       models/base on data/sft_reasoning + data/sft_general (cfg.sft)
+                           -> models/sft/v0000 (R1: 600k reasoning + 200k non-reasoning samples)
+    run_distill(run_dir)   models/student_base on the same teacher samples (cfg.distill)
+                           -> models/distill/v0000 (R1 distils with those 800k samples)
+
+`sft_and_publish` is what these and the cold-start stage share. An SFT set is a JSONL file of
+records {"prompt": question, "completion": text after the template's "<think>", ...}; the model
+sees render_prompt(prompt) and is trained on completion + eos only. Idempotent (a published
+v0000 is returned as is) and resumable (train_sft checkpoints in train_state/<stage>/).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from r1hpc.config import SFTStageConfig
+from r1hpc.fsio import atomic_write_text
+from r1hpc.stages.base import sft_settings
+from r1hpc.stages.common import StageContext, data_path, load_policy, log_metrics, publish_policy, render_prompt, stage_seed
+from r1hpc.store import latest_model, list_versions
+from r1hpc.train.sft import train_sft
+
+__all__ = ["SFT_SETS", "read_sft_records", "write_sft_records", "sft_and_publish", "run_sft", "run_distill"]
+
+SFT_SETS = ("sft_reasoning", "sft_general")  # written by rejection_merge
+
+
+def write_sft_records(path: Path, records: list[dict[str, Any]]) -> None:
+    """Write an SFT set atomically (one rename: readers see all of it or nothing)."""
+    for i, r in enumerate(records):
+        if not isinstance(r.get("prompt"), str) or not isinstance(r.get("completion"), str):
+            raise ValueError(f"{path}: record {i} needs str 'prompt' and 'completion', got keys {sorted(r)}")
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def read_sft_records(path: Path) -> list[dict[str, Any]]:
+    """An SFT set's records; ValueError naming file and line for anything but the schema above."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing SFT set (written by cold_start / rejection_merge)")
+    out = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from None
+            if not isinstance(rec, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+            for key in ("prompt", "completion"):
+                if not isinstance(rec.get(key), str) or not rec[key].strip():
+                    raise ValueError(f"{path}:{lineno}: key {key!r} must be a non-empty string, got {rec.get(key)!r}")
+            out.append(rec)
+    return out
+
+
+def _tokenize(tokenizer: Any, records: list[dict[str, Any]]) -> tuple[list[list[int]], list[list[int]]]:
+    """(prompt ids, target ids + eos) per record. Tokenized apart: the prompt ends with the
+    special <think> token, so the split matches how the joint text tokenizes."""
+    prompts = tokenizer([render_prompt(r["prompt"]) for r in records], add_special_tokens=False)["input_ids"]
+    targets = tokenizer([r["completion"] for r in records], add_special_tokens=False)["input_ids"]
+    return prompts, [t + [tokenizer.eos_token_id] for t in targets]
+
+
+def sft_and_publish(ctx: StageContext, stage: str, init_stage: str, records: list[dict[str, Any]],
+                    settings: SFTStageConfig, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """SFT the newest models/<init_stage> on `records` and publish models/<stage>/v0000.
+
+    Logs one metrics line per optimizer step to metrics/<stage>.jsonl. Returns the summary that
+    is also the published version's meta.
+    """
+    existing = [v for v in list_versions(ctx.run, stage) if v.version == 0]
+    if existing:
+        return {"stage": stage, "skipped": "already published", **existing[0].meta}
+    if not records:
+        raise ValueError(f"{stage}: no SFT records to train on")
+    started = time.time()
+    source = latest_model(ctx.run, init_stage, verify="sha256")
+    model, tokenizer = load_policy(source)
+    prompts, targets = _tokenize(tokenizer, records)
+    too_long = sum(len(p) + len(t) > settings.max_len for p, t in zip(prompts, targets))
+    metrics = train_sft(model, prompts, targets, sft_settings(settings), tokenizer.pad_token_id,
+                        seed=stage_seed(ctx.cfg.seed, stage, "train"), state_dir=ctx.run.train_state_dir(stage),
+                        log=lambda m: log_metrics(ctx, stage, {"stage": stage, **m}), progress=False)
+    summary = {"stage": stage, "init_from": f"{init_stage}/{source.name}", "examples": len(records),
+               "target_tokens": sum(len(t) for t in targets), "truncated_examples": too_long,
+               "steps": metrics.get("step"), "final_loss": metrics.get("loss"),
+               "seconds": round(time.time() - started, 1), **(meta or {})}
+    version = publish_policy(ctx, stage, 0, model, tokenizer, meta=summary)
+    return {"version": version.name, **summary}
+
+
+def _sft_sets(ctx: StageContext) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    records, counts = [], {}
+    for name in SFT_SETS:
+        part = read_sft_records(data_path(ctx, name))
+        records.extend(part)
+        counts[f"{name}_examples"] = len(part)
+    return records, counts
+
+
+def run_sft(run_dir: str) -> dict[str, Any]:
+    """SFT of models/base on the rejection-sampled sets; publishes models/sft/v0000."""
+    ctx = StageContext(run_dir)
+    if [v for v in list_versions(ctx.run, "sft") if v.version == 0]:
+        return sft_and_publish(ctx, "sft", "base", [], ctx.cfg.sft)
+    records, counts = _sft_sets(ctx)
+    return sft_and_publish(ctx, "sft", "base", records, ctx.cfg.sft, meta=counts)
+
+
+def run_distill(run_dir: str) -> dict[str, Any]:
+    """SFT of the smaller student (models/student_base) on the teacher's samples; publishes
+    models/distill/v0000."""
+    ctx = StageContext(run_dir)
+    if [v for v in list_versions(ctx.run, "distill") if v.version == 0]:
+        return sft_and_publish(ctx, "distill", "student_base", [], ctx.cfg.distill)
+    records, counts = _sft_sets(ctx)
+    return sft_and_publish(ctx, "distill", "student_base", records, ctx.cfg.distill, meta=counts)

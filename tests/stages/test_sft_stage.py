@@ -1,0 +1,58 @@
+"""The SFT and distillation jobs: on hand-written SFT sets they publish loadable models (teacher
+and student sizes), log every step, are idempotent, and reject malformed sets by file and line."""
+
+from __future__ import annotations
+
+import pytest
+from tiny_stage_run import clone_run
+
+from r1hpc.stages.common import StageContext, load_policy, read_data, read_metrics
+from r1hpc.stages.rejection import general_fallback
+from r1hpc.stages.sft_stage import read_sft_records, run_distill, run_sft, write_sft_records
+from r1hpc.store import latest_model
+
+
+def _write_sets(run, n_reasoning: int = 10, n_general: int = 6) -> None:
+    ctx = StageContext(run)
+    problems = read_data(ctx, "problems_train")[:n_reasoning]
+    general = read_data(ctx, "general_train")[:n_general]
+    write_sft_records(run / "data" / "sft_reasoning.jsonl", [
+        {"prompt": p["prompt"], "completion": f" {p['solution_steps'][-1]} </think> <answer> {p['answer']} </answer>",
+         "source": "rejection"} for p in problems])
+    write_sft_records(run / "data" / "sft_general.jsonl", [
+        {"prompt": g["prompt"], "completion": general_fallback(g["answer"]), "source": "reference"} for g in general])
+
+
+@pytest.mark.parametrize("job, stage, layers", [(run_sft, "sft", 2), (run_distill, "distill", 1)])
+def test_sft_jobs_publish_a_loadable_model(tmp_path, job, stage, layers):
+    run = clone_run(tmp_path)
+    _write_sets(run)
+    result = job(str(run))
+    # 16 examples, 1 epoch, batch 8 (tiny_stage_run's sft / distill settings)
+    assert result["version"] == "v0000" and result["examples"] == 16 and result["steps"] == 2
+    assert result["sft_reasoning_examples"] == 10 and result["sft_general_examples"] == 6
+    assert result["init_from"] == ("base/v0000" if stage == "sft" else "student_base/v0000")
+    model, tokenizer = load_policy(latest_model(StageContext(run).run, stage, verify="sha256"))
+    assert model.config.num_hidden_layers == layers  # the student is the smaller model
+    out = model.generate(**tokenizer(["User: Compute 1 + 1.\nAssistant: <think>"], return_tensors="pt"),
+                         max_new_tokens=4, do_sample=False)
+    assert out.shape[1] > 0
+    rows = read_metrics(run, stage)
+    assert [r["step"] for r in rows] == [1, 2] and all(r["stage"] == stage for r in rows)
+    again = job(str(run))
+    assert again["skipped"] == "already published" and again["final_loss"] == result["final_loss"]
+
+
+def test_missing_or_malformed_sft_sets_are_clear_errors(tmp_path):
+    run = clone_run(tmp_path)
+    with pytest.raises(FileNotFoundError, match="sft_reasoning.jsonl: missing SFT set"):
+        run_sft(str(run))
+    bad = run / "data" / "bad.jsonl"
+    bad.write_text('{"prompt": "q", "completion": "c"}\n{"prompt": "q"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: key 'completion' must be a non-empty string"):
+        read_sft_records(bad)
+    bad.write_text("not json\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: not valid JSON"):
+        read_sft_records(bad)
+    with pytest.raises(ValueError, match="record 0 needs str 'prompt' and 'completion'"):
+        write_sft_records(bad, [{"prompt": "q"}])
