@@ -33,7 +33,7 @@ def _cmd_sbatch(args: argparse.Namespace) -> int:
     from r1hpc.launch import render_sbatch
 
     cfg = load_config(args.config, args.overrides)
-    sys.stdout.write(render_sbatch(cfg, kind=args.kind, stage=args.stage, step=args.step,
+    sys.stdout.write(render_sbatch(cfg, kind=args.kind, stage=args.stage, step=args.step, distributed=args.distributed,
                                    array_size=args.array, dependency=args.dependency))
     return 0
 
@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["sbatch"].add_argument("--step", type=int, default=None)
     parsers["sbatch"].add_argument("--array", type=int, default=0, help="array size (0 = a single job)")
     parsers["sbatch"].add_argument("--dependency", default=None, help="e.g. afterok:1234")
+    parsers["sbatch"].add_argument("--distributed", action="store_true",
+                                   help="one process per rank on all the kind's nodes (a Megatron train job)")
     _with_config(parsers["preflight"])
     parsers["preflight"].add_argument("--tasks", type=int, default=2, help="array tasks to run")
     parsers["preflight"].add_argument("--kind", choices=["train", "rollout", "eval"], default="rollout")

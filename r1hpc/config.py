@@ -206,7 +206,8 @@ class RejectionConfig:
 
 @dataclass
 class RewardModelConfig:
-    """Pairwise (Bradley-Terry) reward model for helpfulness / harmlessness, trained in rl_all."""
+    """Pairwise (Bradley-Terry) reward model for helpfulness / harmlessness: rl_all's learned
+    reward and the rejection stage's judge for non-verifiable prompts (trained right after base)."""
 
     pairs: int = 600
     train: SFTStageConfig = field(default_factory=lambda: SFTStageConfig(epochs=2.0, lr=5e-4))

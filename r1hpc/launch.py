@@ -18,11 +18,13 @@ Job names carry run, stage and step (`r1hpc:<run>:<stage>:<step>`) for `r1hpc gp
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import importlib
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,8 +107,8 @@ class Submission:
         """Wait for every job; raise JobFailed with the first failure's log tail."""
         out = []
         for job in self.jobs:
-            try:
-                out.append(job.result())
+            try:  # a multi-rank job returns one value per task: rank 0's speaks for it
+                out.append(job.results()[0])
             except Exception as e:  # submitit raises UncompletedJobError / FailedJobError
                 raise JobFailed(_failure_message(self, job, e)) from e
         return out
@@ -122,8 +124,13 @@ def _failure_message(sub: Submission, job: submitit.Job, error: BaseException) -
 
 
 def executor_parameters(cfg: Config, res: JobResources, name: str, comment: str,
-                        dependency: str | None) -> dict[str, Any]:
-    """submitit AutoExecutor parameters for one job of the run (all executors; slurm_* ignored locally)."""
+                        dependency: str | None, distributed: bool = False) -> dict[str, Any]:
+    """submitit AutoExecutor parameters for one job of the run (all executors; slurm_* ignored locally).
+
+    Only `distributed` jobs (one process per rank, e.g. a Megatron train job) get the kind's nodes
+    and tasks per node; every other job is one process on one node with the kind's CPUs/GPUs.
+    OMP_NUM_THREADS follows cpus_per_task, so a job's math uses the CPUs it was given and no more
+    (the local executor runs array tasks side by side)."""
     partition = res.partition or cfg.launch.partition
     additional: dict[str, Any] = dict(cfg.launch.extra_sbatch)
     if dependency:
@@ -132,8 +139,8 @@ def executor_parameters(cfg: Config, res: JobResources, name: str, comment: str,
     params: dict[str, Any] = {
         "name": name,
         "timeout_min": res.time_min,
-        "nodes": res.nodes,
-        "tasks_per_node": res.tasks_per_node,
+        "nodes": res.nodes if distributed else 1,
+        "tasks_per_node": res.tasks_per_node if distributed else 1,
         "cpus_per_task": res.cpus_per_task,
         "gpus_per_node": res.gpus_per_node,
         "mem_gb": res.mem_gb,
@@ -141,6 +148,7 @@ def executor_parameters(cfg: Config, res: JobResources, name: str, comment: str,
         "slurm_comment": comment,
         "slurm_wckey": "r1hpc",
         "slurm_additional_parameters": additional,
+        "slurm_setup": [f"export OMP_NUM_THREADS={res.cpus_per_task}"],
     }
     if res.array_parallelism:
         params["slurm_array_parallelism"] = res.array_parallelism
@@ -162,7 +170,8 @@ class Launcher:
         self.run_dir = cfg.run_dir
         self.logs_dir = self.run_dir / "logs"
 
-    def _make_executor(self, kind: str, name: str, comment: str, after: Sequence[Submission]) -> submitit.AutoExecutor:
+    def _make_executor(self, kind: str, name: str, comment: str, after: Sequence[Submission],
+                       distributed: bool = False) -> submitit.AutoExecutor:
         res: JobResources = getattr(self.cfg.launch, kind)
         dependency = None
         if after and self.executor == "slurm":
@@ -172,15 +181,33 @@ class Launcher:
                 sub.results()
         executor = submitit.AutoExecutor(folder=self.logs_dir / "%j", cluster=self.executor,
                                          slurm_max_num_timeout=self.cfg.launch.max_requeues)
-        executor.update_parameters(**executor_parameters(self.cfg, res, name, comment, dependency))
+        executor.update_parameters(**executor_parameters(self.cfg, res, name, comment, dependency, distributed))
         return executor
 
+    @contextlib.contextmanager
+    def _local_env(self, kind: str) -> Iterator[None]:
+        """The local executor starts jobs with this process's environment: set their thread count."""
+        res: JobResources = getattr(self.cfg.launch, kind)
+        old = os.environ.get("OMP_NUM_THREADS")
+        if self.executor != "slurm":
+            os.environ["OMP_NUM_THREADS"] = str(res.cpus_per_task)
+        try:
+            yield
+        finally:
+            if self.executor != "slurm":
+                if old is None:
+                    os.environ.pop("OMP_NUM_THREADS", None)
+                else:
+                    os.environ["OMP_NUM_THREADS"] = old
+
     def submit(self, stage: str, kind: str, target: str, kwargs: dict[str, Any], step: int | None = None,
-               after: Sequence[Submission] = ()) -> Submission:
-        """Submit one job running `target(**kwargs)` with the resources of `launch.<kind>`."""
+               after: Sequence[Submission] = (), distributed: bool = False) -> Submission:
+        """Submit one job running `target(**kwargs)` with the resources of `launch.<kind>`
+        (all its nodes x tasks_per_node processes when `distributed`)."""
         name = job_name(self.cfg.name, stage, step)
-        executor = self._make_executor(kind, name, self._comment(stage, step), after)
-        job = executor.submit(StageTask(target), **kwargs)
+        executor = self._make_executor(kind, name, self._comment(stage, step), after, distributed)
+        with self._local_env(kind):
+            job = executor.submit(StageTask(target), **kwargs)
         sub = Submission(stage, step, name, [job], is_array=False)
         self._record(sub, kind, target, after)
         return sub
@@ -193,7 +220,7 @@ class Launcher:
         name = job_name(self.cfg.name, stage, step)
         executor = self._make_executor(kind, name, self._comment(stage, step), after)
         task = StageTask(target)
-        with executor.batch():
+        with self._local_env(kind), executor.batch():
             jobs = [executor.submit(task, **kwargs) for kwargs in kwargs_list]
         sub = Submission(stage, step, name, list(jobs), is_array=True)
         self._record(sub, kind, target, after)
@@ -230,7 +257,7 @@ def wait_all(subs: Sequence[Submission], poll_s: float = 1.0) -> None:
 
 
 def render_sbatch(cfg: Config, kind: str, stage: str, step: int | None = None, array_size: int = 0,
-                  dependency: str | None = None, folder: str | Path | None = None) -> str:
+                  dependency: str | None = None, folder: str | Path | None = None, distributed: bool = False) -> str:
     """The sbatch script the slurm executor would submit for such a job (for --dry-run and the
     golden test). Uses submitit's own renderer, so it is what `sbatch` really receives."""
     from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
@@ -239,7 +266,8 @@ def render_sbatch(cfg: Config, kind: str, stage: str, step: int | None = None, a
     folder = Path(folder) if folder is not None else cfg.run_dir / "logs" / "%j"
     auto = submitit.AutoExecutor(folder=folder, cluster="slurm")
     params = executor_parameters(cfg, res, job_name(cfg.name, stage, step),
-                                 f"r1hpc run={cfg.name} stage={stage} step={'-' if step is None else step}", dependency)
+                                 f"r1hpc run={cfg.name} stage={stage} step={'-' if step is None else step}", dependency,
+                                 distributed)
     auto.update_parameters(**params)
     slurm_executor: SlurmExecutor = auto._executor  # type: ignore[attr-defined]
     extra = {"map_count": array_size} if array_size else {}

@@ -35,6 +35,13 @@ STAGES = ("data", "base", "student_base", "reward_model", "r1_zero", "cold_start
 MODEL_STAGES = ("base", "r1_zero", "cold_start", "reasoning_rl", "sft", "rl_all", "student_base", "distill", "distill_rl")
 
 
+def _train_target(cfg: Config) -> str:
+    """The GRPO train job: Megatron-core (TP/PP/EP, launches its ranks) or plain torch."""
+    if cfg.parallel.backend == "megatron":
+        return "r1hpc.megatron.train_job:train_task"
+    return "r1hpc.stages.grpo:train_task"
+
+
 def _grpo(launcher: Launcher, cfg: Config, stage: str, steps: int, after: Sequence[Submission]) -> Submission:
     """Submit one GRPO stage; returns its last train job (what later stages wait on)."""
     run_dir = str(cfg.run_dir)
@@ -48,9 +55,10 @@ def _grpo(launcher: Launcher, cfg: Config, stage: str, steps: int, after: Sequen
         rollout = launcher.submit_array(stage, "rollout", "r1hpc.stages.grpo:rollout_task",
                                         [{"run_dir": run_dir, "stage": stage, "step": step, "shard": k}
                                          for k in range(cfg.grpo.rollout_shards)], step=step, after=[producer])
-        train = launcher.submit(stage, "train", "r1hpc.stages.grpo:train_task",
+        train = launcher.submit(stage, "train", _train_target(cfg),
                                 {"run_dir": run_dir, "stage": stage, "step": step}, step=step,
-                                after=[rollout] + ([trains[-1]] if trains else [prep]))
+                                after=[rollout] + ([trains[-1]] if trains else [prep]),
+                                distributed=cfg.parallel.backend == "megatron")
         trains.append(train)
     return trains[-1] if trains else prep
 

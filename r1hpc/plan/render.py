@@ -26,7 +26,9 @@ def sbatch_lines(cfg: Config, kind: str, stage: str, array_size: int = 0, depend
     """The #SBATCH lines of the script the slurm executor would submit (r1hpc.launch.render_sbatch)."""
     from r1hpc.launch import render_sbatch
 
-    script = render_sbatch(cfg, kind=kind, stage=stage, step=0, array_size=array_size, dependency=dependency)
+    # The GRPO train job runs one process per rank (Megatron); the arrays run one per task.
+    script = render_sbatch(cfg, kind=kind, stage=stage, step=0, array_size=array_size, dependency=dependency,
+                           distributed=kind == "train" and cfg.parallel.backend == "megatron")
     return [line for line in script.splitlines() if line.startswith("#SBATCH")]
 
 

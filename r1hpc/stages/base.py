@@ -91,6 +91,20 @@ def _model_size(cfg: Config, which: str) -> Any:
                      intermediate=s.intermediate_size, max_positions=cfg.model.max_seq_len, tied_embeddings=True)
 
 
+def _build_moe(cfg: Config, tokenizer: Any, seed: int) -> Any:
+    """A DeepSeek-V3-style HF model of the run's sizes: the base of a Megatron-backend MoE run."""
+    import torch
+    from transformers import DeepseekV3ForCausalLM
+
+    from r1hpc.megatron.hf_convert import hf_config, megatron_config_from_run
+
+    config = hf_config(megatron_config_from_run(cfg.model, len(tokenizer)), bos_id=tokenizer.eos_token_id,
+                       eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return DeepseekV3ForCausalLM(config)
+
+
 def _blocks(token_ids: list[int], length: int) -> list[list[int]]:
     """Cut the concatenated corpus into equal blocks (the standard packing for causal-LM pretraining)."""
     return [token_ids[i:i + length] for i in range(0, len(token_ids) - length + 1, length)]
@@ -123,8 +137,11 @@ def pretrain_base(run_dir: str, which: str = "teacher") -> dict[str, Any]:
         ids.append(tokenizer.eos_token_id)
     blocks = _blocks(ids, cfg.model.max_seq_len)
     size = _model_size(cfg, which)
-    model = build_model(size, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id,
-                        seed=stage_seed(cfg.seed, stage, "init"))
+    init_seed = stage_seed(cfg.seed, stage, "init")
+    if which == "teacher" and cfg.model.arch == "deepseek_v3":
+        model = _build_moe(cfg, tokenizer, init_seed)  # trained here like any HF causal LM
+    else:
+        model = build_model(size, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, seed=init_seed)
     # Each block is all target: the first token conditions the rest (pack needs a non-empty prompt).
     prompts = [b[:1] for b in blocks]
     targets = [b[1:] for b in blocks]
@@ -132,7 +149,7 @@ def pretrain_base(run_dir: str, which: str = "teacher") -> dict[str, Any]:
                         seed=stage_seed(cfg.seed, stage, "train"), state_dir=ctx.run.train_state_dir(stage),
                         log=lambda m: log_metrics(ctx, stage, m))
     meta = {"params": n_params(model), "tokens": len(ids), "blocks": len(blocks), "final_loss": metrics.get("loss"),
-            "seconds": round(time.time() - started, 1), "sizes": size.to_dict()}
+            "seconds": round(time.time() - started, 1), "arch": type(model).__name__, "sizes": size.to_dict()}
     version = publish_policy(ctx, stage, 0, model, tokenizer, meta=meta)
     atomic_write_json(ctx.run.data_dir() / f"{stage}_summary.json", meta)
     return {"stage": stage, "version": version.name, **meta}
