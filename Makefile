@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 CLUSTER := $(PYTHON) slurm/testcluster/cluster.py
 
-.PHONY: install system-deps test test-unit demo cluster-up cluster-down clean
+.PHONY: install system-deps test test-unit demo demo-moe cluster-up cluster-down clean
 
 # constraints.txt is the complete lock of what was tested together (torch: the CPU build);
 # DS_BUILD_OPS=0: DeepSpeed builds no CUDA ops at install time.
@@ -31,6 +31,11 @@ test-unit: install
 
 demo: install
 	$(PY) -m r1hpc.cli demo configs/tiny.yaml
+
+# The GRPO stages on the Megatron-core backend: a tiny DeepSeek-V3-style MoE (MLA, routed + shared
+# experts) trained at TP2 by two local processes per train job (configs/tiny_moe.yaml).
+demo-moe: install
+	$(PY) -m r1hpc.cli run configs/tiny_moe.yaml --stages data,base,r1_zero,eval,report
 
 cluster-up: system-deps
 	$(CLUSTER) start

@@ -58,7 +58,8 @@ def _grpo(launcher: Launcher, cfg: Config, stage: str, steps: int, after: Sequen
         train = launcher.submit(stage, "train", _train_target(cfg),
                                 {"run_dir": run_dir, "stage": stage, "step": step}, step=step,
                                 after=[rollout] + ([trains[-1]] if trains else [prep]),
-                                distributed=cfg.parallel.backend == "megatron")
+                                # On Slurm one task per rank (srun); locally the job starts torchrun itself.
+                                distributed=cfg.parallel.backend == "megatron" and cfg.launch.executor == "slurm")
         trains.append(train)
     return trains[-1] if trains else prep
 
@@ -137,7 +138,7 @@ def finish_run(run_dir: str) -> dict[str, Any]:
         if run.step_dir(f"eval-{stage}", 0, create=False).is_dir():
             summaries[stage] = eval_summary(run_dir, stage)
     path = build_report(run_dir)
-    return {"report": str(path), "pass@1": {s: v.get("pass@1") for s, v in summaries.items()}}
+    return {"report": str(path), "pass_at_1": {s: v.get("pass_at_1") for s, v in summaries.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,38 @@
+"""The whole R1 recipe end to end on the local executor (configs/smoke.yaml): every stage's job
+runs for real as a subprocess and hands over through the run directory."""
+
+import json
+
+from r1hpc.pipeline import MODEL_STAGES, main
+from r1hpc.stages.common import read_metrics
+from r1hpc.store import RunDir, latest_model
+
+REPO_CONFIG = "configs/smoke.yaml"
+
+
+def test_every_stage_publishes_and_the_report_has_every_model(smoke_run_local):
+    run = RunDir(smoke_run_local)
+    for stage in MODEL_STAGES:
+        version = latest_model(run, stage, verify="sha256")
+        assert (version.path / "config.json").exists(), stage
+    assert latest_model(run, "reward_model").path.exists()
+    # GRPO stages: one published version per step after v0000, one metrics line per step.
+    assert latest_model(run, "r1_zero").version == 2
+    assert [m["step"] for m in read_metrics(smoke_run_local, "r1_zero")] == [0, 1]
+    for stage in ("base", "r1_zero", "distill", "distill_rl"):
+        summary = json.loads((smoke_run_local / "eval" / f"{stage}.json").read_text())
+        assert 0.0 <= summary["pass_at_1"] <= 1.0
+    report = (smoke_run_local / "report.md").read_text()
+    for stage in MODEL_STAGES:
+        assert stage in report
+    assert (smoke_run_local / "plots").is_dir() and any((smoke_run_local / "plots").glob("*.png"))
+    stats = json.loads((smoke_run_local / "data" / "rejection_stats.json").read_text())
+    assert stats["sampled"] >= stats["kept"]
+
+
+def test_rerun_of_a_finished_run_changes_nothing(smoke_run_local, capsys):
+    run = RunDir(smoke_run_local)
+    before = {s: latest_model(run, s).manifest for s in MODEL_STAGES}
+    assert main([REPO_CONFIG, f"runs_dir={smoke_run_local.parent}", "--stages", "r1_zero,sft"]) == 0
+    after = {s: latest_model(run, s).manifest for s in MODEL_STAGES}
+    assert before == after
