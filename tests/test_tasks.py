@@ -209,3 +209,26 @@ def test_corpus_difficulty_weights() -> None:
     assert set(qs) <= d1
     with pytest.raises(ValueError, match="difficulty_weights"):
         CorpusMix(difficulty_weights=(0.0, 0.0, 0.0, 0.0))
+
+
+def test_easy_levels_use_single_digits(heldout: list[dict]) -> None:
+    """d1 (and d2 arithmetic) stay within one-digit operands: learnable for a ~1M-param base
+    pretrained for a few CPU-minutes, which R1-Zero then has something to sharpen."""
+    def numbers(text: str) -> list[int]:
+        return [int(n) for n in re.findall(r"\d+", text)]
+
+    easy = [p for p in heldout if p["difficulty"] == 1 and p["kind"] in ("arith", "word", "linear")]
+    easy += [p for p in heldout if p["difficulty"] == 2 and p["kind"] == "arith"]
+    assert len(easy) >= 40
+    for p in easy:
+        operands = numbers(p["prompt"].split("=")[0])  # linear d1: the left side x + a
+        assert operands and max(operands) <= 9, p["prompt"]
+    fractions = [p for p in heldout if p["difficulty"] == 1 and p["kind"] == "fraction"]
+    assert fractions and all(max(numbers(p["prompt"])) <= 9 for p in fractions)
+
+
+def test_corpus_default_mix_is_easy_heavy() -> None:
+    mix = CorpusMix()
+    w = mix.difficulty_weights
+    assert w[0] >= w[1] >= w[2] >= w[3] and w[0] + w[1] >= 0.8
+    assert 0 < mix.wrong_final < 0.5  # imperfect, but the right answer is the majority

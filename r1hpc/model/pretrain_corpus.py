@@ -27,17 +27,17 @@ SPECIAL_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")
 @dataclass(frozen=True)
 class CorpusMix:
     """Document shares and the quality of the worked solutions (probabilities)."""
-    facts: float = 0.08  # share of documents that are world-fact paragraphs
-    general: float = 0.12  # share that are general Q&A (reference answers)
+    facts: float = 0.05  # share of documents that are world-fact paragraphs
+    general: float = 0.07  # share that are general Q&A (reference answers)
     # math documents: the rest. Per math document:
     r1_format: float = 0.12  # written in the <think>/<answer> tag format
-    wrong_final: float = 0.25  # steps shown but the last step and answer are wrong
-    no_answer: float = 0.10  # steps shown, the final answer missing
-    answer_only: float = 0.15  # no steps, just an answer (right or wrong as above)
+    wrong_final: float = 0.15  # steps shown but the last step and answer are wrong
+    no_answer: float = 0.08  # steps shown, the final answer missing
+    answer_only: float = 0.10  # no steps, just an answer (right or wrong as above)
     broken_tags: float = 0.3  # of r1-format documents: answer outside <answer> tags
     # share of math documents at difficulty 1..4: easy-heavy, so that a base trained for a few
     # CPU-minutes gets the easy problems partly right and the hard ones rarely
-    difficulty_weights: tuple[float, float, float, float] = (0.45, 0.3, 0.15, 0.1)
+    difficulty_weights: tuple[float, float, float, float] = (0.55, 0.35, 0.07, 0.03)
 
     def __post_init__(self) -> None:
         if len(self.difficulty_weights) != 4 or min(self.difficulty_weights) < 0 \

@@ -66,7 +66,7 @@ def prepare_data(run_dir: str) -> dict[str, Any]:
             if f.name.startswith("tokenizer") or f.name in ("special_tokens_map.json", "vocab.json", "merges.txt"):
                 shutil.copy2(f, tmp / f.name)
     else:
-        corpus = build_corpus(cfg.seed, min(cfg.base.corpus_docs, 8000))
+        corpus = build_corpus(cfg.seed, min(cfg.base.corpus_docs, 8000), corpus_mix(cfg))
         tokenizer = train_tokenizer(corpus, cfg.base.tokenizer_vocab)
         tmp = ctx.tmp_dir()
         save_tokenizer(tokenizer, tmp)
@@ -77,6 +77,17 @@ def prepare_data(run_dir: str) -> dict[str, Any]:
     info = {"counts": counts, "tokenizer": str(tok_dir)}
     mark_done(ctx.run, "data", "data", info)
     return info
+
+
+def corpus_mix(cfg: Config) -> Any:
+    """The default pretraining mix, with math only at the difficulties the run trains and evaluates."""
+    import dataclasses
+
+    from r1hpc.model.pretrain_corpus import CorpusMix
+
+    default = CorpusMix()
+    weights = tuple(w if d in cfg.data.difficulties else 0.0 for d, w in enumerate(default.difficulty_weights, 1))
+    return dataclasses.replace(default, difficulty_weights=weights)
 
 
 def _model_size(cfg: Config, which: str) -> Any:
@@ -130,7 +141,7 @@ def pretrain_base(run_dir: str, which: str = "teacher") -> dict[str, Any]:
         return {"stage": stage, "init_from": cfg.model.init_from, "version": version.name}
     started = time.time()
     tokenizer = load_tokenizer(ctx.run.data_dir() / "tokenizer")
-    docs = build_corpus(cfg.seed, cfg.base.corpus_docs)
+    docs = build_corpus(cfg.seed, cfg.base.corpus_docs, corpus_mix(cfg))
     ids: list[int] = []
     for enc in tokenizer(docs, add_special_tokens=False)["input_ids"]:
         ids.extend(enc)
