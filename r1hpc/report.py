@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from r1hpc.fsio import StoreError, atomic_write_text, read_json, read_jsonl
+from r1hpc.stages.eval import paired_difference
 from r1hpc.stages.common import read_metrics
 
 __all__ = ["build_report", "main", "EVAL_STAGES", "RL_STAGES", "SFT_STAGES", "job_times", "compare_sentences"]
@@ -186,6 +187,12 @@ def compare_sentences(summaries: dict[str, dict[str, Any]]) -> list[str]:
             continue
         change = f"unchanged at {a['pass_at_1']:.3f}" if verb == "left" else \
             f"from {_fmt_ci(b)} to {_fmt_ci(a)}"
+        paired = paired_difference(a, b)
+        if paired is not None:
+            lo, hi = paired["ci"]
+            beyond = "excludes 0: beyond the noise" if lo > 0 or hi < 0 else "includes 0"
+            noise += (f"; paired over the same {paired['problems']} problems the change is "
+                      f"{paired['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}], an interval that {beyond}")
         out.append(f"{after} {verb} held-out pass@1 {change} (vs {before}); {noise}. "
                    f"Format rate {b['format_rate']:.2f} -> {a['format_rate']:.2f}, "
                    f"cons@{a['k']} {b['cons_at_k']:.3f} -> {a['cons_at_k']:.3f}.")

@@ -217,10 +217,27 @@ def summarize(records: Sequence[dict[str, Any]], k: int) -> dict[str, Any]:
     for g in groups.values():
         by_diff[int(g[0]["difficulty"])].append(g)
     out["by_difficulty"] = {str(d): _metrics(by_diff[d]) for d in sorted(by_diff)}
+    # Per-problem pass rates: two stages evaluated on the same problems can be compared pairwise,
+    # which removes the between-problem spread from the interval (paired_difference).
+    out["per_problem_pass"] = {pid: sum(r["correct"] for r in g) / len(g) for pid, g in sorted(groups.items())}
     out["model_versions"] = sorted({r["model_version"] for r in records if "model_version" in r})
     out["score_failures"] = sum(1 for r in records for s in r.get("score_status", {}).values()
                                 if s in ("timeout", "memory", "error"))
     return out
+
+
+def paired_difference(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any] | None:
+    """pass@1(after) - pass@1(before) over the problems both summaries share, with a 95% interval
+    from the per-problem differences (normal approximation); None without shared problems."""
+    a, b = after.get("per_problem_pass") or {}, before.get("per_problem_pass") or {}
+    shared = sorted(a.keys() & b.keys())
+    if not shared:
+        return None
+    diffs = [a[p] - b[p] for p in shared]
+    mean = sum(diffs) / len(diffs)
+    sd = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)) ** 0.5 if len(diffs) > 1 else 0.0
+    half = Z95 * sd / len(diffs) ** 0.5
+    return {"mean": mean, "ci": [mean - half, mean + half], "problems": len(shared)}
 
 
 def eval_summary(run_dir: str, model_stage: str) -> dict[str, Any]:
