@@ -8,6 +8,8 @@ import re
 from fractions import Fraction
 
 import pytest
+
+from r1hpc.fsio import StoreError
 import sympy
 from sympy.parsing.sympy_parser import (implicit_multiplication_application, parse_expr,
                                         standard_transformations)
@@ -165,8 +167,11 @@ def test_jsonl_round_trip_and_errors(tmp_path, heldout: list[dict]) -> None:
                    ' "solution_steps": []}\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:1: key 'answer' should be str"):
         read_jsonl(bad)
-    bad.write_text('{"id": "x"}\n\nnot json\n')
+    bad.write_text('{"id": "x"}\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:1: missing key 'prompt'"):
+        read_jsonl(bad)
+    bad.write_text('{"id": "x"}\n\nnot json\n')
+    with pytest.raises(StoreError, match=r"bad.jsonl:2: corrupt line"):
         read_jsonl(bad)
 
 

@@ -31,18 +31,11 @@ def sft_settings(s: SFTStageConfig) -> SFTSettings:
                        warmup_steps=s.warmup_steps, max_len=s.max_len, save_every=s.save_every)
 
 
-def _write_examples(path: Path, examples: list[dict[str, Any]]) -> None:
-    from r1hpc.fsio import atomic_write_text
-    import json
-
-    atomic_write_text(path, "".join(json.dumps(ex, ensure_ascii=False) + "\n" for ex in examples))
-
-
 def prepare_data(run_dir: str) -> dict[str, Any]:
     """Generate the run's task data and train its tokenizer (idempotent, deterministic)."""
     from r1hpc.model.pretrain_corpus import build_corpus
     from r1hpc.model.tokenizer import save_tokenizer, train_tokenizer
-    from r1hpc.tasks.dataset import generate_general, generate_problems
+    from r1hpc.tasks.dataset import generate_general, generate_problems, write_jsonl
 
     ctx = StageContext(run_dir)
     done = done_info(ctx.run, "data", "data")
@@ -56,7 +49,7 @@ def prepare_data(run_dir: str) -> dict[str, Any]:
         ("general_train", generate_general(cfg.seed, "train", d.general_train)),
         ("general_heldout", generate_general(cfg.seed, "heldout", d.general_heldout)),
     ):
-        _write_examples(data_path(ctx, name), examples)
+        write_jsonl(data_path(ctx, name), examples)
         counts[name] = len(examples)
     tok_dir = ctx.run.data_dir() / "tokenizer"
     if cfg.model.init_from:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from r1hpc.config import SFTStageConfig
-from r1hpc.fsio import atomic_write_text
+from r1hpc.fsio import atomic_write_text, read_jsonl
 from r1hpc.stages.base import sft_settings
 from r1hpc.stages.common import StageContext, data_path, load_policy, log_metrics, publish_policy, render_prompt, stage_seed
 from r1hpc.store import latest_model, list_versions
@@ -42,21 +42,11 @@ def read_sft_records(path: Path) -> list[dict[str, Any]]:
     """An SFT set's records; ValueError naming file and line for anything but the schema above."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: missing SFT set (written by cold_start / rejection_merge)")
-    out = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from None
-            if not isinstance(rec, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
-            for key in ("prompt", "completion"):
-                if not isinstance(rec.get(key), str) or not rec[key].strip():
-                    raise ValueError(f"{path}:{lineno}: key {key!r} must be a non-empty string, got {rec.get(key)!r}")
-            out.append(rec)
+    out = read_jsonl(path)  # names file and line for a line that is not one JSON object
+    for lineno, rec in enumerate(out, 1):
+        for key in ("prompt", "completion"):
+            if not isinstance(rec.get(key), str) or not rec[key].strip():
+                raise ValueError(f"{path}:{lineno}: key {key!r} must be a non-empty string, got {rec.get(key)!r}")
     return out
 
 

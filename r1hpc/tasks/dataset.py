@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from r1hpc.fsio import atomic_write_text
+from r1hpc.fsio import read_jsonl as fsio_read_jsonl
 from r1hpc.tasks.arith import gen_arith, gen_fraction, gen_linear
 from r1hpc.tasks.general import GENERAL_KINDS, GeneralExample, gen_general
 from r1hpc.tasks.problem import DIFFICULTIES, SPLITS, Problem, Split, split_of
@@ -111,36 +113,20 @@ _GENERAL_FIELDS = {"id": str, "prompt": str, "answer": str, "difficulty": int, "
 
 
 def write_jsonl(path: str | Path, examples: Iterable[dict[str, Any]]) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for ex in examples:
-            f.write(json.dumps(ex, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    """All examples as one JSON-lines file, published atomically (r1hpc.fsio)."""
+    atomic_write_text(path, "".join(json.dumps(ex, ensure_ascii=False) + "\n" for ex in examples))
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Read problems or general examples, checking each line's fields and types."""
-    path = Path(path)
-    out = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                ex = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from None
-            if not isinstance(ex, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got "
-                                 f"{type(ex).__name__}")
-            fields = _GENERAL_FIELDS if "rejected" in ex else _PROBLEM_FIELDS
-            for key, typ in fields.items():
-                if key not in ex:
-                    raise ValueError(f"{path}:{lineno}: missing key {key!r} (expected keys "
-                                     f"{sorted(fields)})")
-                if not isinstance(ex[key], typ):
-                    raise ValueError(f"{path}:{lineno}: key {key!r} should be {typ.__name__}, "
-                                     f"got {type(ex[key]).__name__}")
-            out.append(ex)
+    out = fsio_read_jsonl(path)  # names file and line for a line that is not one JSON object
+    for lineno, ex in enumerate(out, 1):
+        fields = _GENERAL_FIELDS if "rejected" in ex else _PROBLEM_FIELDS
+        for key, typ in fields.items():
+            if key not in ex:
+                raise ValueError(f"{path}:{lineno}: missing key {key!r} (expected keys "
+                                 f"{sorted(fields)})")
+            if not isinstance(ex[key], typ):
+                raise ValueError(f"{path}:{lineno}: key {key!r} should be {typ.__name__}, "
+                                 f"got {type(ex[key]).__name__}")
     return out

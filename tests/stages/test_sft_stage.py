@@ -8,6 +8,7 @@ from tiny_stage_run import clone_run
 
 from r1hpc.stages.common import StageContext, load_policy, read_data, read_metrics
 from r1hpc.stages.rejection import general_fallback
+from r1hpc.fsio import StoreError
 from r1hpc.stages.sft_stage import read_sft_records, run_distill, run_sft, write_sft_records
 from r1hpc.store import latest_model
 
@@ -52,7 +53,7 @@ def test_missing_or_malformed_sft_sets_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match=r"bad.jsonl:2: key 'completion' must be a non-empty string"):
         read_sft_records(bad)
     bad.write_text("not json\n")
-    with pytest.raises(ValueError, match=r"bad.jsonl:1: not valid JSON"):
+    with pytest.raises(StoreError, match=r"bad.jsonl:1: corrupt line, expected one JSON object"):
         read_sft_records(bad)
     with pytest.raises(ValueError, match="record 0 needs str 'prompt' and 'completion'"):
         write_sft_records(bad, [{"prompt": "q"}])
