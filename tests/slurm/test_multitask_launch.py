@@ -38,7 +38,8 @@ def test_launcher_job_with_three_tasks_forms_one_process_group(tmp_path, slurm_e
     cfg = load_config(None, [f"runs_dir={tmp_path}", "name=mt", "launch.executor=slurm",
                              "launch.train.nodes=1", "launch.train.tasks_per_node=3",
                              "launch.train.cpus_per_task=1", "launch.train.mem_gb=3", "launch.train.time_min=5"])
-    sub = Launcher(cfg).submit("smoke", "train", "r1hpc.distributed:allreduce_check", {"timeout_s": 90})
+    sub = Launcher(cfg).submit("smoke", "train", "r1hpc.distributed:allreduce_check", {"timeout_s": 90},
+                               distributed=True)
     seen = sub.jobs[0].results()  # one result per task (submitit's result() is task 0's only)
     _check_ranks(seen, 3, "slurm", sub.job_id)
     assert seen[0]["master"] == f"{seen[0]['hosts'][0]}:{master_port_for_job(sub.job_id, '0')}"
