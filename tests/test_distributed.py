@@ -179,7 +179,8 @@ def test_local_executor_tasks_form_one_group(tmp_path):
     """submitit's local executor with tasks_per_node=2: real processes, one group."""
     cfg = load_config(None, [f"runs_dir={tmp_path}", "name=dl", "launch.executor=local",
                              "launch.train.tasks_per_node=2", "launch.train.time_min=5"])
-    sub = Launcher(cfg).submit("smoke", "train", "r1hpc.distributed:allreduce_check", {"timeout_s": 60})
+    sub = Launcher(cfg).submit("smoke", "train", "r1hpc.distributed:allreduce_check", {"timeout_s": 60},
+                               distributed=True)
     seen = sub.jobs[0].results()
     assert sorted(s["rank"] for s in seen) == [0, 1], json.dumps(seen)
     assert all(s["launcher"] == "submitit-local" and s["result"] == 1.0 for s in seen)
