@@ -172,6 +172,7 @@ def train_task(run_dir: str, stage: str, step: int) -> dict[str, Any]:
     # Optimizer state first, then the model: a kill in between reruns the same update.
     save_checkpoint(state_dir, step + 1, policy, optimizer, torch.Generator(), keep=3)
     rewards_by_name = _component_means(records)
+    metrics.update(_accuracy_group_fractions(records))
     gen_seconds = max(r["gen_seconds"] for r in records)
     record = {
         "step": step, "stage": stage, **metrics, **rewards_by_name,
@@ -188,6 +189,20 @@ def train_task(run_dir: str, stage: str, step: int) -> dict[str, Any]:
 
 def _shard_end(ctx: StageContext, stage: str, step: int, shard: int) -> float:
     return ctx.run.shard_path(stage, step, shard, create=False).stat().st_mtime
+
+
+def _accuracy_group_fractions(records: list[dict[str, Any]]) -> dict[str, float]:
+    """All-correct / all-wrong group fractions by the accuracy reward, not the weighted total
+    (a total >= 1 says nothing about correctness once format and learned rewards are added)."""
+    from r1hpc.algos import reward_metrics
+
+    if not records or records[0]["rewards"].get("accuracy_math") is None:
+        return {}
+    acc = torch.tensor([float(r["rewards"]["accuracy_math"] or 0.0) for r in records])
+    groups = torch.tensor([int(r["group"]) for r in records])
+    m = reward_metrics(acc, groups, correct_threshold=1.0)
+    return {"frac_groups_all_correct": float(m["frac_groups_all_correct"]),
+            "frac_groups_all_wrong": float(m["frac_groups_all_wrong"])}
 
 
 def _component_means(records: list[dict[str, Any]]) -> dict[str, float]:
