@@ -19,7 +19,6 @@ Job names carry run, stage and step (`r1hpc:<run>:<stage>:<step>`) for `r1hpc gp
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import importlib
 import os
@@ -34,7 +33,8 @@ import submitit
 from r1hpc.config import Config, JobResources
 from r1hpc.fsio import append_jsonl
 
-__all__ = ["Launcher", "Submission", "StageTask", "JobFailed", "job_name", "parse_job_name", "executor_parameters"]
+__all__ = ["Launcher", "Submission", "StageTask", "JobFailed", "job_name", "parse_job_name", "executor_parameters",
+           "render_sbatch", "wait_all"]
 
 JOB_NAME_PREFIX = "r1hpc"
 
@@ -273,8 +273,3 @@ def render_sbatch(cfg: Config, kind: str, stage: str, step: int | None = None, a
     extra = {"map_count": array_size} if array_size else {}
     command = " ".join(["python", "-u -m submitit.core._submit", str(folder)])
     return _make_sbatch_string(command=command, folder=folder, **slurm_executor.parameters, **extra)
-
-
-def replace_executor(cfg: Config, executor: str) -> Config:
-    """A copy of cfg with launch.executor set (the CLI's --executor shortcut)."""
-    return dataclasses.replace(cfg, launch=dataclasses.replace(cfg.launch, executor=executor))
