@@ -156,17 +156,7 @@ def grpo_train_step(
         reported["logp_mean"] = torch.stack([masked_sum(logp.detach().double(), mb["mask"]), n_tok])
         return loss * count, count.to(torch.int), reported
 
-    optimizer.zero_grad()
-    for chunk in _model_chunks(model):
-        chunk.zero_grad_buffer()
-    outs = _run_schedule(model, micro_batches, loss_fn, forward_only=False, temperature=hyper.temperature)
-    ok, grad_norm, _ = optimizer.step()
-    if not ok:
-        raise RuntimeError("optimizer step was skipped (non-finite gradients)")
-    metrics = _reduce_metrics(outs)
-    if metrics:
-        metrics["grad_norm"] = float(grad_norm)
-    return metrics
+    return _optimizer_step(model, optimizer, micro_batches, loss_fn, temperature=hyper.temperature)
 
 
 def sft_train_step(model: torch.nn.Module, optimizer: Any, micro_batches: list[dict[str, torch.Tensor]]) -> Metrics:
@@ -180,10 +170,16 @@ def sft_train_step(model: torch.nn.Module, optimizer: Any, micro_batches: list[d
         total = masked_sum(-logp, mb["mask"])
         return total, n.to(torch.int), {"loss": torch.stack([total.detach().double(), n.double()])}
 
+    return _optimizer_step(model, optimizer, micro_batches, loss_fn)
+
+
+def _optimizer_step(model: torch.nn.Module, optimizer: Any, micro_batches: list[dict[str, torch.Tensor]],
+                    loss_fn: Any, **schedule_kwargs: Any) -> Metrics:
+    """Zero grads, run forward+backward over the micro-batches in Megatron's schedule, step, reduce metrics."""
     optimizer.zero_grad()
     for chunk in _model_chunks(model):
         chunk.zero_grad_buffer()
-    outs = _run_schedule(model, micro_batches, loss_fn, forward_only=False)
+    outs = _run_schedule(model, micro_batches, loss_fn, forward_only=False, **schedule_kwargs)
     ok, grad_norm, _ = optimizer.step()
     if not ok:
         raise RuntimeError("optimizer step was skipped (non-finite gradients)")
