@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,10 @@ from math_verify import parse, verify
 from r1hpc.rewards.isolation import WorkerPool
 from r1hpc.rewards.math_accuracy import accuracy_math
 
+# The labelled set's format (repeat_prefix expansion, required fields) is defined once, by its test.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "rewards"))
+from test_math_accuracy import load_pairs  # noqa: E402
+
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "tests" / "rewards" / "data" / "math_pairs.jsonl"
 
 
@@ -32,22 +35,6 @@ def plain_math_verify(completion: str, example: dict) -> float:
     gold = parse("$" + str(example["answer"]) + "$", parsing_timeout=None)
     pred = parse(completion, parsing_timeout=None)
     return 1.0 if verify(gold, pred, timeout_seconds=None) else 0.0
-
-
-def load_pairs(path: Path) -> list[dict]:
-    """Same format as tests/rewards/test_math_accuracy.py (repeat_prefix expanded)."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SystemExit(f"{path}:{lineno}: not valid JSON: {e}")
-            rp = r.get("repeat_prefix")
-            if rp:
-                r["completion"] = rp.get("head", "") + rp["text"] * rp["times"] + r["completion"]
-            rows.append(r)
-    return rows
 
 
 def run(pool: WorkerPool, func, rows: list[dict], repeat: int) -> tuple[dict, float, collections.Counter]:
