@@ -408,7 +408,11 @@ def main(argv: Sequence[str] | None = None) -> None:
               file=sys.stderr, flush=True)
         os.execv(command[0], command)
     timeout = args.timeout if args.cmd == "check" else 120.0
-    print(json.dumps(allreduce_check(timeout_s=timeout)), flush=True)
+    # One write(2) per line: ranks share one output file, and print() under `python -u` issues the
+    # text and its newline as two writes, which interleave between ranks.
+    line = json.dumps(allreduce_check(timeout_s=timeout)) + "\n"
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), line.encode())
 
 
 if __name__ == "__main__":
