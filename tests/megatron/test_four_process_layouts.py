@@ -1,0 +1,126 @@
+"""Megatron-core GRPO at the combined 4-process layouts TP2xEP2 and TP2xPP2 (torchrun, gloo, CPU).
+
+TP2xEP2: TP2 x DP2 for the dense part, EP2 x expert-DP2 for the experts (expert-TP 1), the
+distributed optimizer sharded over DP2. TP2xPP2: two pipeline stages of TP2 + sequence parallel
+each, DP1. Both start from the weights of one TP1 run and see the same batches, as in
+test_megatron_cpu.py; the HF conversion is checked at TP2xPP2 (hf_check). Checkpoint resharding
+is left to test_megatron_cpu.py and test_resume.py (each extra launch here costs 10-20 s).
+
+Measured (2 steps x 2 epochs): both layouts give TP1's log-probs before training (rel 3e-9) and
+drift from TP1 after it exactly like plain TP2 does (loss_e1 rel 5e-3 at step 1, the MLA rope-key
+gradient that megatron-core does not sum over TP, see test_megatron_cpu.py); against each other,
+whose only common ingredient is TP2, they agree to 1.3e-7 relative (skipping the expert-DP grad
+sync in TP2xEP2 moves them apart by 8e-4). hf_check at TP2xPP2: import_vs_hf 1.4e-6, export exact.
+Wall time ~103 s on 2 busy cores (4 launches: TP1, TP2xEP2, TP2xPP2, hf_check).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
+STEPS = 2
+LAYOUTS = {"tp2ep2": ["--tp", "2", "--ep", "2"], "tp2pp2": ["--tp", "2", "--pp", "2"]}
+STEP_KEYS = ("loss_e0", "loss_e1", "pg_loss_e1", "kl_e1", "grad_norm_e0", "grad_norm_e1", "logp_mean_e1")
+
+
+def _torchrun(nproc: int, module: str, *args: str) -> str:
+    """Run ``module`` under torchrun with ``nproc`` local processes; return its stdout."""
+    cmd = [TORCHRUN, "--standalone", f"--nproc-per-node={nproc}", "-m", module, *args]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc.stdout
+
+
+def _grpo(nproc: int, *args: str) -> dict:
+    """grpo_step's output: {"eval": {tag: rec}, "grpo": [rec per step]}."""
+    stdout = _torchrun(nproc, "r1hpc.megatron.grpo_step", *args)
+    out: dict = {"eval": {}, "grpo": []}
+    for line in stdout.splitlines():
+        if line.startswith("EVAL "):
+            rec = json.loads(line[5:])
+            out["eval"][rec["tag"]] = rec
+        elif line.startswith("GRPO "):
+            out["grpo"].append(json.loads(line[5:]))
+    assert set(out["eval"]) == {"init", "final"} and len(out["grpo"]) == int(args[args.index("--steps") + 1]), stdout
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    d = tmp_path_factory.mktemp("megatron4")
+    base = str(d / "base")
+    common = ["--steps", str(STEPS), "--epochs", "2"]
+    res = {"tp1": _grpo(1, *common, "--save-init", base)}
+    for name, layout in LAYOUTS.items():
+        res[name] = _grpo(4, *common, *layout, "--load", base)
+    return res
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_grpo_trains(runs: dict, layout: str) -> None:
+    for ref, rec in zip(runs["tp1"]["grpo"], runs[layout]["grpo"], strict=True):
+        for k, v in rec.items():
+            assert math.isfinite(v), f"{layout} step {rec['step']}: {k}={v}"
+        assert rec["reward"] == ref["reward"]  # the same rollouts as TP1
+        assert rec["ratio_mean_e0"] == pytest.approx(1.0, abs=1e-6)  # on-policy first epoch
+        assert rec["loss_e1"] < rec["loss_e0"] - 1e-3, f"{layout}: GRPO loss did not decrease: {rec}"
+        assert rec["grad_norm_e0"] > 0
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_agrees_with_tp1(runs: dict, layout: str) -> None:
+    """Same log-probs as TP1 before training; after it, within the TP2 tolerance of test_megatron_cpu.py.
+
+    The tolerance after training is TP2's (megatron-core's local MLA leaves the rope-key gradient
+    unsummed over TP, NVIDIA/Megatron-LM#1699); test_tp2_layouts_agree_with_each_other is the
+    tight check of everything else.
+    """
+    a, b = runs["tp1"], runs[layout]
+    assert b["eval"]["init"]["logp_mean"] == pytest.approx(a["eval"]["init"]["logp_mean"], rel=1e-6)
+    assert b["grpo"][0]["grad_norm_e0"] == pytest.approx(a["grpo"][0]["grad_norm_e0"], rel=1e-4)
+    for ra, rb in zip(a["grpo"], b["grpo"]):
+        for key in ("loss_e1", "pg_loss_e1", "grad_norm_e0", "logp_mean_e1"):
+            assert rb[key] == pytest.approx(ra[key], rel=1e-2, abs=1e-4), f"{layout} step {ra['step']} {key}"
+    assert b["eval"]["final"]["logp_mean"] == pytest.approx(a["eval"]["final"]["logp_mean"], rel=1e-2)
+
+
+def test_tp2_layouts_agree_with_each_other(runs: dict) -> None:
+    """TP2xEP2 (DP2, expert-DP2) and TP2xPP2 (two stages, DP1) share only TP2: same trajectory to rounding.
+
+    Measured 1.3e-7 relative at most (TP2 vs TP1: up to 5e-3 on loss_e1). A wrong DP / expert-DP
+    reduction, pipeline hand-off or expert dispatch shows here: with the expert-DP grad sync skipped
+    in TP2xEP2, grad_norm_e0 moved by 8e-4 and loss_e1 by 9e-3 relative.
+    """
+    a, b = runs["tp2ep2"], runs["tp2pp2"]
+    for ra, rb in zip(a["grpo"], b["grpo"], strict=True):
+        for key in STEP_KEYS:
+            assert rb[key] == pytest.approx(ra[key], rel=1e-5, abs=1e-7), f"step {ra['step']} {key}"
+    for tag in ("init", "final"):
+        assert b["eval"][tag]["logp_mean"] == pytest.approx(a["eval"][tag]["logp_mean"], rel=1e-7)
+
+
+def test_hf_conversion_at_tp2pp2(tmp_path: Path) -> None:
+    """HF DeepseekV3 import / export at TP2xPP2: each stage's TP slices are gathered and written by its own rank."""
+    stdout = _torchrun(4, "r1hpc.megatron.hf_check", "--work", str(tmp_path), *LAYOUTS["tp2pp2"])
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("HFCHECK ")]
+    assert len(lines) == 1, stdout
+    rec = json.loads(lines[0][len("HFCHECK "):])
+    assert rec["layout"] == {"tp": 2, "pp": 2, "ep": 1}, rec
+    assert rec["import_vs_hf"] < 1e-5, rec  # fp32 log-probs, as in test_hf_convert.py
+    assert rec["exported_hf_vs_hf"] < 1e-5, rec
+    assert rec["roundtrip_vs_import"] < 1e-5, rec
+    assert rec["tensors_identical"], rec
+    assert rec["fresh_vs_import"] > 0.1, rec  # the fresh model really was different before import
+    assert sum(f.endswith(".safetensors") for f in rec["files"]) == 2, rec["files"]  # one file per stage
