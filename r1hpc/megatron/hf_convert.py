@@ -98,7 +98,12 @@ def hf_config(cfg: MegatronModelConfig, *, bos_id: int = 0, eos_id: int = 1, pad
         qk_nope_head_dim=cfg.qk_head_dim, n_group=cfg.router_num_groups, topk_group=cfg.router_group_topk,
         num_experts_per_tok=cfg.router_topk, first_k_dense_replace=cfg.first_k_dense,
         # megatron normalises the sigmoid top-k scores only when top-k > 1
-        norm_topk_prob=cfg.router_topk > 1, hidden_act="silu", max_position_embeddings=cfg.max_seq_len,
+        norm_topk_prob=cfg.router_topk > 1,
+        # transformers hard-codes sigmoid scores + e_score_correction_bias and ignores these two, but vLLM
+        # reads them (as in DeepSeek-V3's own config.json): without them it builds softmax routing with no
+        # bias parameter and fails to load the checkpoint (KeyError ...mlp.gate.e_score_correction_bias).
+        topk_method="noaux_tc", scoring_func="sigmoid",
+        hidden_act="silu", max_position_embeddings=cfg.max_seq_len,
         initializer_range=cfg.init_std, rms_norm_eps=cfg.norm_eps, tie_word_embeddings=False,
         rope_parameters=rope, rope_interleave=True, attention_bias=False,
         bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=pad_id, dtype="float32",

