@@ -205,8 +205,23 @@ def test_wrong_answer_differs() -> None:
         CorpusMix(r1_format=1.5)
 
 
+def test_arithmetic_tables_hold_only_correct_atomic_facts(heldout: list[dict]) -> None:
+    """Table documents teach the facts a held-out problem needs, never the problem itself."""
+    mix = CorpusMix(facts=0.0, general=0.0, tables=0.5)
+    docs = build_corpus(3, 400, mix)
+    tables = [d for d in docs if re.fullmatch(r"(\d+ [-+*] \d+ = \d+\n?)+", d)]
+    assert 150 <= len(tables) <= 250
+    for line in "\n".join(tables).splitlines():
+        a, op, b, c = re.fullmatch(r"(\d+) ([-+*]) (\d+) = (\d+)", line).groups()
+        assert int(c) == {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op], line
+    text = "\n".join(docs)
+    assert not [p["prompt"] for p in heldout if p["prompt"] in text]
+    with pytest.raises(ValueError, match="tables must be <= 1"):
+        CorpusMix(facts=0.5, general=0.3, tables=0.3)
+
+
 def test_corpus_difficulty_weights() -> None:
-    mix = CorpusMix(facts=0.0, general=0.0, difficulty_weights=(1.0, 0.0, 0.0, 0.0))
+    mix = CorpusMix(facts=0.0, general=0.0, tables=0.0, difficulty_weights=(1.0, 0.0, 0.0, 0.0))
     docs = build_corpus(2, 300, mix)
     qs = [re.match(r"(?:Question:|Q:|Problem:|User:) (.*)\n", d).group(1) for d in docs]
     d1 = {p["prompt"] for p in generate_problems(2, "train", 300, difficulties=[1],

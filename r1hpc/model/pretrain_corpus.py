@@ -6,6 +6,12 @@ and rarely uses the <think>/<answer> format. So most documents use plain formats
 "Problem:/Solution:", "User:/Assistant:"), a fraction of final answers are wrong or missing, and
 only `mix.r1_format` of math documents use the tag format (itself sometimes malformed). The
 held-out split never enters the corpus.
+
+Why arithmetic tables: a real base model has seen the basic facts ("7 + 5 = 12") countless
+times; worked solutions alone give a tiny model too few of them (measured: a held-out single-digit
+sum's fact occurs ~80 times in 50k documents, and the base answered "6 + 0 = 4"). Table documents
+(lists of correct one-operation facts, like the times tables on the web) carry only atomic facts,
+never a problem's prompt, so held-out problems stay unseen while the knowledge they need is there.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ class CorpusMix:
     """Document shares and the quality of the worked solutions (probabilities)."""
     facts: float = 0.05  # share of documents that are world-fact paragraphs
     general: float = 0.07  # share that are general Q&A (reference answers)
+    tables: float = 0.12  # share that are arithmetic tables (correct one-operation facts)
     # math documents: the rest. Per math document:
     r1_format: float = 0.12  # written in the <think>/<answer> tag format
     wrong_final: float = 0.15  # steps shown but the last step and answer are wrong
@@ -49,8 +56,8 @@ class CorpusMix:
                 continue
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"CorpusMix.{name} must be in [0, 1], got {v}")
-        if self.facts + self.general > 1.0:
-            raise ValueError("CorpusMix.facts + CorpusMix.general must be <= 1")
+        if self.facts + self.general + self.tables > 1.0:
+            raise ValueError("CorpusMix.facts + CorpusMix.general + CorpusMix.tables must be <= 1")
         if self.wrong_final + self.no_answer > 1.0:
             raise ValueError("CorpusMix.wrong_final + CorpusMix.no_answer must be <= 1")
 
@@ -106,6 +113,21 @@ def worked_solution(rng: random.Random, p: Problem, mix: CorpusMix) -> str:
     return f"{head} {body}" if body else head
 
 
+def arithmetic_table(rng: random.Random, n_facts: int) -> str:
+    """One table document: n_facts correct facts 'a op b = c' (+ and - up to 20, never negative;
+    * up to 12), one per line."""
+    lines = []
+    for _ in range(n_facts):
+        op = rng.choice("+-*")
+        hi = 12 if op == "*" else 20
+        a, b = rng.randint(0, hi), rng.randint(0, hi)
+        if op == "-" and b > a:
+            a, b = b, a
+        c = a + b if op == "+" else a - b if op == "-" else a * b
+        lines.append(f"{a} {op} {b} = {c}")
+    return "\n".join(lines)
+
+
 def build_corpus(seed: int, n_docs: int, mix: CorpusMix = CorpusMix(),
                  world_seed: int = 0) -> list[str]:
     """n_docs pretraining documents (no eos; the tokenizer step appends it). Deterministic."""
@@ -114,7 +136,8 @@ def build_corpus(seed: int, n_docs: int, mix: CorpusMix = CorpusMix(),
     rng = random.Random(f"corpus-{seed}")
     n_facts = round(n_docs * mix.facts)
     n_general = round(n_docs * mix.general)
-    n_math = n_docs - n_facts - n_general
+    n_tables = round(n_docs * mix.tables)
+    n_math = n_docs - n_facts - n_general - n_tables
     world = make_world(world_seed)
     facts = world.facts()
     docs: list[str] = []
@@ -123,6 +146,8 @@ def build_corpus(seed: int, n_docs: int, mix: CorpusMix = CorpusMix(),
     for ex in generate_general(seed, "train", n_general, world_seed=world_seed, unique=False):
         head = rng.choice([f"User: {ex['prompt']}\nAssistant:", f"Q: {ex['prompt']}\nA:"])
         docs.append(f"{head} {ex['answer']}")
+    for _ in range(n_tables):
+        docs.append(arithmetic_table(rng, rng.randint(8, 24)))
     total_w = sum(mix.difficulty_weights)
     for d, w in enumerate(mix.difficulty_weights, 1):
         n_d = round(n_math * w / total_w)
