@@ -21,6 +21,8 @@ from megatron.core.models.gpt import GPTModel
 from megatron.core.models.gpt.gpt_layer_specs import get_gpt_decoder_block_spec
 from megatron.core.transformer.transformer_config import MLATransformerConfig, TransformerConfig
 
+from r1hpc.megatron.mla_tp_fix import sum_rope_key_grad_over_tp
+
 try:  # Transformer Engine ships MLA-capable core attention; without it we use ours.
     import transformer_engine  # noqa: F401
 
@@ -209,7 +211,7 @@ def build_model(cfg: MegatronModelConfig, layout: ParallelLayout) -> GPTModel:
         # The local DotProductAttention has no k/v head-dim arguments, which MLA passes.
         for spec in block_spec.layer_specs:
             spec.submodules.self_attention.submodules.core_attention = MLACoreAttention
-    return GPTModel(
+    model = GPTModel(
         config=config,
         transformer_layer_spec=block_spec,
         vocab_size=cfg.vocab_size,
@@ -220,3 +222,7 @@ def build_model(cfg: MegatronModelConfig, layout: ParallelLayout) -> GPTModel:
         share_embeddings_and_output_weights=False,
         position_embedding_type="none" if cfg.multi_latent_attention else "rope",
     )
+    if cfg.multi_latent_attention and layout.tp > 1:
+        # The local-spec MLA does not sum the rope key's gradient over TP (Megatron-LM#1699).
+        sum_rope_key_grad_over_tp(model)
+    return model
