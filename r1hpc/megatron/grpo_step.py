@@ -10,6 +10,13 @@ Loss normalisation: every micro-batch's loss_func returns ``(sum, count, metrics
 micro-batches and DP ranks. For ``token-mean`` the count is tokens, for the ``seq-mean-*`` modes it
 is non-empty sequences, so the loss is the same global mean at any layout / micro-batch split.
 
+Padding: micro-batches built by ``rollout_batch`` carry ``token_mask`` (False at pad positions);
+``~token_mask`` goes to the model as megatron's ``padding_mask``, so the MoE routers still route pad
+tokens (their outputs never reach a loss) but leave them out of the expert-bias update counts and
+any aux loss. Without it, how much a batch is padded (to its longest row, to a multiple of TP)
+changes the update: TP1 at S = 15 and TP2 at S = 16 (one pad column) were 5e-3 apart in loss after
+2 steps, the bias update of one layer having flipped sign.
+
 Launch (CPU, tiny model, 2 processes, TP=2):
 
     torchrun --nproc-per-node 2 -m r1hpc.megatron.grpo_step --tp 2 --steps 3
@@ -67,6 +74,23 @@ def _label_logprobs(logits: torch.Tensor, labels: torch.Tensor, temperature: flo
     return -tensor_parallel.vocab_parallel_cross_entropy(logits.float() / temperature, labels)
 
 
+def _router_padding_mask(mb: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """``padding_mask`` for GPTModel.forward: (b, s) bool, True at pad tokens; None without ``token_mask``.
+
+    GPTModel (megatron-core 0.16.1, gpt_model.py ``_preprocess``) splits the mask over the sequence
+    for sequence parallel only on the first pipeline stage; a later stage's MoE layers see
+    [s / TP, b] hidden states but would get the whole mask, so it is split here for them:
+    (b, s) -> (b, s / TP).
+    """
+    if "token_mask" not in mb:
+        return None
+    pad = ~mb["token_mask"]
+    if parallel_state.get_tensor_model_parallel_world_size() > 1 and not parallel_state.is_pipeline_first_stage():
+        # r1hpc always runs TP with sequence parallel (model.transformer_config).
+        pad = tensor_parallel.scatter_to_sequence_parallel_region(pad.t().contiguous()).t().contiguous()
+    return pad
+
+
 def _run_schedule(
     model: torch.nn.Module,
     micro_batches: list[dict[str, torch.Tensor]],
@@ -90,7 +114,7 @@ def _run_schedule(
         b, s = mb["input_ids"].shape
         position_ids = torch.arange(s).unsqueeze(0).expand(b, s)
         # Without labels the last stage returns vocab-parallel logits (b, s, V/tp); other stages hidden states.
-        out = model_chunk(mb["input_ids"], position_ids, None)
+        out = model_chunk(mb["input_ids"], position_ids, None, padding_mask=_router_padding_mask(mb))
         return out, partial(on_logits, mb)
 
     b, s = micro_batches[0]["input_ids"].shape
@@ -140,7 +164,8 @@ def grpo_train_step(
     """One optimizer step of GRPO on micro-batches that carry ``old_logp``, ``ref_logp``, ``adv``.
 
     Each micro-batch: input_ids, labels (b, s) int64; mask (b, s) bool; old_logp, ref_logp (b, s)
-    float (ref_logp may be absent when kl_coef == 0); adv (b,) float.
+    float (ref_logp may be absent when kl_coef == 0); adv (b,) float; token_mask (b, s) bool
+    (optional: without it pad tokens count in the routers' expert-bias update).
     Returns global metrics (last PP stage; {} elsewhere): loss, pg_loss, kl, clip fractions, grad_norm.
     """
 
@@ -162,7 +187,8 @@ def grpo_train_step(
 def sft_train_step(model: torch.nn.Module, optimizer: Any, micro_batches: list[dict[str, torch.Tensor]]) -> Metrics:
     """One optimizer step of SFT: token-mean cross-entropy over ``mask`` (the target tokens).
 
-    Micro-batches: input_ids, labels (b, s) int64; mask (b, s) bool. Returns {"loss", "grad_norm"}.
+    Micro-batches: input_ids, labels (b, s) int64; mask (b, s) bool; token_mask (b, s) bool, False
+    at padding (optional, as in ``grpo_train_step``). Returns {"loss", "grad_norm"}.
     """
 
     def loss_fn(mb, logp):  # noqa: ANN001, ANN202

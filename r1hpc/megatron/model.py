@@ -7,7 +7,9 @@ top-k routing and a top-k scaling factor. Not included: multi-token prediction, 
 
 ``MegatronModelConfig`` holds the sizes; ``build_model`` builds this rank's pipeline stage, after
 ``parallel.init_parallel`` has set up the process groups. All sizes must divide the parallel layout
-(heads and vocab by TP, experts by EP, layers by PP): checked with a message naming the field.
+(heads and vocab by TP, experts by EP, layers by PP): checked with a message naming the field. Its
+routers are ``PaddingMaskTopKRouter``, so that the ``padding_mask`` the train steps pass keeps pad
+tokens out of the expert-bias update.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import torch.nn.functional as F
 from megatron.core import parallel_state
 from megatron.core.models.gpt import GPTModel
 from megatron.core.models.gpt.gpt_layer_specs import get_gpt_decoder_block_spec
+from megatron.core.transformer.moe.moe_layer import MoESubmodules
+from megatron.core.transformer.moe.router import TopKRouter
 from megatron.core.transformer.transformer_config import MLATransformerConfig, TransformerConfig
 
 from r1hpc.megatron.mla_tp_fix import sum_rope_key_grad_over_tp
@@ -191,11 +195,43 @@ def transformer_config(cfg: MegatronModelConfig, layout: ParallelLayout) -> Tran
     )
 
 
+class PaddingMaskTopKRouter(TopKRouter):
+    """megatron-core's TopKRouter with the expert-bias token count fixed for a ``padding_mask``.
+
+    ``GPTModel.forward(..., padding_mask=pad)`` (pad: (b, s) bool, True = padding, as the code uses it;
+    the router's and MoELayer's docstrings say the opposite, gpt_model.py's is right) is megatron-core
+    0.16.1's way to keep pad tokens out of the routers' statistics: the mask reaches
+    ``TopKRouter.routing`` flattened to [num_tokens], which leaves them out of the aux losses and the
+    z-loss and is meant to leave them out of ``local_tokens_per_expert``, the per-expert counts that
+    ``finalize_model_grads`` turns into the expert-bias update. Pad tokens are still routed: outputs
+    do not change. But 0.16.1's ``_apply_expert_bias`` (router.py line 542) computes
+    ``routing_map & (~padding_mask)`` with routing_map [num_tokens, num_experts], which broadcasts
+    the mask over the expert dimension and raises a shape error whenever num_tokens != num_experts
+    (NVIDIA/Megatron-LM issue #6111, fixed upstream by PR #6114, which unsqueezes the mask). This
+    override is that fix; it can go once the pinned megatron-core has it. Installed through the
+    layer spec's ``MoESubmodules.router`` slot, so parameter and checkpoint names are unchanged.
+    """
+
+    def _apply_expert_bias(self, routing_map: torch.Tensor, padding_mask: torch.Tensor | None = None) -> None:
+        """Add this micro-batch's non-pad token counts per expert to ``local_tokens_per_expert``.
+
+        routing_map: [num_tokens, num_experts] bool; padding_mask: [num_tokens] bool, True = pad.
+        Only with grad enabled, as megatron's: no-grad log-prob passes and recomputation do not count.
+        """
+        if self.enable_expert_bias and torch.is_grad_enabled():
+            with torch.no_grad():
+                if padding_mask is not None:
+                    routing_map = routing_map & ~padding_mask.unsqueeze(-1)
+                self.local_tokens_per_expert += routing_map.sum(dim=0)
+
+
 def build_model(cfg: MegatronModelConfig, layout: ParallelLayout) -> GPTModel:
     """Build this rank's pipeline stage of the model (parallel state must be initialised).
 
     The model maps input_ids (b, s) and position_ids (b, s) to vocab-parallel logits (s, b, V/tp)
-    or, given ``labels`` (b, s), to per-token cross-entropy (b, s) (last stage only).
+    or, given ``labels`` (b, s), to per-token cross-entropy (b, s) (last stage only). The keyword
+    ``padding_mask`` (b, s) bool, True at pad tokens, keeps those out of the routers' expert-bias
+    counts (``PaddingMaskTopKRouter``).
     """
     if not parallel_state.model_parallel_is_initialized():
         raise RuntimeError("build_model: call r1hpc.megatron.parallel.init_parallel first")
@@ -211,6 +247,9 @@ def build_model(cfg: MegatronModelConfig, layout: ParallelLayout) -> GPTModel:
         # The local DotProductAttention has no k/v head-dim arguments, which MLA passes.
         for spec in block_spec.layer_specs:
             spec.submodules.self_attention.submodules.core_attention = MLACoreAttention
+    for spec in block_spec.layer_specs:
+        if isinstance(spec.submodules.mlp.submodules, MoESubmodules):
+            spec.submodules.mlp.submodules.router = PaddingMaskTopKRouter
     model = GPTModel(
         config=config,
         transformer_layer_spec=block_spec,
@@ -222,6 +261,10 @@ def build_model(cfg: MegatronModelConfig, layout: ParallelLayout) -> GPTModel:
         share_embeddings_and_output_weights=False,
         position_embedding_type="none" if cfg.multi_latent_attention else "rope",
     )
+    stray = [n for n, m in model.named_modules()
+             if isinstance(m, TopKRouter) and not isinstance(m, PaddingMaskTopKRouter)]
+    if stray:  # the spec slot moved in another megatron-core version: padding_mask would crash these
+        raise RuntimeError(f"build_model: routers {stray} are not PaddingMaskTopKRouter")
     if cfg.multi_latent_attention and layout.tp > 1:
         # The local-spec MLA does not sum the rope key's gradient over TP (Megatron-LM#1699).
         sum_rope_key_grad_over_tp(model)

@@ -2,8 +2,12 @@
 
 A ``RolloutBatch`` is the global batch of one GRPO step: B = prompts x G outputs, each a prompt
 followed by a response, already scored. Positions are next-token aligned: ``input_ids[:, t]``
-predicts ``labels[:, t]``; ``mask[:, t]`` is True where ``labels[:, t]`` is a response token.
-The width S is padded to a multiple of ``pad_multiple`` (TP size under sequence parallel).
+predicts ``labels[:, t]``; ``mask[:, t]`` is True where ``labels[:, t]`` is a response token and
+``token_mask[:, t]`` where it is any real token (prompt or response), False at padding: the
+positions a forward pass of the row alone, unpadded, would have. The width S is padded to a
+multiple of ``pad_multiple`` (TP size under sequence parallel) and rows shorter than the longest
+are padded too; the train steps pass ``~token_mask`` to the MoE routers so that how much padding a
+batch has does not change the expert-bias update.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ class RolloutBatch:
     """Global batch of scored rollouts.
 
     input_ids: (B, S) int64; labels: (B, S) int64; mask: (B, S) bool;
-    rewards: (B,) float32; group_ids: (B,) int64 (the prompt index of each output).
+    rewards: (B,) float32; group_ids: (B,) int64 (the prompt index of each output);
+    token_mask: (B, S) bool, True where labels[:, t] is a real token (a superset of mask), or None
+    when unknown (every position then counts as a token in the routers' statistics).
     """
 
     input_ids: torch.Tensor
@@ -26,10 +32,11 @@ class RolloutBatch:
     mask: torch.Tensor
     rewards: torch.Tensor
     group_ids: torch.Tensor
+    token_mask: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         b, s = self.input_ids.shape
-        for name in ("labels", "mask"):
+        for name in ("labels", "mask") + (("token_mask",) if self.token_mask is not None else ()):
             if tuple(getattr(self, name).shape) != (b, s):
                 raise ValueError(f"RolloutBatch.{name} has shape {tuple(getattr(self, name).shape)}, expected {(b, s)}")
         for name in ("rewards", "group_ids"):
@@ -37,6 +44,8 @@ class RolloutBatch:
                 raise ValueError(f"RolloutBatch.{name} has shape {tuple(getattr(self, name).shape)}, expected {(b,)}")
         if self.mask.dtype != torch.bool:
             raise ValueError(f"RolloutBatch.mask must be bool, got {self.mask.dtype}")
+        if self.token_mask is not None and self.token_mask.dtype != torch.bool:
+            raise ValueError(f"RolloutBatch.token_mask must be bool, got {self.token_mask.dtype}")
 
     @property
     def size(self) -> int:
@@ -79,7 +88,10 @@ def from_sequences(
     labels[:, :s] = tokens[:, 1:]
     pos = torch.arange(s_pad)[None, :] + 1  # the position in ``tokens`` that labels[:, t] holds
     mask = (pos >= response_start[:, None]) & (pos < response_end[:, None])
-    return RolloutBatch(input_ids, labels, mask, rewards.float(), group_ids.long())
+    # Not ``t < end``: the last real token predicts only padding, and a row batched alone without
+    # padding would not have it as an input either.
+    token_mask = pos < response_end[:, None]
+    return RolloutBatch(input_ids, labels, mask, rewards.float(), group_ids.long(), token_mask)
 
 
 def even_token_reward(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -122,8 +134,8 @@ def synthetic_rollouts(
 def shard_for_rank(batch: RolloutBatch, dp_rank: int, dp_size: int, micro_batch_size: int) -> list[dict[str, torch.Tensor]]:
     """This data-parallel rank's contiguous slice of the batch, cut into micro-batches.
 
-    Returns a list of dicts with keys input_ids, labels, mask (each (micro_batch_size, S)) and
-    ``index`` ((micro_batch_size,) rows of the global batch).
+    Returns a list of dicts with keys input_ids, labels, mask, token_mask when the batch has one
+    (each (micro_batch_size, S)) and ``index`` ((micro_batch_size,) rows of the global batch).
     """
     if batch.size % (dp_size * micro_batch_size):
         raise ValueError(
@@ -133,5 +145,9 @@ def shard_for_rank(batch: RolloutBatch, dp_rank: int, dp_size: int, micro_batch_
     rows = torch.arange(dp_rank * per_rank, (dp_rank + 1) * per_rank)
     out = []
     for chunk in rows.split(micro_batch_size):
-        out.append({"input_ids": batch.input_ids[chunk], "labels": batch.labels[chunk], "mask": batch.mask[chunk], "index": chunk})
+        mb = {"input_ids": batch.input_ids[chunk], "labels": batch.labels[chunk], "mask": batch.mask[chunk],
+              "index": chunk}
+        if batch.token_mask is not None:
+            mb["token_mask"] = batch.token_mask[chunk]
+        out.append(mb)
     return out

@@ -20,12 +20,12 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 STEPS = 2
-# Sequences of 8 + 9 tokens: S = 16 positions, a multiple of TP, so TP2 (sequence parallel) needs no
-# pad column. With one, TP2's batch is not TP1's: the routers also route the pad tokens and count
-# them in the expert-bias (aux-loss-free balancing) update, which flipped sign in one layer. Measured
-# with 8 + 8 tokens (S = 15): TP1 on the batch padded to 16 is 5e-3 off unpadded TP1 in loss_e1 at
-# step 1, as TP2 was, and TP2 matches that padded TP1 to 3e-7.
-BATCH = ["--prompt-len", "8", "--response-len", "9"]
+# Sequences of 8 + 8 tokens: S = 15 positions, so TP2 (sequence parallel needs S divisible by TP)
+# pads every row with one column that TP1 does not have. The routers still route the pad tokens but
+# the train step passes them as megatron's padding_mask, which keeps them out of the expert-bias
+# (aux-loss-free balancing) counts. Without it TP2 was 5.2e-3 off TP1 in loss_e1 at step 1 (a layer's
+# bias update flipped sign) and 3e-5 in the final log-prob; see test_router_padding.py.
+BATCH = ["--prompt-len", "8", "--response-len", "8"]
 
 
 def _launch(nproc: int, *args: str) -> dict:
@@ -84,12 +84,14 @@ def test_layouts_agree_before_training(runs: dict, layout: str) -> None:
 def test_layouts_agree_after_training(runs: dict, layout: str) -> None:
     """Forward, backward, grad reduction and the optimizer give the same trajectory at every layout.
 
-    Measured relative differences from TP1 (fp32 rounding, tolerances ~10x above): per-step keys at
-    most 1.7e-7 (PP2), 2.7e-7 (EP2), 3.4e-7 (TP2 + sequence parallel), all on loss_e1; step-0 grad
-    norm <= 4.3e-8; final log-prob <= 6e-9. TP2 needs r1hpc.megatron.mla_tp_fix: megatron-core's
-    local-spec MLA does not sum the rope key's gradient over TP (Megatron-LM#1699); without the fix
-    TP2 is off by 3.1e-5 / 4.4e-5 on loss_e1, 1.1e-5 on the step-0 grad norm, 2e-5 on the final
-    log-prob (rope-key rows of linear_kv_down_proj 2.2e-2 from TP1's after training, 1.2e-7 with it).
+    Measured relative differences from TP1 (fp32 rounding, tolerances ~10x above) with S = 15, TP2
+    padded to 16: per-step keys at most 7.9e-8 (PP2, grad_norm_e0), 2.3e-7 (EP2, loss_e1), 2.5e-7
+    (TP2 + sequence parallel, loss_e1); step-0 grad norm <= 7.9e-8; final log-prob <= 3.6e-9. TP2
+    needs the padding mask (5.2e-3 off without it, see BATCH) and r1hpc.megatron.mla_tp_fix:
+    megatron-core's local-spec MLA does not sum the rope key's gradient over TP (Megatron-LM#1699);
+    without the fix (measured at S = 16) TP2 is off by 3.1e-5 / 4.4e-5 on loss_e1, 1.1e-5 on the
+    step-0 grad norm, 2e-5 on the final log-prob (rope-key rows of linear_kv_down_proj 2.2e-2 from
+    TP1's after training, 1.2e-7 with it).
     """
     a, b = runs["tp1"], runs[layout]
     assert b["grpo"][0]["grad_norm_e0"] == pytest.approx(a["grpo"][0]["grad_norm_e0"], rel=5e-7)
