@@ -22,6 +22,7 @@ import contextlib
 import datetime
 import importlib
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -57,6 +58,10 @@ def parse_job_name(name: str) -> tuple[str, str, int | None] | None:
 
 class JobFailed(RuntimeError):
     """A job of the run failed; the message names stage, step, job id and its log files."""
+
+
+class SubmissionAborted(RuntimeError):
+    """Launcher.abort was set while a submission waited for its dependencies (local executor)."""
 
 
 class StageTask(submitit.helpers.Checkpointable):
@@ -169,6 +174,10 @@ class Launcher:
             raise ValueError(f"launch.executor must be slurm, local or debug, got {self.executor!r}")
         self.run_dir = cfg.run_dir
         self.logs_dir = self.run_dir / "logs"
+        # Submissions may come from several threads (the local pipeline's branches); the job's
+        # environment (OMP_NUM_THREADS) and jobs.jsonl are shared, so one submission at a time.
+        self._lock = threading.Lock()
+        self.abort = threading.Event()  # set: submissions still waiting for dependencies give up
 
     def _make_executor(self, kind: str, name: str, comment: str, after: Sequence[Submission],
                        distributed: bool = False) -> submitit.AutoExecutor:
@@ -176,9 +185,6 @@ class Launcher:
         dependency = None
         if after and self.executor == "slurm":
             dependency = "afterok:" + ":".join(sub.job_id for sub in after)
-        elif after:
-            for sub in after:  # no scheduler here: run the chain in order
-                sub.results()
         executor = submitit.AutoExecutor(folder=self.logs_dir / "%j", cluster=self.executor,
                                          slurm_max_num_timeout=self.cfg.launch.max_requeues)
         executor.update_parameters(**executor_parameters(self.cfg, res, name, comment, dependency, distributed))
@@ -205,11 +211,13 @@ class Launcher:
         """Submit one job running `target(**kwargs)` with the resources of `launch.<kind>`
         (all its nodes x tasks_per_node processes when `distributed`)."""
         name = job_name(self.cfg.name, stage, step)
-        executor = self._make_executor(kind, name, self._comment(stage, step), after, distributed)
-        with self._local_env(kind):
-            job = executor.submit(StageTask(target), **kwargs)
-        sub = Submission(stage, step, name, [job], is_array=False)
-        self._record(sub, kind, target, after)
+        self._wait_here(after)
+        with self._lock:
+            executor = self._make_executor(kind, name, self._comment(stage, step), after, distributed)
+            with self._local_env(kind):
+                job = executor.submit(StageTask(target), **kwargs)
+            sub = Submission(stage, step, name, [job], is_array=False)
+            self._record(sub, kind, target, after)
         return sub
 
     def submit_array(self, stage: str, kind: str, target: str, kwargs_list: Sequence[dict[str, Any]],
@@ -218,13 +226,26 @@ class Launcher:
         if not kwargs_list:
             raise ValueError(f"{stage} step {step}: a job array needs at least one task")
         name = job_name(self.cfg.name, stage, step)
-        executor = self._make_executor(kind, name, self._comment(stage, step), after)
-        task = StageTask(target)
-        with self._local_env(kind), executor.batch():
-            jobs = [executor.submit(task, **kwargs) for kwargs in kwargs_list]
-        sub = Submission(stage, step, name, list(jobs), is_array=True)
-        self._record(sub, kind, target, after)
+        self._wait_here(after)
+        with self._lock:
+            executor = self._make_executor(kind, name, self._comment(stage, step), after)
+            task = StageTask(target)
+            with self._local_env(kind), executor.batch():
+                jobs = [executor.submit(task, **kwargs) for kwargs in kwargs_list]
+            sub = Submission(stage, step, name, list(jobs), is_array=True)
+            self._record(sub, kind, target, after)
         return sub
+
+    def _wait_here(self, after: Sequence[Submission]) -> None:
+        """Without a scheduler (local, debug), run the chain in order: block until `after` succeeded
+        (raises JobFailed otherwise). Slurm waits itself (afterok)."""
+        if self.executor != "slurm":
+            for sub in after:
+                while not sub.done():
+                    if self.abort.is_set():
+                        raise SubmissionAborted(f"not submitted: the pipeline stopped while waiting for {sub.name}")
+                    time.sleep(self.cfg.launch.poll_interval_s)
+                sub.results()  # raises JobFailed if it failed
 
     def _comment(self, stage: str, step: int | None) -> str:
         return f"r1hpc run={self.cfg.name} stage={stage} step={'-' if step is None else step}"

@@ -20,7 +20,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from r1hpc.config import Config, ConfigError, load_config, write_resolved
@@ -65,66 +66,99 @@ def _grpo(launcher: Launcher, cfg: Config, stage: str, steps: int, after: Sequen
 
 
 def submit_pipeline(cfg: Config, stages: Sequence[str] = STAGES) -> dict[str, Submission]:
-    """Submit the chosen stages; a dependency on a stage not chosen is taken as already complete."""
+    """Submit the chosen stages; a dependency on a stage not chosen is taken as already complete.
+
+    On Slurm (and the debug executor) stages are submitted one after another in DAG order: afterok
+    does the waiting and each submission returns at once. The local executor has no scheduler, so a
+    submission blocks until its dependencies finished; there each stage is submitted from its own
+    thread, so independent branches (the student's RL and distillation beside the teacher's chain,
+    evals beside the next stage) run side by side instead of one after another. The first failed job
+    raises JobFailed here at once; jobs already started keep running (as on Slurm), nothing more is
+    submitted.
+    """
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ConfigError(f"--stages: unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
     launcher = Launcher(cfg)
     run_dir = str(cfg.run_dir)
-    done: dict[str, Submission] = {}
+    threaded = launcher.executor == "local"
+    done: dict[str, Future[Submission]] = {}
+    evals: list[Future[Submission]] = []
 
-    def dep(*names: str) -> list[Submission]:
-        return [done[n] for n in names if n in done]
+    # Tasks start in FIFO order and wait only on earlier ones, so the pool always makes progress.
+    with ThreadPoolExecutor(max_workers=32 if threaded else 1, thread_name_prefix="r1hpc-submit") as pool:
 
-    def job(stage: str, target: str, kwargs: dict[str, Any], after: list[Submission], kind: str = "train") -> None:
-        if stage in stages:
-            done[stage] = launcher.submit(stage, kind, target, {"run_dir": run_dir, **kwargs}, after=after)
+        def later(submit: Callable[[list[Submission]], Submission], after: list[Future[Submission]]) -> Future[Submission]:
+            if threaded:
+                return pool.submit(lambda: submit([f.result() for f in after]))
+            now: Future[Submission] = Future()  # Slurm / debug: submit here, errors raise here (pdb)
+            now.set_result(submit([f.result() for f in after]))
+            return now
 
-    def grpo(stage: str, steps: int, after: list[Submission]) -> None:
-        if stage in stages:
-            done[stage] = _grpo(launcher, cfg, stage, steps, after)
+        def dep(*names: str) -> list[Future[Submission]]:
+            return [done[n] for n in names if n in done]
 
-    evals: list[Submission] = []
+        def job(stage: str, target: str, kwargs: dict[str, Any], after: list[Future[Submission]]) -> None:
+            if stage in stages:
+                done[stage] = later(lambda subs: launcher.submit(stage, "train", target, {"run_dir": run_dir, **kwargs},
+                                                                 after=subs), after)
 
-    def evaluate(model_stage: str) -> None:
-        # Evaluate what this submission produces, and what earlier submissions already published.
-        published = bool(list_versions(RunDir(run_dir), model_stage)) if model_stage not in stages else True
-        if "eval" in stages and published:
-            evals.append(launcher.submit_array(
-                "eval", "eval", "r1hpc.stages.eval:eval_task",
-                [{"run_dir": run_dir, "model_stage": model_stage, "shard": k} for k in range(cfg.eval.shards)],
-                after=dep(model_stage)))
+        def grpo(stage: str, steps: int, after: list[Future[Submission]]) -> None:
+            if stage in stages:
+                done[stage] = later(lambda subs: _grpo(launcher, cfg, stage, steps, subs), after)
 
-    job("data", "r1hpc.stages.base:prepare_data", {}, [])
-    job("base", "r1hpc.stages.base:pretrain_base", {"which": "teacher"}, dep("data"))
-    job("student_base", "r1hpc.stages.base:pretrain_base", {"which": "student"}, dep("data"))
-    evaluate("base")
-    evaluate("student_base")
-    job("reward_model", "r1hpc.stages.reward_model:train_reward_model", {}, dep("base"))
-    grpo("r1_zero", cfg.r1_zero.steps, dep("base"))
-    evaluate("r1_zero")
-    job("cold_start", "r1hpc.stages.cold_start:run_cold_start", {}, dep("r1_zero"))
-    evaluate("cold_start")
-    grpo("reasoning_rl", cfg.reasoning_rl.steps, dep("cold_start"))
-    evaluate("reasoning_rl")
-    if "rejection" in stages:
-        samples = launcher.submit_array("rejection", "rollout", "r1hpc.stages.rejection:rejection_task",
-                                        [{"run_dir": run_dir, "shard": k} for k in range(cfg.rejection.shards)],
-                                        after=dep("reasoning_rl", "reward_model"))
-        done["rejection"] = launcher.submit("rejection", "train", "r1hpc.stages.rejection:rejection_merge",
-                                            {"run_dir": run_dir}, after=[samples])
-    job("sft", "r1hpc.stages.sft_stage:run_sft", {}, dep("rejection"))
-    evaluate("sft")
-    grpo("rl_all", cfg.rl_all.steps, dep("sft", "reward_model"))
-    evaluate("rl_all")
-    job("distill", "r1hpc.stages.sft_stage:run_distill", {}, dep("rejection", "student_base"))
-    evaluate("distill")
-    grpo("distill_rl", cfg.r1_zero.steps, dep("student_base"))
-    evaluate("distill_rl")
-    if "report" in stages:
-        done["report"] = launcher.submit("report", "eval", "r1hpc.pipeline:finish_run", {"run_dir": run_dir},
-                                         after=evals + list(done.values()))
-    return done
+        def evaluate(model_stage: str) -> None:
+            # Evaluate what this submission produces, and what earlier submissions already published.
+            published = bool(list_versions(RunDir(run_dir), model_stage)) if model_stage not in stages else True
+            if "eval" in stages and published:
+                evals.append(later(lambda subs: launcher.submit_array(
+                    "eval", "eval", "r1hpc.stages.eval:eval_task",
+                    [{"run_dir": run_dir, "model_stage": model_stage, "shard": k} for k in range(cfg.eval.shards)],
+                    after=subs), dep(model_stage)))
+
+        def rejection(subs: list[Submission]) -> Submission:
+            samples = launcher.submit_array("rejection", "rollout", "r1hpc.stages.rejection:rejection_task",
+                                            [{"run_dir": run_dir, "shard": k} for k in range(cfg.rejection.shards)],
+                                            after=subs)
+            return launcher.submit("rejection", "train", "r1hpc.stages.rejection:rejection_merge",
+                                   {"run_dir": run_dir}, after=[samples])
+
+        # The first failure (or Ctrl-C) stops the submissions still waiting, as a serial driver would.
+        try:
+            job("data", "r1hpc.stages.base:prepare_data", {}, [])
+            job("base", "r1hpc.stages.base:pretrain_base", {"which": "teacher"}, dep("data"))
+            job("student_base", "r1hpc.stages.base:pretrain_base", {"which": "student"}, dep("data"))
+            evaluate("base")
+            evaluate("student_base")
+            job("reward_model", "r1hpc.stages.reward_model:train_reward_model", {}, dep("base"))
+            grpo("r1_zero", cfg.r1_zero.steps, dep("base"))
+            evaluate("r1_zero")
+            grpo("distill_rl", cfg.r1_zero.steps, dep("student_base"))
+            evaluate("distill_rl")
+            job("cold_start", "r1hpc.stages.cold_start:run_cold_start", {}, dep("r1_zero"))
+            evaluate("cold_start")
+            grpo("reasoning_rl", cfg.reasoning_rl.steps, dep("cold_start"))
+            evaluate("reasoning_rl")
+            if "rejection" in stages:
+                done["rejection"] = later(rejection, dep("reasoning_rl", "reward_model"))
+            job("sft", "r1hpc.stages.sft_stage:run_sft", {}, dep("rejection"))
+            evaluate("sft")
+            job("distill", "r1hpc.stages.sft_stage:run_distill", {}, dep("rejection", "student_base"))
+            evaluate("distill")
+            grpo("rl_all", cfg.rl_all.steps, dep("sft", "reward_model"))
+            evaluate("rl_all")
+            if "report" in stages:
+                report_after = evals + list(done.values())
+                done["report"] = later(lambda subs: launcher.submit("report", "eval", "r1hpc.pipeline:finish_run",
+                                                                    {"run_dir": run_dir}, after=subs), report_after)
+            finished, _ = wait([*done.values(), *evals], return_when=FIRST_EXCEPTION)
+            for future in finished:
+                if future.exception() is not None:
+                    raise future.exception()  # type: ignore[misc]
+        except BaseException:
+            launcher.abort.set()
+            raise
+    return {stage: future.result() for stage, future in done.items()}
 
 
 def finish_run(run_dir: str) -> dict[str, Any]:

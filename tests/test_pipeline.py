@@ -36,3 +36,13 @@ def test_rerun_of_a_finished_run_changes_nothing(smoke_run_local, capsys):
     assert main([REPO_CONFIG, f"runs_dir={smoke_run_local.parent}", "--stages", "r1_zero,sft"]) == 0
     after = {s: latest_model(run, s).manifest for s in MODEL_STAGES}
     assert before == after
+
+
+def test_local_branches_run_side_by_side(smoke_run_local):
+    """The local executor has no scheduler; the pipeline still runs independent branches at once:
+    the student's RL starts while the teacher's chain is in R1-Zero, not after rl_all."""
+    jobs = [json.loads(line) for line in (smoke_run_local / "jobs.jsonl").read_text().splitlines()]
+    first = {}
+    for i, rec in enumerate(jobs):
+        first.setdefault(rec["stage"], i)
+    assert first["distill_rl"] < first["cold_start"], [(r["stage"], r["step"]) for r in jobs]
