@@ -21,44 +21,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from megatron_launch import grpo_step, torchrun
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
-TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 STEPS = 2
 BATCH = ["--prompt-len", "8", "--response-len", "8"]  # S = 15: TP2 pads a column (see test_megatron_cpu.py)
 LAYOUTS = {"tp2ep2": ["--tp", "2", "--ep", "2"], "tp2pp2": ["--tp", "2", "--pp", "2"]}
 STEP_KEYS = ("loss_e0", "loss_e1", "pg_loss_e1", "kl_e1", "grad_norm_e0", "grad_norm_e1", "logp_mean_e1")
-
-
-def _torchrun(nproc: int, module: str, *args: str) -> str:
-    """Run ``module`` under torchrun with ``nproc`` local processes; return its stdout."""
-    cmd = [TORCHRUN, "--standalone", f"--nproc-per-node={nproc}", "-m", module, *args]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc.stdout
-
-
-def _grpo(nproc: int, *args: str) -> dict:
-    """grpo_step's output: {"eval": {tag: rec}, "grpo": [rec per step]}."""
-    stdout = _torchrun(nproc, "r1hpc.megatron.grpo_step", *args)
-    out: dict = {"eval": {}, "grpo": []}
-    for line in stdout.splitlines():
-        if line.startswith("EVAL "):
-            rec = json.loads(line[5:])
-            out["eval"][rec["tag"]] = rec
-        elif line.startswith("GRPO "):
-            out["grpo"].append(json.loads(line[5:]))
-    assert set(out["eval"]) == {"init", "final"} and len(out["grpo"]) == int(args[args.index("--steps") + 1]), stdout
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +38,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     d = tmp_path_factory.mktemp("megatron4")
     base = str(d / "base")
     common = ["--steps", str(STEPS), "--epochs", "2", *BATCH]
-    res = {"tp1": _grpo(1, *common, "--save-init", base)}
+    res = {"tp1": grpo_step(1, *common, "--save-init", base)}
     for name, layout in LAYOUTS.items():
-        res[name] = _grpo(4, *common, *layout, "--load", base)
+        res[name] = grpo_step(4, *common, *layout, "--load", base)
     return res
 
 
@@ -117,7 +89,7 @@ def test_tp2_layouts_agree_with_each_other(runs: dict) -> None:
 
 def test_hf_conversion_at_tp2pp2(tmp_path: Path) -> None:
     """HF DeepseekV3 import / export at TP2xPP2: each stage's TP slices are gathered and written by its own rank."""
-    stdout = _torchrun(4, "r1hpc.megatron.hf_check", "--work", str(tmp_path), *LAYOUTS["tp2pp2"])
+    stdout = torchrun(4, "r1hpc.megatron.hf_check", "--work", str(tmp_path), *LAYOUTS["tp2pp2"])
     lines = [ln for ln in stdout.splitlines() if ln.startswith("HFCHECK ")]
     assert len(lines) == 1, stdout
     rec = json.loads(lines[0][len("HFCHECK "):])

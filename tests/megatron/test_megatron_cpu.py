@@ -7,18 +7,12 @@ batches are compared across layouts. Nothing is skipped: a failing launch fails 
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from megatron_launch import grpo_step
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
-TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 STEPS = 2
 # Sequences of 8 + 8 tokens: S = 15 positions, so TP2 (sequence parallel needs S divisible by TP)
 # pads every row with one column that TP1 does not have. The routers still route the pad tokens but
@@ -28,35 +22,17 @@ STEPS = 2
 BATCH = ["--prompt-len", "8", "--response-len", "8"]
 
 
-def _launch(nproc: int, *args: str) -> dict:
-    """Run grpo_step under torchrun; return {"eval": {tag: rec}, "grpo": [rec per step]}."""
-    cmd = [TORCHRUN, "--standalone", f"--nproc-per-node={nproc}", "-m", "r1hpc.megatron.grpo_step", *args]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
-    if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    out: dict = {"eval": {}, "grpo": []}
-    for line in proc.stdout.splitlines():
-        if line.startswith("EVAL "):
-            rec = json.loads(line[5:])
-            out["eval"][rec["tag"]] = rec
-        elif line.startswith("GRPO "):
-            out["grpo"].append(json.loads(line[5:]))
-    assert set(out["eval"]) == {"init", "final"} and len(out["grpo"]) == int(args[args.index("--steps") + 1]), proc.stdout
-    return out
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     d = tmp_path_factory.mktemp("megatron")
     base = str(d / "base")
     common = ["--steps", str(STEPS), "--epochs", "2", *BATCH]
-    res = {"tp1": _launch(1, *common, "--save-init", base)}
-    res["tp2"] = _launch(2, *common, "--tp", "2", "--load", base, "--save", str(d / "tp2_final"))
-    res["pp2"] = _launch(2, *common, "--pp", "2", "--load", base)
-    res["ep2"] = _launch(2, *common, "--ep", "2", "--load", base)
+    res = {"tp1": grpo_step(1, *common, "--save-init", base)}
+    res["tp2"] = grpo_step(2, *common, "--tp", "2", "--load", base, "--save", str(d / "tp2_final"))
+    res["pp2"] = grpo_step(2, *common, "--pp", "2", "--load", base)
+    res["ep2"] = grpo_step(2, *common, "--ep", "2", "--load", base)
     # Resume the TP2-trained weights at PP2 (reference = the base model, as in the TP2 run).
-    res["tp2_to_pp2"] = _launch(2, "--steps", "0", *BATCH, "--pp", "2", "--load", str(d / "tp2_final"), "--ref-load", base)
+    res["tp2_to_pp2"] = grpo_step(2, "--steps", "0", *BATCH, "--pp", "2", "--load", str(d / "tp2_final"), "--ref-load", base)
     return res
 
 
