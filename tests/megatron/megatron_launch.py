@@ -36,3 +36,18 @@ def grpo_step(nproc: int, *args: str) -> dict:
     steps = int(args[args.index("--steps") + 1]) if "--steps" in args else None
     assert set(out["eval"]) == {"init", "final"} and (steps is None or len(out["grpo"]) == steps), stdout
     return out
+
+
+STEP_COMPARE_KEYS = ("loss_e1", "pg_loss_e1", "grad_norm_e0", "logp_mean_e1")
+
+
+def assert_same_trajectory(ref: dict, got: dict, label: str, *, rel: float, abs_: float) -> None:
+    """``got`` (a grpo_step result) follows ``ref``: step-0 grad norm within 5e-7 relative, every
+    step's loss / pg loss / grad norm / log-prob within rel/abs_, final log-prob within 1e-7."""
+    import pytest
+
+    assert got["grpo"][0]["grad_norm_e0"] == pytest.approx(ref["grpo"][0]["grad_norm_e0"], rel=5e-7), label
+    for ra, rb in zip(ref["grpo"], got["grpo"], strict=True):
+        for key in STEP_COMPARE_KEYS:
+            assert rb[key] == pytest.approx(ra[key], rel=rel, abs=abs_), f"{label} step {ra['step']} {key}"
+    assert got["eval"]["final"]["logp_mean"] == pytest.approx(ref["eval"]["final"]["logp_mean"], rel=1e-7), label
