@@ -129,6 +129,7 @@ class GRPOConfig:
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"] = "token-mean"
     scale_adv_by_std: bool = True  # false = Dr. GRPO
     dynamic_sampling: bool = False  # DAPO: drop groups whose rewards are all equal
+    overlong_cache: int = 0  # DAPO's soft overlong window, tokens before max_new_tokens (reward "overlong")
     max_staleness: int = 0  # 1 = rollouts of step N+1 use v(N) while step N trains
     ref_refresh_steps: int = 0  # 0 = the stage's initial policy stays the reference (R1: 400)
     max_grad_norm: float = 1.0
@@ -377,6 +378,11 @@ def _problems(cfg: Config) -> list[tuple[str, str]]:
         need(st.reward_model_weight >= 0, f"{stage}.reward_model_weight", f"must be >= 0, got {st.reward_model_weight}")
         for name, weight in st.rewards.items():
             need(weight >= 0, f"{stage}.rewards.{name}", f"must be >= 0, got {weight}")
+        # Completions stop at max_new_tokens, so without a soft window the penalty never applies.
+        need(st.rewards.get("overlong", 0) == 0 or g.overlong_cache > 0, f"{stage}.rewards.overlong",
+             "the soft overlong penalty needs a window: set grpo.overlong_cache > 0 (tokens before grpo.max_new_tokens)")
+    need(0 <= g.overlong_cache <= g.max_new_tokens, "grpo.overlong_cache",
+         f"must be in [0, grpo.max_new_tokens={g.max_new_tokens}], got {g.overlong_cache}")
     for key, sft in (("base.train", cfg.base.train), ("cold_start.sft", cfg.cold_start.sft), ("sft", cfg.sft),
                      ("reward_model.train", cfg.reward_model.train), ("distill", cfg.distill)):
         need(sft.epochs > 0, f"{key}.epochs", f"must be > 0, got {sft.epochs}")
@@ -409,10 +415,18 @@ def _problems(cfg: Config) -> list[tuple[str, str]]:
     return out
 
 
-def _origin_of(key: str, origins: Origins) -> Origin:
-    """The closest recorded origin for `key` (or its parent), else the dataclass default."""
+_DOTTED_KEY = re.compile(r"\b[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)+\b")
+
+
+def _origin_of(key: str, origins: Origins, message: str = "") -> Origin:
+    """Where the value behind a problem was set: `key` itself, else another key the message names
+    (for "eval.problems: 100 > data.heldout_problems=10" the user may have set only the latter),
+    else `key`'s nearest parent section; "default" when the user set none of them."""
+    for candidate in (key, *_DOTTED_KEY.findall(message)):
+        if candidate in origins:
+            return origins[candidate]
     parts = key.split(".")
-    for i in range(len(parts), 0, -1):
+    for i in range(len(parts) - 1, 0, -1):
         found = origins.get(".".join(parts[:i]))
         if found:
             return found
@@ -425,7 +439,7 @@ def validate(cfg: Config, origins: Origins | None = None) -> Config:
     problems = _problems(cfg)
     problems += _reward_name_problems(cfg)
     if problems:
-        lines = [f"{_origin_of(key, origins)}: {key}: {msg}" for key, msg in problems]
+        lines = [f"{_origin_of(key, origins, msg)}: {key}: {msg}" for key, msg in problems]
         raise ConfigError(lines[0] if len(lines) == 1 else f"{len(lines)} config errors:\n  " + "\n  ".join(lines))
     return cfg
 

@@ -97,7 +97,7 @@ def test_shard_slice_covers_every_problem_once():
 
 
 def test_score_samples_in_worker_pool_known_answers():
-    problems = [{"answer": "5"}] * 4 + [{"answer": "1/2"}]
+    problems = [{"prompt": "What is 2 + 3?", "answer": "5"}] * 4 + [{"prompt": "What is 1 / 2?", "answer": "1/2"}]
     texts = [" 2 + 3 = 5 </think> <answer> 5 </answer>",       # right, formatted
              " add them </think> <answer> \\frac{10}{2} </answer>",  # right, other form
              " guess </think> <answer> 6 </answer>",           # wrong

@@ -50,12 +50,15 @@ def _in_distributed_launch() -> bool:
 
 def train_task(run_dir: str, stage: str, step: int) -> dict[str, Any]:
     """Update v(step) with the step's rollouts and publish v(step+1) (idempotent)."""
-    from r1hpc.stages.common import StageContext
+    from r1hpc.distributed import detect
+    from r1hpc.stages.common import StageContext, log_metrics_once
     from r1hpc.store import list_versions
 
     ctx = StageContext(run_dir)
     versions = {v.version: v for v in list_versions(ctx.run, stage)}
     if step + 1 in versions:
+        if detect().is_main:  # metrics/<stage>.jsonl has one writer
+            log_metrics_once(ctx, stage, versions[step + 1].meta["metrics"])
         return {"stage": stage, "step": step, "skipped": "already published", **versions[step + 1].meta}
     if _in_distributed_launch():
         return worker(run_dir, stage, step)

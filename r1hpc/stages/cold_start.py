@@ -24,7 +24,7 @@ from typing import Any
 
 from r1hpc.fsio import atomic_write_json, read_json
 from r1hpc.stages.common import (StageContext, data_path, log_metrics, read_data, read_metrics, render_prompt,
-                                 stage_seed)
+                                 reward_example, reward_pool, stage_seed)
 from r1hpc.stages.filters import has_code_block, is_mixed_language, is_repetitive
 from r1hpc.stages.sft_stage import read_sft_records, sft_and_publish, write_sft_records
 from r1hpc.store import StoreError, done_info, latest_model, list_versions, mark_done, read_step_shards
@@ -149,7 +149,6 @@ def build_cold_start(run_dir: str) -> dict[str, Any]:
 def probe_samples(ctx: StageContext, model_dir: Any, problems: list[dict[str, Any]], seed: int) -> dict[str, Any]:
     """One sample per problem from model_dir (eval temperature/top-p); the share with the strict
     R1 format and with the right answer, scored in the reward worker pool."""
-    from r1hpc.rewards.isolation import WorkerPool
     from r1hpc.rewards.scorer import score_batch
     from r1hpc.rollout.base import make_generator
 
@@ -162,8 +161,8 @@ def probe_samples(ctx: StageContext, model_dir: Any, problems: list[dict[str, An
     finally:
         generator.close()
     texts = [group[0].text for group in samples]
-    examples = [{"answer": p["answer"], "prompt_ends_with_think": True, "language": "en"} for p in problems]
-    with WorkerPool(item_timeout_s=cfg.rewards.timeout_s, memory_limit_bytes=cfg.rewards.memory_mb * 1024**2) as pool:
+    examples = [reward_example(p) for p in problems]
+    with reward_pool(cfg) as pool:
         scores = score_batch(texts, examples, {"format": 1.0, "accuracy_math": 1.0}, pool=pool, progress=False)
     n = len(problems)
     return {"probe_samples": n,

@@ -19,7 +19,8 @@ from r1hpc.fsio import append_jsonl, read_jsonl
 from r1hpc.store import ModelVersion, RunDir, latest_model, list_versions, publish_model
 
 __all__ = ["PROMPT_TEMPLATE", "StageContext", "render_prompt", "stage_seed", "load_policy",
-           "publish_policy", "init_stage_from", "data_path", "read_data", "log_metrics", "read_metrics"]
+           "publish_policy", "init_stage_from", "data_path", "read_data", "log_metrics", "read_metrics",
+           "log_metrics_once", "reward_example", "reward_pool"]
 
 # R1-Zero's template at tiny scale: the completion continues the opened <think> block, then
 # closes it and gives the answer in <answer> tags. Every stage uses it, so rewards and eval
@@ -104,6 +105,32 @@ def log_metrics(ctx: StageContext, stage: str, record: dict[str, Any]) -> None:
     append_jsonl(ctx.run.metrics_path(stage), line)
     if isinstance(record.get("step"), int):
         log_scalars(ctx.run_dir, stage, line)
+
+
+def log_metrics_once(ctx: StageContext, stage: str, record: dict[str, Any]) -> None:
+    """log_metrics unless metrics/<stage>.jsonl already has the record's step: a job killed between
+    publishing a version and logging its metrics logs them when its rerun finds the version published."""
+    if not any(row.get("step") == record.get("step") for row in read_metrics(ctx.run_dir, stage)):
+        log_metrics(ctx, stage, record)
+
+
+def reward_example(problem: dict[str, Any], **facts: Any) -> dict[str, Any]:
+    """What the reward functions see for one of the run's problems: the reference answer (when the
+    problem has one), the prompt, its language (the generated tasks are English) and `facts` about
+    the completion (e.g. completion_tokens for the overlong penalty). The prompt template opens
+    <think>, so the format reward expects the completion to continue it."""
+    example = {"prompt": problem["prompt"], "language": problem.get("language", "en"),
+               "prompt_ends_with_think": True, **facts}
+    if "answer" in problem:
+        example["answer"] = problem["answer"]
+    return example
+
+
+def reward_pool(cfg: Config) -> Any:
+    """A scoring WorkerPool with the run's per-item deadline and address-space limit (rewards.*)."""
+    from r1hpc.rewards.isolation import WorkerPool
+
+    return WorkerPool(item_timeout_s=cfg.rewards.timeout_s, memory_limit_bytes=cfg.rewards.memory_mb * 1024**2)
 
 
 def read_metrics(run_dir: str | Path, stage: str) -> list[dict[str, Any]]:

@@ -33,7 +33,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
-from r1hpc.stages.common import StageContext, read_data, render_prompt, stage_seed
+from r1hpc.stages.common import StageContext, read_data, render_prompt, reward_example, stage_seed
 from r1hpc.store import atomic_write_json, latest_model, publish_shard, read_step_shards, shard_is_complete
 
 __all__ = ["eval_task", "eval_summary", "eval_stage_name", "summary_path", "shard_slice", "score_samples",
@@ -59,11 +59,6 @@ def shard_slice(n_problems: int, shards: int, shard: int) -> tuple[int, int]:
     return shard * n_problems // shards, (shard + 1) * n_problems // shards
 
 
-def _example(problem: dict[str, Any]) -> dict[str, Any]:
-    """What the reward functions see (the same as GRPO rollouts: the template opens <think>)."""
-    return {"answer": problem["answer"], "prompt_ends_with_think": True, "language": "en"}
-
-
 def score_samples(texts: Sequence[str], problems: Sequence[dict[str, Any]], timeout_s: float,
                   memory_mb: int) -> list[dict[str, Any]]:
     """Grade each completion against its problem and extract its canonical answer, all in one
@@ -79,7 +74,7 @@ def score_samples(texts: Sequence[str], problems: Sequence[dict[str, Any]], time
     if len(texts) != len(problems):
         raise ValueError(f"score_samples: {len(texts)} texts but {len(problems)} problems")
     with WorkerPool(item_timeout_s=timeout_s, memory_limit_bytes=memory_mb * 1024**2) as pool:
-        scores = score_batch(list(texts), [_example(p) for p in problems], EVAL_REWARDS, pool=pool,
+        scores = score_batch(list(texts), [reward_example(p) for p in problems], EVAL_REWARDS, pool=pool,
                              progress=False)
         answers = pool.run([(extract_answer, (t,)) for t in texts])
     out = []

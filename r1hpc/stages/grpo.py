@@ -23,8 +23,8 @@ from typing import Any
 import torch
 
 from r1hpc.config import GRPOConfig, RLStageConfig
-from r1hpc.stages.common import (StageContext, init_stage_from, load_policy, log_metrics, publish_policy,
-                                 read_data, render_prompt, stage_seed)
+from r1hpc.stages.common import (StageContext, init_stage_from, load_policy, log_metrics, log_metrics_once,
+                                 publish_policy, read_data, render_prompt, reward_example, reward_pool, stage_seed)
 from r1hpc.store import list_versions, publish_shard, read_step_shards, shard_is_complete
 from r1hpc.train.checkpoint import load_checkpoint, save_checkpoint
 from r1hpc.train.grpo import GRPOSettings, grpo_update
@@ -61,11 +61,6 @@ def step_prompts(ctx: StageContext, stage: str, step: int) -> list[dict[str, Any
     return [problems[i] for i in idx]
 
 
-def _reward_example(problem: dict[str, Any]) -> dict[str, Any]:
-    """What the reward functions see: the reference answer and the template facts."""
-    return {"answer": problem["answer"], "prompt_ends_with_think": True, "language": "en"}
-
-
 def rollout_task(run_dir: str, stage: str, step: int, shard: int) -> dict[str, Any]:
     """Generate, score and publish one shard of step `step` (an array task)."""
     from r1hpc.rewards.scorer import score_batch
@@ -92,8 +87,12 @@ def rollout_task(run_dir: str, stage: str, step: int, shard: int) -> dict[str, A
     gen_done = time.time()
     flat = [(i, s) for i, group in enumerate(samples) for s in group]
     st = stage_config(ctx, stage)
-    scores = score_batch([s.text for _, s in flat], [_reward_example(mine[i]) for i, _ in flat], st.rewards,
-                         item_timeout_s=ctx.cfg.rewards.timeout_s, progress=False)
+    # max_length / overlong_cache / completion_tokens: DAPO's soft overlong penalty, in tokens
+    # (scores None, i.e. not applied, unless the stage's rewards weight "overlong").
+    examples = [reward_example(mine[i], completion_tokens=len(s.token_ids), max_length=g.max_new_tokens,
+                               overlong_cache=g.overlong_cache) for i, s in flat]
+    with reward_pool(ctx.cfg) as pool:
+        scores = score_batch([s.text for _, s in flat], examples, st.rewards, pool=pool, progress=False)
     rm_scores = _reward_model_scores(ctx, stage, mine, flat) if st.reward_model_weight > 0 else None
     tokenizer = _tokenizer(policy[0].path)
     records = []
@@ -153,6 +152,7 @@ def train_task(run_dir: str, stage: str, step: int) -> dict[str, Any]:
     g, st = ctx.cfg.grpo, stage_config(ctx, stage)
     versions = {v.version: v for v in list_versions(ctx.run, stage)}
     if step + 1 in versions:
+        log_metrics_once(ctx, stage, versions[step + 1].meta["metrics"])
         return {"stage": stage, "step": step, "skipped": "already published", **versions[step + 1].meta}
     started = time.time()
     if step not in versions:

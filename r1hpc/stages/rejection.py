@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from r1hpc.fsio import atomic_write_json
-from r1hpc.stages.common import StageContext, data_path, read_data, render_prompt, stage_seed
+from r1hpc.stages.common import StageContext, data_path, read_data, render_prompt, reward_example, reward_pool, stage_seed
 from r1hpc.stages.filters import has_code_block, is_mixed_language, is_repetitive, normalize_text
 from r1hpc.stages.sft_stage import write_sft_records
 from r1hpc.store import done_info, latest_model, mark_done, publish_shard, read_step_shards, shard_is_complete
@@ -72,7 +72,6 @@ def _shard_items(items: list[dict[str, Any]], shard: int, shards: int) -> list[d
 
 def rejection_task(run_dir: str, shard: int) -> dict[str, Any]:
     """Sample, score and publish shard `shard` of the rejection round (an array task)."""
-    from r1hpc.rewards.isolation import WorkerPool
     from r1hpc.rewards.scorer import score_batch
     from r1hpc.rollout.base import make_generator
     from r1hpc.stages.reward_model import reward_model_components
@@ -100,12 +99,11 @@ def rejection_task(run_dir: str, shard: int) -> dict[str, Any]:
     general = [k for k, (i, _, _) in enumerate(flat) if mine[i]["kind"] == "general"]
     rewards: list[dict[str, Any]] = [{} for _ in flat]
     failed = 0
-    with WorkerPool(item_timeout_s=cfg.rewards.timeout_s, memory_limit_bytes=cfg.rewards.memory_mb * 1024**2) as pool:
+    with reward_pool(cfg) as pool:
         for idx, rules in ((reasoning, REASONING_RULES), (general, GENERAL_RULES)):
             if not idx:
                 continue
-            examples = [{"prompt_ends_with_think": True, "language": "en",
-                         **({"answer": mine[flat[k][0]]["answer"]} if rules is REASONING_RULES else {})} for k in idx]
+            examples = [reward_example(mine[flat[k][0]]) for k in idx]
             scores = score_batch([flat[k][2].text for k in idx], examples, rules, pool=pool, progress=False)
             failed += scores.num_failed
             for pos, k in enumerate(idx):
