@@ -54,6 +54,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_exec(args: argparse.Namespace) -> int:
     """Run one task in this process: what the plain-sbatch templates in slurm/ call."""
     import json
+    import os
 
     import yaml
 
@@ -65,6 +66,12 @@ def _cmd_exec(args: argparse.Namespace) -> int:
         if not sep or not key:
             raise SystemExit(f"r1hpc exec: expected key=value, got {item!r}")
         kwargs[key] = yaml.safe_load(raw) if raw else ""
+    if args.array_arg:  # e.g. shard=<this array task's index>, for `sbatch --array`
+        index = os.environ.get("SLURM_ARRAY_TASK_ID")
+        if index is None or not index.isdigit():
+            raise SystemExit(f"r1hpc exec --array-arg {args.array_arg}: SLURM_ARRAY_TASK_ID is "
+                             f"{index!r}; submit with sbatch --array")
+        kwargs[args.array_arg] = int(index)
     result = StageTask(args.target)(**kwargs)
     print(json.dumps(result, default=str))
     return 0
@@ -107,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["status"].add_argument("--no-slurm", action="store_true", help="do not ask squeue/sacct")
     parsers["exec"].add_argument("target", help="package.module:function")
     parsers["exec"].add_argument("kwargs", nargs="*", help="key=value arguments (values parsed as YAML)")
+    parsers["exec"].add_argument("--array-arg", default=None, metavar="NAME",
+                                 help="also pass NAME=<SLURM_ARRAY_TASK_ID> (e.g. shard, for a rollout array)")
     return parser
 
 

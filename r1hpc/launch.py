@@ -9,8 +9,9 @@
 
 Every job runs a `StageTask`: a requeueable call of `module:function(**kwargs)`. Jobs get USR2
 `launch.signal_delay_s` before their time limit; submitit then calls `checkpoint()`, which requeues
-the same call. Stage functions are idempotent and resume from the newest complete output in the
-run directory, so the requeued job continues where the killed one stopped.
+the same call. A training loop running at that moment first saves at its next step boundary
+(r1hpc.preemption). Stage functions are idempotent and resume from the newest complete output in
+the run directory, so the requeued job continues where the killed one stopped.
 
 Job names carry run, stage and step (`r1hpc:<run>:<stage>:<step>`) for `r1hpc gpu-hours` and
 `r1hpc status`; every submission is appended to `<run>/jobs.jsonl`.
@@ -71,10 +72,11 @@ class StageTask(submitit.helpers.Checkpointable):
     the shared filesystem when it starts (a requeued job picks up the same code path).
     """
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, save_grace_s: float = 30.0) -> None:
         if target.count(":") != 1:
             raise ValueError(f"task target must look like 'package.module:function', got {target!r}")
         self.target = target
+        self.save_grace_s = save_grace_s  # how long a training loop may take to save on USR2
 
     def resolve(self) -> Any:
         module, _, name = self.target.partition(":")
@@ -84,7 +86,10 @@ class StageTask(submitit.helpers.Checkpointable):
             raise ValueError(f"task target {self.target!r} cannot be imported: {e}") from e
 
     def __call__(self, **kwargs: Any) -> Any:
-        return self.resolve()(**kwargs)
+        from r1hpc.preemption import defer_stop_signal
+
+        with defer_stop_signal(self.save_grace_s):
+            return self.resolve()(**kwargs)
 
     def __repr__(self) -> str:
         return f"StageTask({self.target!r})"
@@ -138,6 +143,10 @@ def executor_parameters(cfg: Config, res: JobResources, name: str, comment: str,
     (the local executor runs array tasks side by side)."""
     partition = res.partition or cfg.launch.partition
     additional: dict[str, Any] = dict(cfg.launch.extra_sbatch)
+    if "no-requeue" not in additional:
+        # submitit requeues a job that got the time-limit signal with `scontrol requeue`, which
+        # fails on clusters that make batch jobs non-requeueable by default (JobRequeue=0).
+        additional["requeue"] = True
     if dependency:
         additional["dependency"] = dependency
         additional["kill-on-invalid-dep"] = "yes"
@@ -206,6 +215,10 @@ class Launcher:
                 else:
                     os.environ["OMP_NUM_THREADS"] = old
 
+    def _task(self, target: str) -> StageTask:
+        # Half the warning time to save at a step boundary; the requeue needs the other half.
+        return StageTask(target, save_grace_s=self.cfg.launch.signal_delay_s / 2)
+
     def submit(self, stage: str, kind: str, target: str, kwargs: dict[str, Any], step: int | None = None,
                after: Sequence[Submission] = (), distributed: bool = False) -> Submission:
         """Submit one job running `target(**kwargs)` with the resources of `launch.<kind>`
@@ -215,7 +228,7 @@ class Launcher:
         with self._lock:
             executor = self._make_executor(kind, name, self._comment(stage, step), after, distributed)
             with self._local_env(kind):
-                job = executor.submit(StageTask(target), **kwargs)
+                job = executor.submit(self._task(target), **kwargs)
             sub = Submission(stage, step, name, [job], is_array=False)
             self._record(sub, kind, target, after)
         return sub
@@ -229,7 +242,7 @@ class Launcher:
         self._wait_here(after)
         with self._lock:
             executor = self._make_executor(kind, name, self._comment(stage, step), after)
-            task = StageTask(target)
+            task = self._task(target)
             with self._local_env(kind), executor.batch():
                 jobs = [executor.submit(task, **kwargs) for kwargs in kwargs_list]
             sub = Submission(stage, step, name, list(jobs), is_array=True)

@@ -41,3 +41,25 @@ def resumable_count(state_dir: str, n: int, step_s: float) -> list[int]:
         atomic_write_json(ckpt, {"done": done})
         append_jsonl(state / "attempts.jsonl", {"attempt": attempt, "step": i})
     return done
+
+
+def slow_tiny_sft(state_dir: str, out: str, step_s: float) -> int:
+    """The tiny SFT of tests/test_train_sft.py, slowed to `step_s` per step; logs (pid, step) of
+    every optimizer step to steps.jsonl and saves the final weights to `out`. Periodic saves are
+    off (save_every is huge), so only a save on the stop signal lets a requeued attempt resume."""
+    import dataclasses
+
+    import torch
+    from test_train_sft import PAD, PROMPTS, SETTINGS, TARGETS, tiny_model
+
+    from r1hpc.train.sft import train_sft
+
+    def log(m: dict) -> None:
+        append_jsonl(Path(state_dir) / "steps.jsonl", {"pid": os.getpid(), "step": m["step"]})
+        time.sleep(step_s)
+
+    model = tiny_model()
+    train_sft(model, PROMPTS, TARGETS, dataclasses.replace(SETTINGS, save_every=10_000), PAD, seed=1,
+              state_dir=Path(state_dir), log=log, progress=False)
+    torch.save(model.state_dict(), out)
+    return os.getpid()

@@ -38,9 +38,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from r1hpc import preemption
 from r1hpc.stages.common import StageContext, log_metrics, publish_policy, read_data, render_prompt, stage_seed
 from r1hpc.store import ModelVersion, latest_model, list_versions
-from r1hpc.train.checkpoint import load_latest_checkpoint, save_checkpoint
+from r1hpc.train.checkpoint import load_latest_checkpoint, save_periodically
 
 __all__ = ["HEADS", "NO_ANSWER_HELPFULNESS", "helpfulness_view", "harmlessness_view", "build_pairs",
            "train_reward_model", "reward_model_components", "score_with_reward_model"]
@@ -255,32 +256,32 @@ def train_reward_model(run_dir: str) -> dict[str, Any]:
         return rows
 
     metrics: dict[str, Any] = {}
-    for step in range(start, total):
-        model.train()
-        t0 = time.time()
-        for group in optimizer.param_groups:
-            group["lr"] = s.lr * _lr_factor(step, total, s.warmup_steps)
-        rows = rows_of(step)
-        optimizer.zero_grad(set_to_none=True)
-        loss_sum, wins = 0.0, 0
-        for m in range(0, len(rows), s.micro_batch_size):
-            part = rows[m:m + s.micro_batch_size]
-            rc, rr = _pair_margins(model, [chosen[i] for i in part], [rejected[i] for i in part], heads[part], pad_id)
-            bt = -F.logsigmoid(rc - rr).sum()
-            center = CENTER_COEF * ((rc + rr) ** 2).sum()
-            loss = (bt + center) / len(rows)
-            loss.backward()
-            loss_sum += float(loss.detach())
-            wins += int((rc > rr).sum())
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
-        if not math.isfinite(grad_norm):
-            raise FloatingPointError(f"non-finite gradient norm at reward-model step {step}")
-        optimizer.step()
-        metrics = {"stage": STAGE, "step": step + 1, "loss": loss_sum, "train_accuracy": wins / len(rows),
-                   "grad_norm": grad_norm, "lr": optimizer.param_groups[0]["lr"], "step_time_s": time.time() - t0}
-        log_metrics(ctx, STAGE, metrics)
-        if (step + 1) % s.save_every == 0 and step + 1 < total:
-            save_checkpoint(state_dir, step + 1, model, optimizer, generator)
+    with preemption.saving_loop():
+        for step in range(start, total):
+            model.train()
+            t0 = time.time()
+            for group in optimizer.param_groups:
+                group["lr"] = s.lr * _lr_factor(step, total, s.warmup_steps)
+            rows = rows_of(step)
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum, wins = 0.0, 0
+            for m in range(0, len(rows), s.micro_batch_size):
+                part = rows[m:m + s.micro_batch_size]
+                rc, rr = _pair_margins(model, [chosen[i] for i in part], [rejected[i] for i in part], heads[part], pad_id)
+                bt = -F.logsigmoid(rc - rr).sum()
+                center = CENTER_COEF * ((rc + rr) ** 2).sum()
+                loss = (bt + center) / len(rows)
+                loss.backward()
+                loss_sum += float(loss.detach())
+                wins += int((rc > rr).sum())
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
+            if not math.isfinite(grad_norm):
+                raise FloatingPointError(f"non-finite gradient norm at reward-model step {step}")
+            optimizer.step()
+            metrics = {"stage": STAGE, "step": step + 1, "loss": loss_sum, "train_accuracy": wins / len(rows),
+                       "grad_norm": grad_norm, "lr": optimizer.param_groups[0]["lr"], "step_time_s": time.time() - t0}
+            log_metrics(ctx, STAGE, metrics)
+            save_periodically(state_dir, step + 1, total, s.save_every, model, optimizer, generator)
     model.eval()
     heldout = _pairwise_accuracy(model, tokenizer, heldout_pairs, s.max_len)
     counts: dict[str, int] = {}

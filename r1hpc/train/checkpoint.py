@@ -17,7 +17,7 @@ import torch
 
 from r1hpc.fsio import atomic_write_bytes
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_latest_checkpoint", "checkpoint_steps"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_latest_checkpoint", "checkpoint_steps", "save_periodically"]
 
 _NAME = re.compile(r"^ckpt_(\d{6})\.pt$")
 
@@ -76,3 +76,19 @@ def load_latest_checkpoint(directory: Path, model: torch.nn.Module, optimizer: t
         torch.set_rng_state(state["torch_rng"])
         return state["step"], state["extra"]
     return None
+
+
+def save_periodically(directory: Path, done: int, total: int, save_every: int, model: torch.nn.Module,
+                      optimizer: torch.optim.Optimizer, generator: torch.Generator) -> None:
+    """Call after each optimizer step (`done` steps of `total` finished): saves every `save_every`
+    steps, and when the job is being stopped (r1hpc.preemption) saves and hands over to the
+    requeue, never returning. Nothing is saved after the last step: the caller publishes then."""
+    from r1hpc import preemption
+
+    if done >= total:
+        return
+    stopping = preemption.stop_requested()
+    if stopping or done % save_every == 0:
+        save_checkpoint(directory, done, model, optimizer, generator)
+    if stopping:
+        preemption.hand_over()  # the requeued job resumes from this checkpoint

@@ -16,9 +16,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from r1hpc import preemption
 from r1hpc.algos import masked_mean
 from r1hpc.train.batches import TokenBatch, batch_rows, pack
-from r1hpc.train.checkpoint import load_latest_checkpoint, save_checkpoint
+from r1hpc.train.checkpoint import load_latest_checkpoint, save_periodically
 from r1hpc.train.logprobs import token_logprobs
 
 __all__ = ["SFTSettings", "sft_loss", "train_sft", "lr_factor"]
@@ -55,7 +56,8 @@ def train_sft(model: torch.nn.Module, prompts: Sequence[Sequence[int]], targets:
               log: Callable[[dict], None] = lambda m: None, progress: bool = True) -> dict[str, float]:
     """Train on (prompt, target) token pairs; only target tokens are in the loss.
 
-    Resumes from the newest checkpoint in state_dir. Returns the last step's metrics.
+    Resumes from the newest checkpoint in state_dir; saves one and stops when the job's time is up
+    (r1hpc.preemption). Returns the last step's metrics.
     """
     if len(prompts) != len(targets) or not prompts:
         raise ValueError(f"train_sft: need equally many prompts and targets (> 0), got {len(prompts)} and {len(targets)}")
@@ -73,30 +75,30 @@ def train_sft(model: torch.nn.Module, prompts: Sequence[Sequence[int]], targets:
     model.train()
     metrics: dict[str, float] = {}
     bar = tqdm(range(start, total), desc="sft", initial=start, total=total, disable=not progress, mininterval=2)
-    for step in bar:
-        t0 = time.time()
-        for group in optimizer.param_groups:
-            group["lr"] = s.lr * lr_factor(step, total, s.warmup_steps)
-        rows = torch.tensor(batch_rows(step, n, s.batch_size, seed, orders))
-        full = pack([prompts[i] for i in rows], [targets[i] for i in rows], pad_id, max_len=s.max_len)
-        tokens = float(full.loss_mask.sum())
-        optimizer.zero_grad(set_to_none=True)
-        loss_sum = 0.0
-        for mstart in range(0, len(rows), s.micro_batch_size):
-            part = full.select(torch.arange(mstart, min(mstart + s.micro_batch_size, len(rows))))
-            share = float(part.loss_mask.sum()) / max(tokens, 1.0)
-            loss = sft_loss(model, part) * share
-            loss.backward()
-            loss_sum += float(loss.detach())
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm))
-        if not math.isfinite(grad_norm):
-            raise FloatingPointError(f"non-finite gradient norm at SFT step {step}")
-        optimizer.step()
-        metrics = {"step": step + 1, "loss": loss_sum, "grad_norm": grad_norm,
-                   "lr": optimizer.param_groups[0]["lr"], "tokens": tokens, "step_time_s": time.time() - t0}
-        log(metrics)
-        bar.set_postfix(loss=f"{loss_sum:.3f}")
-        if (step + 1) % s.save_every == 0 and step + 1 < total:
-            save_checkpoint(state_dir, step + 1, model, optimizer, generator)
+    with preemption.saving_loop():
+        for step in bar:
+            t0 = time.time()
+            for group in optimizer.param_groups:
+                group["lr"] = s.lr * lr_factor(step, total, s.warmup_steps)
+            rows = torch.tensor(batch_rows(step, n, s.batch_size, seed, orders))
+            full = pack([prompts[i] for i in rows], [targets[i] for i in rows], pad_id, max_len=s.max_len)
+            tokens = float(full.loss_mask.sum())
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum = 0.0
+            for mstart in range(0, len(rows), s.micro_batch_size):
+                part = full.select(torch.arange(mstart, min(mstart + s.micro_batch_size, len(rows))))
+                share = float(part.loss_mask.sum()) / max(tokens, 1.0)
+                loss = sft_loss(model, part) * share
+                loss.backward()
+                loss_sum += float(loss.detach())
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm))
+            if not math.isfinite(grad_norm):
+                raise FloatingPointError(f"non-finite gradient norm at SFT step {step}")
+            optimizer.step()
+            metrics = {"step": step + 1, "loss": loss_sum, "grad_norm": grad_norm,
+                       "lr": optimizer.param_groups[0]["lr"], "tokens": tokens, "step_time_s": time.time() - t0}
+            log(metrics)
+            bar.set_postfix(loss=f"{loss_sum:.3f}")
+            save_periodically(state_dir, step + 1, total, s.save_every, model, optimizer, generator)
     model.eval()
     return metrics
