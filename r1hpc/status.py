@@ -1,7 +1,8 @@
 """`r1hpc status RUN_DIR`: a run's stages, steps, published models and jobs, with Slurm states.
 
-Everything comes from the run directory (jobs.jsonl, models/, rollouts/, metrics/) plus, for jobs
-submitted to Slurm, one `sacct` call (which also knows running and pending jobs).
+Everything comes from the run directory (config.yaml, jobs.jsonl, models/, rollouts/, metrics/)
+plus, for jobs submitted to Slurm, one `sacct` call (which also knows running and pending jobs).
+GRPO stages show their progress as published steps out of the configured ones.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def summarize_run(run_dir: str | Path, ask_slurm: bool = True) -> dict[str, Any]
             job["states"] = states.get(job["job_id"], ["?"])
         else:
             job["states"] = _local_state(run, job.get("task_ids", [job["job_id"]]))
+    planned = _planned_rl_steps(Path(run_dir))
     stages: dict[str, dict[str, Any]] = {}
     for stage in sorted({j["stage"] for j in jobs} | _dirs(Path(run_dir) / "models") | _dirs(Path(run_dir) / "rollouts")):
         versions = list_versions(run, stage) if (Path(run_dir) / "models" / stage).is_dir() else []
@@ -70,7 +72,22 @@ def summarize_run(run_dir: str | Path, ask_slurm: bool = True) -> dict[str, Any]
             "rollout_steps": len(steps),
             "last_metrics": metrics[-1] if metrics else None,
         }
+        if stage in planned:  # v(N) is published by step N-1's train job: N steps done
+            stages[stage]["steps_done"] = max((v.version for v in versions), default=0)
+            stages[stage]["steps_planned"] = planned[stage]
     return {"run_dir": str(run_dir), "jobs": jobs, "stages": stages}
+
+
+def _planned_rl_steps(run_dir: Path) -> dict[str, int]:
+    """GRPO stage -> configured steps, from the run's resolved config ({} without one)."""
+    from r1hpc.config import RL_STAGES, read_run_config
+
+    if not (run_dir / "config.yaml").exists():
+        return {}
+    cfg = read_run_config(run_dir)
+    planned = {stage: getattr(cfg, stage).steps for stage in RL_STAGES}
+    planned["distill_rl"] = cfg.r1_zero.steps  # the student's RL spends R1-Zero's budget
+    return planned
 
 
 def _dirs(path: Path) -> set[str]:
@@ -85,7 +102,9 @@ def format_status(summary: dict[str, Any]) -> str:
         if info["last_metrics"]:
             shown = {k: v for k, v in info["last_metrics"].items() if isinstance(v, (int, float)) and k != "time"}
             metric = "  " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(shown.items())[:6])
-        lines.append(f"  {stage:<14} models={len(info['versions'])} latest={latest} rollout_steps={info['rollout_steps']}{metric}")
+        progress = f" steps={info['steps_done']}/{info['steps_planned']}" if "steps_planned" in info else ""
+        lines.append(f"  {stage:<14} models={len(info['versions'])} latest={latest}{progress} "
+                     f"rollout_steps={info['rollout_steps']}{metric}")
     lines += ["", "jobs:", f"  {'submitted':<26} {'stage':<14} {'step':>4} {'kind':<8} {'job':>10} {'tasks':>5}  states"]
     for job in summary["jobs"]:
         counts = Counter(job["states"])

@@ -4,9 +4,11 @@ undisturbed local run with the same seed."""
 
 import time
 
+from r1hpc.config import read_run_config
 from r1hpc.fsio import read_jsonl
 from r1hpc.pipeline import MODEL_STAGES, main
 from r1hpc.stages.common import read_metrics
+from r1hpc.status import summarize_run
 from r1hpc.store import RunDir, latest_model
 
 TIMING_KEYS = {"time", "time_rollout_s", "time_score_s", "time_train_s", "time_handoff_s"}
@@ -55,3 +57,12 @@ def test_smoke_recipe_on_slurm_survives_a_requeue(tmp_path, slurm, slurm_env, mo
     assert strip(read_metrics(run_dir, "r1_zero")) == strip(read_metrics(smoke_run_local, "r1_zero"))
     assert all((run_dir / "models" / s).is_dir() for s in MODEL_STAGES)
     assert (run_dir / "report.md").exists()
+
+    # r1hpc status over sacct: every job and array task of the run completed (the requeued one
+    # in the end), and each GRPO stage published all its configured steps.
+    summary = summarize_run(run_dir)
+    assert {j["job_id"] for j in summary["jobs"]} == {r["job_id"] for r in read_jsonl(run_dir / "jobs.jsonl")}
+    for job in summary["jobs"]:
+        assert job["states"] == ["COMPLETED"] * max(1, job["array_size"]), job
+    cfg = read_run_config(run_dir)
+    assert summary["stages"]["r1_zero"]["steps_done"] == summary["stages"]["r1_zero"]["steps_planned"] == cfg.r1_zero.steps
