@@ -2,19 +2,31 @@
 
 The program never runs in the calling process. ``run_python`` starts a fresh interpreter
 (``python -I -S``: isolated mode, no site-packages, so only the standard library is importable)
-whose first code is a small trusted bootstrap (``_BOOTSTRAP`` below). The bootstrap, still root,
+whose first code is a small trusted bootstrap (``_BOOTSTRAP`` below). The bootstrap, still privileged,
 builds the sandbox and only then runs the program in a forked child:
 
-* namespaces (needs root): ``unshare`` of a network namespace (only a downed loopback: no
-  network, not even 127.0.0.1, and abstract unix sockets are private), a PID namespace (the
-  program is PID 1 there; when it exits the kernel kills every process it left behind, daemons
-  included), a mount namespace with private tmpfs on /tmp, /var/tmp, /dev/shm, /run/lock (the
-  world-writable places) and a fresh /proc showing only the sandbox's processes, an IPC namespace;
-* a per-run uid (``UID_BASE + pid of the bootstrap``, unique among live sandboxes, no passwd
-  entry) with no groups and ``PR_SET_NO_NEW_PRIVS`` (setuid binaries do not elevate). This is what
-  makes ``RLIMIT_NPROC`` count (the kernel does not enforce it for root) and only this sandbox's
-  processes count against it; it also stops the program from signalling or reading /proc of the
-  caller (other uid) and from writing root-owned files such as the repository;
+* namespaces: ``unshare`` of a network namespace (only a downed loopback: no network, not even
+  127.0.0.1, and abstract unix sockets are private), a PID namespace (the program is PID 1 there;
+  when it exits the kernel kills every process it left behind, daemons included), a mount
+  namespace with private tmpfs on /tmp, /var/tmp, /dev/shm, /run/lock (the world-writable places)
+  and a fresh /proc showing only the sandbox's processes, an IPC namespace. A root caller creates
+  them directly; an unprivileged caller (an ordinary Slurm user) first unshares a user namespace
+  mapping its own uid/gid to themselves, which gives the bootstrap the capabilities for the others
+  and the mounts; those capabilities are dropped (capset to empty sets) before the program runs,
+  and RLIMIT_NPROC then counts only the sandbox's processes (it is counted per user namespace);
+* a per-run uid (root caller only: ``UID_BASE + pid of the bootstrap``, unique among live
+  sandboxes, no passwd entry) with no groups and ``PR_SET_NO_NEW_PRIVS`` (setuid binaries do not
+  elevate). This is what makes ``RLIMIT_NPROC`` count (the kernel does not enforce it for root) and
+  only this sandbox's processes count against it; it also stops the program from signalling or
+  reading /proc of the caller (other uid) and from writing root-owned files such as the repository;
+* Landlock, whenever the kernel has it (``SandboxConfig(landlock=False)`` turns it off), applied
+  last, after the namespaces and the uid switch: read+execute only beneath the interpreter's
+  directories (its prefixes and stdlib, /usr, /lib, /lib64, /bin), read+write only beneath the
+  work dir and /dev/null, nothing else (so not the repository, /etc, /proc, the caller's home);
+  with ABI >= 4 no TCP bind/connect, with ABI >= 6 no signals and no abstract unix sockets to
+  processes outside the sandbox. Rights a kernel's ABI lacks are masked off; the ABI in force is
+  reported as ``landlock_abi``. Landlock does not cover UDP or connecting to named unix sockets;
+  the network namespace or the audit hook does;
 * rlimits in the child: CPU seconds (SIGXCPU, SIGKILL one second later), address space, processes
   + threads, open files, file size, no core dumps;
 * a wall-time limit enforced by the caller, which SIGKILLs the whole session and then every process
@@ -23,13 +35,21 @@ builds the sandbox and only then runs the program in a forked child:
 * empty environment (PATH and LANG only), stdin from the test input (a file), stdout and stderr read
   incrementally: stdout is capped (over the cap the run is killed), stderr keeps only its tail.
 
-Fallback (``SandboxConfig(namespaces=False)``, or when ``unshare`` fails with EPERM): an audit hook
-(``sys.addaudithook``) is installed before the program runs. It refuses socket creation, starting
-other programs (exec, spawn, system, subprocess, ``_posixsubprocess``), ctypes, and writing, deleting
-or renaming anything outside the working directory (and /dev/null). Without the uid switch
-(not root) it also refuses fork, kill of other processes and reading /proc of other processes. Be
-clear about what this is: audit hooks are not a security boundary; they stop the ordinary Python
-APIs, not native code or interpreter bugs. The uid switch is the real boundary in that mode.
+Fallback (``SandboxConfig(namespaces=False)``, when ``unshare`` fails with EPERM, or an
+unprivileged caller): an audit hook (``sys.addaudithook``) is installed before the program runs. It
+refuses socket creation, starting other programs (exec, spawn, system, subprocess,
+``_posixsubprocess``), ctypes, symlinks, writing, deleting or renaming anything outside the working
+directory (and /dev/null), and changing directory out of it. ``os.open``'s audit event does not
+carry its ``dir_fd``, so the hook makes every relative path resolve inside the work dir whatever
+directory it is relative to: no directory fd outside the work dir can be obtained (a directory
+path, ``O_PATH`` or ``O_DIRECTORY``), a relative path may not climb out with "..", no symlinks,
+and every other ``dir_fd`` argument (mkdir, remove, rename, link, chmod, chown, utime, listdir or
+scandir of an fd) is refused (so ``shutil.rmtree`` fails there). Without the uid switch (not root)
+it also refuses kill of other processes, reading /proc of other processes and, unless a user + PID
+namespace are in force, fork. Be clear about what this is: audit hooks are not a security
+boundary; they stop the ordinary Python APIs, not native code or interpreter bugs. The uid switch
+and Landlock are the real boundaries in that mode; with neither (hook-only: an old kernel and no
+root) reading files the caller may read is not restricted beyond /proc of other processes.
 ``sandbox_capabilities()`` runs a probe and reports what is in force on this machine.
 
 Result statuses: ok, timeout (wall or CPU limit), memory (``MemoryError``), runtime_error (non-zero
@@ -92,12 +112,14 @@ class SandboxLimits:
 @dataclass(frozen=True)
 class SandboxConfig:
     """How to isolate. ``namespaces=False`` forces the audit-hook fallback (as when unshare is
-    refused); ``switch_uid=False`` keeps the caller's uid (as when not root). ``python``: the
+    refused); ``switch_uid=False`` keeps the caller's uid (as when not root); ``landlock=False``
+    skips Landlock (as on a kernel without it). ``python``: the
     interpreter for the program; by default the first of this interpreter and /usr/bin/python3
     that the sandbox uid can read (a pyenv under /root cannot be read by another uid)."""
 
     namespaces: bool = True
     switch_uid: bool = True
+    landlock: bool = True
     python: str | None = None
 
 
@@ -237,7 +259,8 @@ def run_python(program: str, stdin: str = "", limits: SandboxLimits | None = Non
         os.mkdir(work, 0o700)
         status_r, status_w = os.pipe()
         cfg = {"prog": prog_path, "work": work, "namespaces": int(config.namespaces),
-               "switch_uid": int(config.switch_uid), "uid_base": UID_BASE, "status_fd": status_w,
+               "switch_uid": int(config.switch_uid), "landlock": int(config.landlock),
+               "uid_base": UID_BASE, "status_fd": status_w,
                "tmpfs_mb": limits.tmpfs_mb, "caller_pid": os.getpid(),
                "backstop_s": int(math.ceil(limits.wall_s)) + 5,
                "cpu_s": cpu_s, "as_bytes": limits.memory_mb << 20, "nproc": limits.max_procs,
@@ -363,22 +386,26 @@ _PROBE = r"""
 import os, socket, json
 try:
     s = socket.socket(); s.settimeout(0.5); s.connect(("127.0.0.1", 9)); net = "connected"
-except PermissionError:
-    net = "refused by audit hook"
+except PermissionError as e:
+    net = "refused: " + str(e)  # by the audit hook, or EACCES from Landlock
 except OSError as e:
     net = "error: " + (e.strerror or str(e))
 try:
     ifaces = [n for _, n in socket.if_nameindex()]
 except OSError:
     ifaces = None
+try:
+    nproc = sum(1 for p in os.listdir("/proc") if p.isdigit())
+except OSError:
+    nproc = None  # /proc not readable (Landlock)
 print(json.dumps({"pid": os.getpid(), "uid": os.getuid(), "net": net, "ifaces": ifaces,
-                  "nproc_in_proc": sum(1 for p in os.listdir("/proc") if p.isdigit())}))
+                  "nproc_in_proc": nproc}))
 """
 
 
 @lru_cache(maxsize=None)
-def _capabilities(namespaces: bool, switch_uid: bool) -> str:
-    cfg = SandboxConfig(namespaces=namespaces, switch_uid=switch_uid)
+def _capabilities(namespaces: bool, switch_uid: bool, landlock: bool) -> str:
+    cfg = SandboxConfig(namespaces=namespaces, switch_uid=switch_uid, landlock=landlock)
     res = run_python(_PROBE, limits=SandboxLimits(wall_s=10), config=cfg)
     probe = json.loads(res.stdout) if res.status == "ok" else {"error": res.detail, "stderr": res.stderr_tail}
     caps = {"root": os.geteuid() == 0, "python": cfg.python or _pick_python(switch_uid),
@@ -388,10 +415,12 @@ def _capabilities(namespaces: bool, switch_uid: bool) -> str:
 
 def sandbox_capabilities(config: SandboxConfig | None = None) -> dict:
     """What isolation is in force here, measured by running a probe in the sandbox (cached):
-    which namespaces were created, the uid, whether the audit-hook fallback is on, and what the
+    which namespaces were created (``userns`` for an unprivileged caller), the uid, ``landlock``
+    (applied or not) and ``landlock_abi`` (0: the kernel has none; ``errors`` then says the run went
+    on without it), whether the audit-hook fallback is on, and what the
     probe saw (its pid, uid, network interfaces, whether a TCP connect to 127.0.0.1 failed)."""
     config = config or SandboxConfig()
-    return json.loads(_capabilities(config.namespaces, config.switch_uid))
+    return json.loads(_capabilities(config.namespaces, config.switch_uid, config.landlock))
 
 
 def result_dict(res: SandboxResult) -> dict:
