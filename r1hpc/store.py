@@ -136,6 +136,17 @@ class ModelVersion:
     def meta(self) -> dict[str, Any]:
         return self.manifest.get("meta", {})
 
+    def checked(self, verify: Literal["size", "sha256"] = "size") -> "ModelVersion":
+        """This version after checking its files against the MANIFEST; StoreError naming each
+        problem otherwise. For loads of one exact version (a GRPO step's policy), where falling
+        back to an older version, as latest_model does, would train the wrong policy."""
+        _, problems = verify_version(self.path, verify)
+        if problems:
+            raise StoreError(f"{self.path} fails verification ({verify}): " + "; ".join(problems[:5])
+                             + ". It was damaged after publishing; remove the directory and rerun the "
+                             "job that published it (its output is recomputed, identically)")
+        return self
+
 
 def _source_files(src: Path) -> list[str]:
     """Relative POSIX paths of the regular files under src (a top-level MANIFEST.json, e.g. from

@@ -217,6 +217,22 @@ def test_fallback_when_newest_is_corrupt(tmp_path: Path, caplog) -> None:
     assert "w.bin missing" in msg and "has 5 bytes, manifest says 4096" in msg
 
 
+def test_exact_version_load_refuses_a_damaged_version(tmp_path: Path) -> None:
+    """A GRPO step must use exactly v(N): no fallback, a clear error naming the damage."""
+    run = RunDir(tmp_path / "run")
+    v = publish_model(run, "rl", _src(tmp_path, "a", {"w.bin": b"a" * 4096}))
+    assert v.checked() == v and v.checked("sha256") == v
+    data = bytearray((v.path / "w.bin").read_bytes())
+    data[7] ^= 0xFF
+    (v.path / "w.bin").write_bytes(bytes(data))
+    assert v.checked() == v  # same size
+    with pytest.raises(StoreError, match=r"v0001 fails verification \(sha256\): .*w.bin sha256"):
+        v.checked("sha256")
+    (v.path / "w.bin").write_bytes(b"short")
+    with pytest.raises(StoreError, match=r"v0001 fails verification \(size\): .*has 5 bytes, manifest says 4096.*rerun"):
+        v.checked()
+
+
 def test_unfinished_publish_is_invisible(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run")
     publish_model(run, "rl", _src(tmp_path, "a", {"w": b"a"}))

@@ -154,7 +154,7 @@ def worker(run_dir: str, stage: str, step: int) -> dict[str, Any]:
     if step not in versions:
         raise FileNotFoundError(f"{ctx.run_dir}/models/{stage}: no v{step:04d} to update at step {step}")
     records = read_step_shards(ctx.run, stage, step, g.rollout_shards)
-    src = versions[step].path
+    src = versions[step].checked().path
     mcfg = megatron_config_from_hf(src)
     layout = ParallelLayout(tp=cfg.parallel.tp, pp=cfg.parallel.pp, ep=cfg.parallel.ep)
     if "RANK" not in os.environ:  # srun with one task per rank: derive torchrun's variables
@@ -171,7 +171,7 @@ def worker(run_dir: str, stage: str, step: int) -> dict[str, Any]:
         ref = None
         if g.kl_coef > 0:
             ref = build_model(mcfg, layout)
-            import_hf(versions[_reference_version(g.ref_refresh_steps, step)].path, ref)
+            import_hf(versions[_reference_version(g.ref_refresh_steps, step)].checked().path, ref)
             ref.requires_grad_(False)
             ref.eval()
         optim = OptimConfig(lr=st.lr, clip_grad=g.max_grad_norm, adam_beta2=0.99,

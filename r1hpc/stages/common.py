@@ -66,11 +66,12 @@ def read_data(ctx: StageContext, name: str) -> list[dict[str, Any]]:
 
 
 def load_policy(version: ModelVersion | Path) -> tuple[Any, Any]:
-    """(model, tokenizer) from a published version or an HF directory, on CPU, eval mode."""
+    """(model, tokenizer) from a published version (file sizes checked against its MANIFEST) or
+    an HF directory, on CPU, eval mode."""
     from r1hpc.model.factory import load_model
     from r1hpc.model.tokenizer import load_tokenizer
 
-    path = version.path if isinstance(version, ModelVersion) else Path(version)
+    path = version.checked().path if isinstance(version, ModelVersion) else Path(version)
     return load_model(path), load_tokenizer(path)
 
 

@@ -79,7 +79,7 @@ def rollout_task(run_dir: str, stage: str, step: int, shard: int) -> dict[str, A
     prompts = step_prompts(ctx, stage, step)
     per_shard = len(prompts) // g.rollout_shards
     mine = prompts[shard * per_shard:(shard + 1) * per_shard]
-    generator = make_generator(g.generator, policy[0].path, seed=ctx.cfg.seed)
+    generator = make_generator(g.generator, policy[0].checked().path, seed=ctx.cfg.seed)
     samples = generator.generate([render_prompt(p["prompt"]) for p in mine], n=g.group_size,
                                  max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
                                  seed=stage_seed(ctx.cfg.seed, stage, "rollout", step, shard))
