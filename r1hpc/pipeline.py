@@ -18,14 +18,18 @@ through the run directory; every job is idempotent, so re-running the pipeline a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from r1hpc.config import Config, ConfigError, load_config, write_resolved
+from r1hpc.fsio import read_jsonl
 from r1hpc.launch import JobFailed, Launcher, Submission, wait_all
+from r1hpc.lease import Lease, LeaseHeldError, LeaseLostError
 from r1hpc.store import RunDir, list_versions
 
 __all__ = ["STAGES", "MODEL_STAGES", "submit_pipeline", "main"]
@@ -175,6 +179,66 @@ def finish_run(run_dir: str) -> dict[str, Any]:
     return {"report": str(path), "pass_at_1": {s: v.get("pass_at_1") for s, v in summaries.items()}}
 
 
+# squeue states of a job that may still run (a requeued job comes back as PENDING).
+LIVE_STATES = frozenset({"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED",
+                         "CONFIGURING", "COMPLETING", "RESIZING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD"})
+
+
+class RunBusy(RuntimeError):
+    """Another `r1hpc run` of the same run is submitting or waiting, or its Slurm jobs still run."""
+
+
+def live_slurm_jobs(run_dir: str) -> list[str]:
+    """The run's Slurm jobs (jobs.jsonl) still in the queue (squeue), one line each."""
+    from r1hpc.status import queued_states
+
+    jobs = [j for j in read_jsonl(RunDir(run_dir).jobs_path, missing_ok=True) if j.get("executor") == "slurm"]
+    states = queued_states([j["job_id"] for j in jobs])
+    return [f"{j['stage']} step {'-' if j.get('step') is None else j['step']} job {j['job_id']}: "
+            f"{', '.join(sorted(set(states[j['job_id']])))}"
+            for j in jobs if LIVE_STATES & set(states.get(j["job_id"], []))]
+
+
+@contextlib.contextmanager
+def sole_submitter(cfg: Config) -> Iterator[None]:
+    """Hold the run's submitter lease while this `r1hpc run` submits and waits.
+
+    A second submitter of the same run would submit every unfinished job again: harmless for the
+    outputs (jobs are idempotent, publishing is first-writer-wins) but a waste of the allocation.
+    RunBusy names the other submitter, or the run's Slurm jobs still queued or running (after a
+    `--no-wait` submission, nobody holds the lease while they run). The lease is renewed by a
+    thread; a submitter that died is recognised at once on its own host, else after its ttl."""
+    ttl_s = 600.0
+    lease = Lease(RunDir(cfg.run_dir).lease_path("run", "submitter"), owner=f"r1hpc run {cfg.name}", ttl_s=ttl_s)
+    try:
+        lease.acquire()
+    except LeaseHeldError as e:
+        raise RunBusy(f"another `r1hpc run` of {cfg.run_dir} is running ({e})") from None
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(ttl_s / 3):
+            try:
+                lease.renew()
+            except LeaseLostError as e:
+                print(f"r1hpc run: {cfg.name}: lost the submitter lease ({e})", file=sys.stderr)
+                return
+
+    renewer = threading.Thread(target=renew, name="r1hpc-submitter-lease", daemon=True)
+    renewer.start()
+    try:
+        if cfg.launch.executor == "slurm":
+            live = live_slurm_jobs(str(cfg.run_dir))
+            if live:
+                raise RunBusy(f"{cfg.run_dir} has {len(live)} Slurm job(s) still queued or running; submitting "
+                              "again would run them twice. Wait for them (r1hpc status) or scancel them:\n  "
+                              + "\n  ".join(live))
+        yield
+    finally:
+        stop.set()
+        lease.release()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="r1hpc run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="a YAML config, e.g. configs/tiny.yaml")
@@ -186,22 +250,26 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides)
         write_resolved(cfg, argv=["r1hpc", "run", *(argv if argv is not None else sys.argv[1:])])
         stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-        started = time.time()
-        subs = submit_pipeline(cfg, stages)
+        with sole_submitter(cfg):
+            return _submit_and_wait(cfg, stages, args.no_wait)
     except ConfigError as e:
         print(f"r1hpc run: config error: {e}", file=sys.stderr)
         return 2
-    except JobFailed as e:  # the local executor runs dependencies while submitting
-        print(f"r1hpc run: {cfg.name}: a job failed; fix the cause and run the same command again to "
-              f"continue (complete outputs are kept):\n{e}", file=sys.stderr)
-        return 1
-    print(f"r1hpc run: {cfg.name}: submitted {', '.join(subs)} on the {cfg.launch.executor} executor; "
-          f"run directory {cfg.run_dir} (watch with: r1hpc status {cfg.run_dir})")
-    if args.no_wait:
-        return 0
+    except RunBusy as e:
+        print(f"r1hpc run: {e}", file=sys.stderr)
+        return 2
+
+
+def _submit_and_wait(cfg: Config, stages: list[str], no_wait: bool) -> int:
+    started = time.time()
     try:
+        subs = submit_pipeline(cfg, stages)
+        print(f"r1hpc run: {cfg.name}: submitted {', '.join(subs)} on the {cfg.launch.executor} executor; "
+              f"run directory {cfg.run_dir} (watch with: r1hpc status {cfg.run_dir})")
+        if no_wait:
+            return 0
         wait_all(list(subs.values()), poll_s=cfg.launch.poll_interval_s)
-    except JobFailed as e:
+    except JobFailed as e:  # the local executor also runs dependencies while submitting
         print(f"r1hpc run: {cfg.name}: a job failed; fix the cause and run the same command again to "
               f"continue (complete outputs are kept):\n{e}", file=sys.stderr)
         return 1

@@ -17,7 +17,7 @@ from typing import Any
 from r1hpc.fsio import read_jsonl
 from r1hpc.store import RunDir, list_versions
 
-__all__ = ["main", "slurm_states", "summarize_run"]
+__all__ = ["main", "slurm_states", "queued_states", "summarize_run"]
 
 
 def slurm_states(job_ids: list[str]) -> dict[str, list[str]]:
@@ -39,6 +39,24 @@ def slurm_states(job_ids: list[str]) -> dict[str, list[str]]:
     return states
 
 
+def queued_states(job_ids: list[str]) -> dict[str, list[str]]:
+    """job (or array) id -> states of its tasks still in the queue (PENDING, RUNNING, ...), from
+    squeue: unlike sacct, it knows a job the moment sbatch returns. {} when Slurm is not reachable."""
+    if not job_ids or shutil.which("squeue") is None:
+        return {}
+    # All of this user's jobs in one call (squeue -j fails on ids that already left the queue).
+    proc = subprocess.run(["squeue", "-h", "--me", "-r", "-o", "%F|%T"], capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        return {}
+    wanted = set(job_ids)
+    states: dict[str, list[str]] = {}
+    for line in proc.stdout.splitlines():
+        job, _, state = line.partition("|")
+        if job in wanted:
+            states.setdefault(job, []).append(state.strip() or "UNKNOWN")
+    return states
+
+
 def _local_state(run: RunDir, task_ids: list[str]) -> list[str]:
     """Local/debug jobs: submitit writes <logs>/<id>/<id>_0_result.pkl when a job ends."""
     out = []
@@ -56,6 +74,9 @@ def summarize_run(run_dir: str | Path, ask_slurm: bool = True) -> dict[str, Any]
     jobs = read_jsonl(run.jobs_path, missing_ok=True)
     slurm_ids = [j["job_id"] for j in jobs if j.get("executor") == "slurm"]
     states = slurm_states(slurm_ids) if ask_slurm else {}
+    if ask_slurm:  # jobs sacct does not know yet (just submitted)
+        missing = [j for j in slurm_ids if j not in states]
+        states.update(queued_states(missing))
     for job in jobs:
         if job.get("executor") == "slurm":
             job["states"] = states.get(job["job_id"], ["?"])

@@ -46,3 +46,19 @@ def test_local_branches_run_side_by_side(smoke_run_local):
     for i, rec in enumerate(jobs):
         first.setdefault(rec["stage"], i)
     assert first["distill_rl"] < first["cold_start"], [(r["stage"], r["step"]) for r in jobs]
+
+
+def test_second_submitter_of_a_run_is_refused(tmp_path, capsys):
+    """While one `r1hpc run` of a run submits or waits, a second one is refused, naming it."""
+    from r1hpc.lease import Lease
+
+    args = [REPO_CONFIG, f"runs_dir={tmp_path}", "--stages", "data"]
+    assert main(args) == 0  # writes the run's config; the lease is released at exit
+    other = Lease(RunDir(tmp_path / "smoke").lease_path("run", "submitter"), owner="r1hpc run smoke").acquire()
+    try:
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "another `r1hpc run` of" in err and "held by 'r1hpc run smoke'" in err
+    finally:
+        other.release()
+    assert main(args) == 0

@@ -71,3 +71,26 @@ def test_time_limit_checkpoint_requeue_resumes(slurm_launcher, slurm, tmp_path):
     assert read_json(tmp_path / "counter.json") == {"done": list(range(8))}
     rows = slurm.sacct_rows(sub.job_id, ["State"], duplicates=True)
     assert "REQUEUED" in {r["State"] for r in rows}, json.dumps(rows)
+
+
+def test_run_refuses_while_its_slurm_jobs_are_live(tmp_path, slurm, slurm_env, monkeypatch, capsys):
+    """A second `r1hpc run` (e.g. after a --no-wait submission) while the run's jobs are still
+    queued would submit them again: refused, naming the live jobs."""
+    from r1hpc.fsio import append_jsonl
+    from r1hpc.pipeline import main
+
+    monkeypatch.setenv("SLURM_CONF", slurm_env["SLURM_CONF"])
+    args = ["configs/smoke.yaml", f"runs_dir={tmp_path}", "launch.executor=slurm", "--stages", "data", "--no-wait"]
+    held = slurm.sbatch("#!/bin/bash\nsleep 60\n", "--hold", "-J", "r1hpc:smoke:r1_zero:3", cwd=tmp_path)
+    try:
+        (tmp_path / "smoke").mkdir()
+        append_jsonl(tmp_path / "smoke" / "jobs.jsonl", {"stage": "r1_zero", "step": 3, "kind": "train",
+                                                         "job_id": held, "executor": "slurm"})
+        slurm.wait_for_state(held, {"PENDING"}, timeout=30)
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "1 Slurm job(s) still queued or running" in err and f"r1_zero step 3 job {held}: PENDING" in err
+    finally:
+        slurm.cmd(["scancel", held])
+    slurm.wait_for_state(held, {"CANCELLED"}, timeout=30)
+    assert main(args) == 0
