@@ -1,6 +1,7 @@
 """Regenerates tests/rewards/data/math_pairs.jsonl (hand-written pairs x completion templates):
-    python tools/make_math_pairs.py > tests/rewards/data/math_pairs.jsonl   (check the tail of this file for the exact output path)"""
+    .venv/bin/python tools/make_math_pairs.py     (writes that file, prints "<rows> <true labels>")"""
 import json
+from pathlib import Path
 
 T, F = True, False
 TEMPLATES = [
@@ -17,21 +18,27 @@ C["integer"] = [("42","42",T),("42","43",F),("-7","-7",T),("-7","7",F),("0","0",
  ("8","2^3",T),("9","3^2+1",F),("15","15",T),("15","-15",F),("256","2^{8}",T),("7","\\frac{14}{2}",T)]
 C["decimal"] = [("0.25","\\frac14",T),("0.25","0.250",T),("0.25","0.26",F),("3.5","7/2",T),("3.5","3.05",F),("0.1",".1",T),
  ("-0.75","-\\frac{3}{4}",T),("-0.75","0.75",F),("2.5","\\frac{5}{2}",T),("0.125","1/8",T),("0.125","0.12",F),("1.2","1.20",T),
- ("6.75","6.57",F),("0.002","2\\times 10^{-3}",T)]
+ ("6.75","6.57",F),("0.002","2\\times 10^{-3}",T),("0.1","0.1000001",F),("2.5","2.500000",T)]
 C["fraction"] = [("\\frac{1}{2}","1/2",T),("\\frac{1}{2}","\\dfrac{1}{2}",T),("\\frac{1}{2}","\\tfrac12",T),("\\frac{1}{2}","\\frac{2}{4}",T),
  ("\\frac{3}{4}","\\frac{4}{3}",F),("\\frac{3}{4}","0.75",T),("\\frac{1}{3}","0.33",F),("\\frac{-1}{2}","-\\frac12",T),
  ("\\frac{7}{3}","2\\frac{1}{3}",T),("\\frac{5}{6}","\\frac{5}{7}",F),("\\frac{22}{7}","\\pi",F),("\\dfrac{9}{16}","9/16",T),
- ("\\frac{1}{2}","\\frac{1}{2}",T),("-\\frac{2}{3}","\\frac{2}{-3}",T),("\\frac{10}{3}","3.33",F)]
+ ("\\frac{1}{2}","\\frac{1}{2}",T),("-\\frac{2}{3}","\\frac{2}{-3}",T),("\\frac{10}{3}","3.33",F),("\\frac{1}{3}","0.333333",F),("\\frac{1}{7}","0.142857143",F)]
 C["percent"] = [("50","50\\%",T),("0.5","50\\%",T),("50\\%","0.5",T),("50","0.5",F),("25\\%","25",T),("12.5\\%","0.125",T),
  ("30\\%","40\\%",F),("0.3","30\\%",T),("0.3","3\\%",F),("75","75\\%",T),("20\\%","\\frac{1}{5}",T),("20\\%","0.02",F)]
 C["scientific"] = [("1500","1.5\\times10^3",T),("1500","1.5e3",T),("1500","1.5 \\cdot 10^{3}",T),("3\\times10^{8}","300000000",T),
  ("6.02\\times10^{23}","6.02e23",T),("0.001","10^{-3}",T),("0.001","1e-3",T),("1500","1.5\\times10^4",F),("200000","2E5",T),
- ("6.02\\times10^{23}","6.02\\times10^{22}",F),("4.2\\times 10^{-5}","0.000042",T),("1e6","1000000",T)]
+ ("6.02\\times10^{23}","6.02\\times10^{22}",F),("4.2\\times 10^{-5}","0.000042",T),("1e6","1000000",T),
+ # many significant digits: equal only as exact rationals (a binary float misses by its rounding error x 10^k)
+ ("12345678900","1.23456789e10",T),("12345678900","1.2345678e10",F),("602200000000000000000000","6.022\\times10^{23}",T),
+ ("602200000000000000000000","6.0221\\times10^{23}",F),("1.23456789\\times10^{10}","12345678900",T),
+ ("0.00000042","4.2\\times10^{-7}",T),("0.00000042","4.3\\times10^{-7}",F),("2\\times10^{-20}","1e-20",F)]
 C["radical"] = [("2\\sqrt{2}","\\sqrt{8}",T),("\\sqrt{2}","1.414",F),("\\frac{\\sqrt{3}}{2}","\\frac{\\sqrt3}2",T),("3\\sqrt{3}","\\sqrt{27}",T),
  ("\\sqrt[3]{8}","2",T),("\\frac{\\sqrt{2}}{2}","\\frac{1}{\\sqrt{2}}",T),("2+\\sqrt{3}","\\sqrt{3}+2",T),("2+\\sqrt{3}","2-\\sqrt{3}",F),
  ("\\sqrt{5}","\\sqrt{6}",F),("4\\sqrt{2}","\\sqrt{32}",T),("\\sqrt{12}","2\\sqrt{3}",T),("\\sqrt{12}","3\\sqrt{2}",F)]
 C["pi"] = [("\\pi","\\pi",T),("2\\pi","2 \\pi",T),("\\frac{\\pi}{2}","\\pi/2",T),("\\pi","3.14",F),("\\frac{3\\pi}{4}","0.75\\pi",T),
- ("100\\pi","100\\pi",T),("\\pi^2","\\pi \\cdot \\pi",T),("2\\pi","\\pi",F),("36\\pi","36 \\pi",T),("\\frac{\\pi}{3}","60",F),("4\\pi","4\\pi r^2",F)]
+ ("100\\pi","100\\pi",T),("\\pi^2","\\pi \\cdot \\pi",T),("2\\pi","\\pi",F),("36\\pi","36 \\pi",T),("\\frac{\\pi}{3}","60",F),("4\\pi","4\\pi r^2",F),
+ # a decimal is never equal to pi, however many digits (math-verify alone accepts 6 correct decimals)
+ ("\\pi","3.14159265",F),("\\pi","3.1416",F),("2\\pi","6.283185307179586",F)]
 C["expression"] = [("x^2+2x+1","(x+1)^2",T),("2x+3","3+2x",T),("x^2-1","(x-1)(x+1)",T),("x^2-1","(x-1)^2",F),("\\frac{x}{2}","x/2",T),
  ("a+b","b+a",T),("e^{2}","\\exp(2)",T),("\\log_2 8","3",T),("2^{10}","1024",T),("\\frac{n(n+1)}{2}","\\frac{n^2+n}{2}",T),
  ("2x","x+x",T),("3x+1","3x-1",F),("x^3","x^2",F),("\\frac{1}{x+1}","\\frac{1}{x}+1",F),("\\sin^2 x+\\cos^2 x","1",T),("(a+b)^2","a^2+b^2",F)]
@@ -42,7 +49,9 @@ C["interval"] = [("(1,2]","(1,2]",T),("(1,2]","[1,2]",F),("[0,\\infty)","[0,\\in
  ("(-\\infty,3)","x<3",T),("(-2,2)","(-2, 2)",T),("[3,\\infty)","(3,\\infty)",F)]
 C["set_tuple"] = [("\\{1,2\\}","\\{2,1\\}",T),("\\{1,2\\}","\\{1,2,3\\}",F),("(1,2)","(2,1)",F),("(3,4)","(3, 4)",T),("2,3","3,2",T),
  ("1, 2, 3","\\{1,2,3\\}",T),("(1,-2)","(1,-2)",T),("(1,-2)","(-2,1)",F),("\\{-1,1\\}","\\{1,-1\\}",T),("(2,3,4)","(2,3,5)",F),
- ("\\{0\\}","\\{1\\}",F),("(\\frac{1}{2}, 3)","(0.5, 3)",T)]
+ ("\\{0\\}","\\{1\\}",F),("(\\frac{1}{2}, 3)","(0.5, 3)",T),
+ # a set is not an ordered pair / open interval; a bare list states no order
+ ("(1,2)","\\{1,2\\}",F),("\\{1,2\\}","(1,2)",F),("(1,2,3)","\\{1,2,3\\}",F),("(1,2)","1, 2",T)]
 C["units"] = [("5","5\\text{ cm}",T),("5","5 \\text{cm}^2",T),("30","30^\\circ",T),("30^\\circ","30",T),("5","\\$5",T),
  ("12","12\\text{ meters}",T),("12","13\\text{ meters}",F),("4.5","4.5\\,\\text{kg}",T),("60","60 \\mbox{ mph}",T),
  ("7","7 \\text{ units}",T),("90","90^{\\circ}",T),("45","50^\\circ",F)]
@@ -132,7 +141,8 @@ add(A, "1}", "2", F, repeat_prefix={"head": "\\boxed{", "text": "1+", "times": 5
 add(A, "", "1", F, repeat_prefix={"text": "{", "times": 1000000})
 add(A, "\\boxed{7}", "7", T, repeat_prefix={"text": "\\boxed{", "times": 150000})
 
-with open("/work/main/tests/rewards/data/math_pairs.jsonl", "w", encoding="utf-8") as f:
+OUT = Path(__file__).resolve().parents[1] / "tests" / "rewards" / "data" / "math_pairs.jsonl"
+with open(OUT, "w", encoding="utf-8") as f:
     for r in rows:
         f.write(json.dumps(r, ensure_ascii=False) + "\n")
 print(len(rows), sum(r["label"] for r in rows))

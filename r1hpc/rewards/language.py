@@ -6,19 +6,29 @@ is a script-based version with no dependency beyond ``unicodedata``:
 * the CoT is the content of the first ``<think>...</think>`` block (``format.think_content``;
   ``example["prompt_ends_with_think"]`` is honoured);
 * math is removed first: display and inline math spans (``$$..$$``, ``$..$``, ``\\[..\\]``,
-  ``\\(..\\)``) entirely, then LaTeX commands (``\\frac``, ``\\alpha``...) anywhere;
+  ``\\(..\\)``) entirely, then LaTeX commands (``\\frac``, ``\\sin``, ``\\alpha``...) anywhere;
 * words are maximal runs of letters of one script (combining marks stay with their letter);
   Han, Hiragana and Katakana have no spaces between words, so each such character counts as one
   word (an over-count against Chinese/Japanese in mixed text, accepted for simplicity);
-* digits, operators and punctuation are not words; one-letter words of Latin, Greek or Cyrillic are
-  dropped too (variables such as ``x``, ``n``, ``α``; the English "a" and "I" go with them);
+* not words, so counted for no language: digits, operators and punctuation; one-letter words of
+  Latin, Greek or Cyrillic (variables such as ``x``, ``n``, ``α``; the English "a" and "I" go with
+  them); and the bare math names in ``MATH_NAMES`` (``sin``, ``cos``, ``log``, ``max``, ``gcd``,
+  ``mod``...) when written exactly so, in lower case, as a word of their own. So a Chinese CoT
+  with "sin x + cos x" is all Chinese; "sinx" or "Max" are still Latin words;
 * reward = words in the target language's scripts / all words counted.
 
 Edge cases: no ``<think>`` block, or a block with only whitespace: 0.0 (there is no chain of thought
 to be in the right language). A chain of thought with no countable word (pure math such as
 ``2+2=4``): 1.0, because nothing in it is in another language.
 
-``example["language"]``: an ISO 639-1 code, default "en"; an unknown code is an error.
+Target language: ``example["language"]``, an ISO 639-1 code (an unknown code is an error). When
+the example has no ``"language"`` key (or it is None), it is inferred from ``example["prompt"]``
+(a string, or chat messages whose ``"content"`` strings are joined): the script with the most
+words in the prompt, counted as above, decides (Latin -> "en", Han -> "zh", or "ja" when the
+prompt also has kana, Hangul -> "ko", Cyrillic -> "ru", Greek -> "el", Arabic -> "ar", Hebrew ->
+"he", Devanagari -> "hi", Thai -> "th"); ties go to the script that appears first. Only the
+script matters to the reward, so English vs French (both Latin) need not be told apart. A
+prompt without a countable word in a listed script, or no prompt either: "en".
 """
 
 from __future__ import annotations
@@ -50,6 +60,14 @@ _NAME_PREFIXES = (
 )
 _PER_CHARACTER = frozenset({"Han", "Hiragana", "Katakana"})
 _ALPHABETIC = frozenset({"Latin", "Greek", "Cyrillic"})
+# Bare names of functions and operators that a CoT in any language writes in Latin letters.
+MATH_NAMES = frozenset({
+    "sin", "cos", "tan", "cot", "sec", "csc", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh",
+    "log", "ln", "lg", "exp", "max", "min", "gcd", "lcm", "mod", "lim", "det",
+})
+# The language a prompt's dominant script stands for (inference when example has no "language").
+_SCRIPT_LANGUAGE = {"Latin": "en", "Han": "zh", "Hangul": "ko", "Cyrillic": "ru", "Greek": "el",
+                    "Arabic": "ar", "Hebrew": "he", "Devanagari": "hi", "Thai": "th"}
 _MATH_SPAN = re.compile(r"\$\$.*?\$\$|\$[^$]*?\$|\\\[.*?\\\]|\\\(.*?\\\)", re.DOTALL)
 _LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
 
@@ -74,8 +92,9 @@ def words_by_script(text: str) -> list[tuple[str, str]]:
     current, current_script = [], None
 
     def flush() -> None:
-        if current and not (current_script in _ALPHABETIC and len(current) == 1):
-            words.append(("".join(current), current_script))
+        word = "".join(current)
+        if current and not (current_script in _ALPHABETIC and len(current) == 1) and word not in MATH_NAMES:
+            words.append((word, current_script))
         current.clear()
 
     for ch in text:
@@ -100,8 +119,30 @@ def words_by_script(text: str) -> list[tuple[str, str]]:
     return words
 
 
+def infer_language(prompt: object) -> str:
+    """ISO 639-1 code of the prompt's dominant script (module docstring); "en" when it has none."""
+    if isinstance(prompt, (list, tuple)):  # chat messages
+        prompt = "\n".join(str(m.get("content", "")) if isinstance(m, dict) else str(m) for m in prompt)
+    if not isinstance(prompt, str):
+        return "en"
+    counts: dict[str, int] = {}
+    kana = False
+    for _, script in words_by_script(prompt):
+        kana = kana or script in ("Hiragana", "Katakana")
+        script = "Han" if script in _PER_CHARACTER else script  # Japanese text mixes all three
+        if script in _SCRIPT_LANGUAGE:
+            counts[script] = counts.get(script, 0) + 1
+    if not counts:
+        return "en"
+    best = max(counts, key=counts.get)  # first-seen wins a tie (dicts keep insertion order)
+    return "ja" if best == "Han" and kana else _SCRIPT_LANGUAGE[best]
+
+
 def target_scripts(example: dict) -> frozenset[str]:
-    lang = example.get("language", "en")
+    """Scripts of the target language: example["language"], else inferred from example["prompt"]."""
+    lang = example.get("language")
+    if lang is None:
+        lang = infer_language(example.get("prompt"))
     if lang not in LANGUAGE_SCRIPTS:
         raise ValueError(f"example['language'] = {lang!r} is not supported; expected one of "
                          f"{sorted(LANGUAGE_SCRIPTS)}")

@@ -20,8 +20,23 @@ scores 0 without being parsed (no real final answer looks like that; it only cos
 Equivalence (math-verify's rules, plus the normalisation below): integers, decimals, fractions
 (``\\frac``, ``\\dfrac``, ``a/b``), scientific notation (``1.5e3``, ``1.5\\times10^3``), radicals,
 pi, symbolic expressions, equations (``x = 3`` matches ``3``), intervals, sets, tuples, units in
-``\\text{...}`` stripped, thousands separators (``1,000`` and ``1{,}000``). A decimal approximation
-of an irrational reference (3.14 for pi) is wrong.
+``\\text{...}`` stripped, thousands separators (``1,000`` and ``1{,}000``).
+
+Decimals are exact: a number written with a decimal point or in scientific notation means the
+rational its digits denote (``0.250`` is 1/4, ``1.23456789e10`` is 12345678900), on both sides, so
+numeric equivalence is exact, not math-verify's "equal after rounding to 6 decimals". Hence a
+decimal approximation of a reference that has no finite decimal form is wrong however many digits
+it has (``3.14``, ``3.1416`` and ``3.14159265`` for pi; ``1.414`` for sqrt(2); ``0.333333`` for
+1/3), and decimal answers match decimal references only when they are the same number
+(``2.50`` = ``2.5``, ``1.2345678e10`` != 12345678900). A reference that is itself a rounded
+decimal (``0.33``) therefore only accepts that decimal, not the exact 1/3. Sums, products and
+powers of plain numbers are evaluated exactly too (``1e-20`` != ``2e-20``; math-verify's
+15-digit numeric check would call them equal).
+
+Sets are unordered, tuples ordered: an answer written as a set (``\\{1,2\\}``) does not match one
+written as a tuple (``(1,2,3)``) or as ``(1,2)`` (an open interval or a pair, never a set), in
+either direction. A bare list ``1, 2`` states no order and matches both ``\\{1,2\\}`` and ``(1,2)``;
+"and" separates list items (``2 and 3`` matches ``2, 3``, a list of answers).
 
 Percent policy: the percent sign is read as "this number, in percent". ``50\\%`` matches a
 reference of ``50``, ``50\\%`` or ``0.5``/``\\frac12``; a bare ``0.5`` matches ``50\\%`` but not a
@@ -177,16 +192,76 @@ def _too_big(s: str) -> bool:
 _EXTRACTION = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
 
 
+# _exact_numbers evaluates numbers exactly only up to this size (decimal digits of a power's
+# result): 1.5 \\times 10^{10^{9}} would otherwise become a billion-digit integer (the pool's
+# limits would stop it, at the full cost of the limit).
+_MAX_EXACT_DIGITS = 20_000
+_EAGER_FUNCTIONS = (sympy.factorial, sympy.factorial2, sympy.binomial, sympy.gamma, sympy.subfactorial)
+
+
+def _cheap_to_evaluate(expr: Any) -> bool:
+    """True if evaluating ``expr``'s numbers exactly cannot build a huge one (see above)."""
+    for p in expr.atoms(sympy.Pow):
+        base, exp = p.base, p.exp
+        if base.free_symbols:
+            continue  # x^{1000} stays symbolic whatever happens to its exponent
+        if not exp.is_Number:
+            if not exp.free_symbols:
+                return False  # nested power such as 2^{2^{40}}
+            continue
+        if not exp.is_finite or len(str(base)) * abs(exp) > _MAX_EXACT_DIGITS:
+            return False
+    return not expr.atoms(*_EAGER_FUNCTIONS)
+
+
+def _is_number_tree(expr: Any) -> bool:
+    """Sums, products and powers of plain numbers only (no pi, no percent, no symbol)."""
+    if isinstance(expr, sympy.Number):
+        return True
+    return isinstance(expr, (sympy.Add, sympy.Mul, sympy.Pow)) and all(_is_number_tree(a) for a in expr.args)
+
+
+def _exact_numbers(expr: Any) -> Any:
+    """``expr`` with decimals read as exact rationals and plain arithmetic on numbers evaluated.
+
+    latex2sympy reads ``1.23456789`` as a binary Float, and math-verify compares Floats after
+    rounding to 6 decimals (or, inside expressions, numerically to 15 digits with tiny
+    differences chopped to 0), so ``1.23456789\\times10^{10}`` missed 12345678900 (binary error
+    x 10^10 is not 0), ``3.14159265`` matched pi (same 6 decimals) and ``1e-20`` matched
+    ``2e-20`` (their difference is below the chop). Here every Float becomes the rational its
+    decimal digits denote (``0.250`` is 1/4; a decimal never equals pi, sqrt(2) or 1/3), and a
+    tree of sums, products and powers of numbers (``1.5\\times10^{3}``, ``10^{-20}``) is
+    evaluated to one exact number. Expressions where that could be expensive (huge or nested
+    exponents, factorials) are returned unchanged.
+    """
+    if not isinstance(expr, (sympy.Basic, sympy.MatrixBase)) or not _cheap_to_evaluate(expr):
+        return expr
+    floats = expr.atoms(sympy.Float)
+    if floats:
+        exact = {}
+        for f in floats:
+            try:
+                # str() gives the Float's decimal digits at the precision latex2sympy read it
+                # with (all digits written), so Rational of it is exact. inf/nan raise.
+                exact[f] = sympy.Rational(str(f))
+            except (TypeError, ValueError):
+                return expr
+        expr = expr.xreplace(exact)  # rebuilding evaluates: 0.5 x -> x/2
+    if not isinstance(expr, sympy.Number) and _is_number_tree(expr):
+        expr = expr.doit()
+    return expr
+
+
 def _parse_span(span: str) -> list:
-    """math-verify parse of an already extracted answer; [] when nothing parses."""
+    """math-verify parse of an already extracted answer, decimals made exact; [] when nothing parses."""
     # Boxing the span makes math-verify take exactly this text as the answer (its own search
     # would otherwise look for other candidates inside it).
     parsed = parse("\\boxed{" + span + "}", extraction_config=_EXTRACTION, parsing_timeout=None)
     if not parsed or not isinstance(parsed[0], (sympy.Basic, sympy.MatrixBase)):
         plain = parse(span, extraction_config=_EXTRACTION, parsing_timeout=None)
         if plain and isinstance(plain[0], (sympy.Basic, sympy.MatrixBase)):
-            return plain
-    return parsed
+            parsed = plain
+    return [_exact_numbers(x) for x in parsed]
 
 
 @lru_cache(maxsize=4096)
@@ -200,10 +275,27 @@ def _equivalent(gold: str, pred: str) -> bool:
     if _too_big(pred):
         return False
     g = list(_parse_gold(gold))
-    p = _parse_span(normalize_span(pred))
+    pred = normalize_span(pred)
+    p = _parse_span(pred)
     if not g or not p:
         return False
+    if _set_vs_ordered(normalize_span(gold), g[0], pred, p[0]):
+        return False
     return bool(verify(g, p, timeout_seconds=None))
+
+
+_EXPLICIT_SET_RE = re.compile(r"^\\(?:left\\)?\{.*\\(?:right\\)?\}$", re.DOTALL)
+
+
+def _set_vs_ordered(gold: str, g: Any, pred: str, p: Any) -> bool:
+    """True if one answer is written as a set ``\\{a,b\\}`` and the other is ordered: a tuple
+    ``(a,b,c)`` or ``(a,b)`` (which latex2sympy reads as an open interval; math-verify then
+    compares it with any two-element set as the pair (a, b)). A set is neither an ordered pair
+    nor an interval. A bare list ``a, b`` stays comparable with both (it states no order)."""
+    def ordered(x: Any) -> bool:
+        return isinstance(x, sympy.Tuple) or (isinstance(x, sympy.Interval) and x.left_open and x.right_open)
+
+    return (bool(_EXPLICIT_SET_RE.match(gold)) and ordered(p)) or (bool(_EXPLICIT_SET_RE.match(pred)) and ordered(g))
 
 
 def _letter(s: str) -> str | None:

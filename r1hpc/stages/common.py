@@ -117,10 +117,11 @@ def log_metrics_once(ctx: StageContext, stage: str, record: dict[str, Any]) -> N
 
 def reward_example(problem: dict[str, Any], **facts: Any) -> dict[str, Any]:
     """What the reward functions see for one of the run's problems: the reference answer (when the
-    problem has one), the prompt, its language (the generated tasks are English) and `facts` about
-    the completion (e.g. completion_tokens for the overlong penalty). The prompt template opens
-    <think>, so the format reward expects the completion to continue it."""
-    example = {"prompt": problem["prompt"], "language": problem.get("language", "en"),
+    problem has one), the prompt, its language (a problem's own "language", else None: the
+    language reward then infers it from the prompt) and `facts` about the completion (e.g.
+    completion_tokens for the overlong penalty). The prompt template opens <think>, so the format
+    reward expects the completion to continue it."""
+    example = {"prompt": problem["prompt"], "language": problem.get("language"),
                "prompt_ends_with_think": True, **facts}
     if "answer" in problem:
         example["answer"] = problem["answer"]

@@ -43,3 +43,29 @@ def test_other_scripts_and_prompt_template():
     assert lang("reasoning here</think><answer>1</answer>", {"prompt_ends_with_think": True}) == 1.0
     with pytest.raises(ValueError, match=r"example\['language'\]"):
         lang(cot("x"), {"language": "klingon"})
+
+
+def test_math_names_and_variables_are_not_words():
+    # A Chinese CoT that writes sin/cos bare (not \sin) is still all Chinese.
+    text = "我们知道 sin x + cos x 的最大值是 根号2, 且 gcd(a, b) = 1, log 2 与 ln 2 不同"
+    assert lang(cot(text), {"language": "zh"}) == 1.0
+    assert lang(cot(text), {"language": "en"}) == 0.0
+    # Only the exact lower-case names: glued to a variable or capitalised, they are words.
+    assert words_by_script("max sinx Max mod lcm cost") == [("sinx", "Latin"), ("Max", "Latin"), ("cost", "Latin")]
+
+
+def test_target_language_inferred_from_prompt():
+    zh_cot = cot("我们需要计算两个数的和")
+    en_cot = cot("Let us add the two numbers")
+    zh_prompt = "求 sin x + cos x 的最大值 (answer in \\boxed{})."  # Han characters outnumber the Latin words
+    assert lang(zh_cot, {"prompt": zh_prompt}) == 1.0
+    assert lang(en_cot, {"prompt": zh_prompt}) == 0.0
+    assert lang(en_cot, {"prompt": "What is the sum of 2 and 3?"}) == 1.0
+    assert lang(zh_cot, {"prompt": "What is the sum of 2 and 3?"}) == 0.0
+    assert lang(cot("Давайте посчитаем сумму"), {"prompt": "Найдите сумму 2 и 3."}) == 1.0
+    assert lang(cot("ひらがな と カタカナ"), {"prompt": "次の和を求めよ: 2+3"}) == 1.0  # kana: Japanese
+    assert lang(zh_cot, {"prompt": [{"role": "user", "content": "计算 2+3"}]}) == 1.0  # chat messages
+    assert lang(zh_cot, {"prompt": "计算 2+3", "language": None}) == 1.0
+    # An explicit language wins over the prompt; no prompt and no language: English.
+    assert lang(zh_cot, {"prompt": "计算 2+3", "language": "en"}) == 0.0
+    assert lang(en_cot, {}) == 1.0 and lang(en_cot, {"prompt": "2+3=?"}) == 1.0

@@ -5,7 +5,7 @@ label (is the completion's answer equivalent to the reference?), category, optio
 (multiple choice) and repeat_prefix {head?, text, times}: the completion is then
 head + text * times + completion (keeps the 1 MB adversarial strings out of the file).
 
-Measured on this set (448 pairs, math-verify 0.9.0): 446/448 = 99.6 % correct; every
+Measured on this set (486 pairs, math-verify 0.9.0): 484/486 = 99.6 % correct; every
 category 100 % except interval 20/22 (``x<3`` is not matched to ``(-\\infty,3)``). The threshold
 below leaves room for ~8 regressions; lowering it needs a reason.
 """
@@ -17,9 +17,10 @@ import json
 from pathlib import Path
 
 import pytest
+import sympy
 
 from r1hpc.rewards.isolation import WorkerPool
-from r1hpc.rewards.math_accuracy import accuracy_math, extract_answer, extract_answer_span
+from r1hpc.rewards.math_accuracy import _parse_span, accuracy_math, extract_answer, extract_answer_span, normalize_span
 
 DATA = Path(__file__).parent / "data" / "math_pairs.jsonl"
 ACCURACY_THRESHOLD = 0.98
@@ -138,3 +139,50 @@ def test_accuracy_is_not_trivially_constant(pool):
     # Guards against a grader that always says yes (or no): same completion, different references.
     out = pool.run([(accuracy_math, ("\\boxed{\\frac{1}{2}}", {"answer": a})) for a in ("0.5", "0.6", "50\\%", "2")])
     assert [o.value for o in out] == [1.0, 0.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    "pred, gold, expected",
+    [
+        # Scientific notation with many significant digits is exact, both ways round ...
+        ("1.23456789e10", "12345678900", 1.0),
+        ("6.022\\times10^{23}", "602200000000000000000000", 1.0),
+        ("12345678900", "1.23456789\\times 10^{10}", 1.0),
+        ("4.2\\times10^{-7}", "0.00000042", 1.0),
+        ("2.500000", "2.5", 1.0),
+        ("0.75\\pi", "\\frac{3\\pi}{4}", 1.0),
+        ("(0.5, 3)", "(\\frac{1}{2}, 3)", 1.0),
+        # ... and so are the near misses (the math-verify rounding accepted 3.14159265 for pi).
+        ("1.2345678e10", "12345678900", 0.0),
+        ("6.0221\\times10^{23}", "602200000000000000000000", 0.0),
+        ("1e-20", "2\\times10^{-20}", 0.0),
+        ("3.14159265", "\\pi", 0.0),
+        ("3.1416", "\\pi", 0.0),
+        ("0.333333", "\\frac{1}{3}", 0.0),
+        ("1.41421356", "\\sqrt{2}", 0.0),
+        ("0.1000001", "0.1", 0.0),
+        # A set is not a pair or tuple; a bare list states no order.
+        ("\\{1,2\\}", "(1,2)", 0.0),
+        ("(1,2)", "\\{1,2\\}", 0.0),
+        ("\\{1,2,3\\}", "(1,2,3)", 0.0),
+        ("1, 2", "(1,2)", 1.0),
+        ("\\{2,1\\}", "\\{1,2\\}", 1.0),
+        ("2 \\text{ and } 3", "2,3", 1.0),
+    ],
+)
+def test_exact_numbers_and_sets(pool, pred, gold, expected):
+    [o] = pool.run([(accuracy_math, (f"<think>t</think><answer>\\boxed{{{pred}}}</answer>", {"answer": gold}))])
+    assert o.ok and o.value == expected, (pred, gold, o)
+
+
+def test_exact_numbers_stay_cheap():
+    # Huge or nested exponents and factorials are left as parsed (1.5 stays a Float) instead of
+    # being expanded exactly: 10^{10^{9}} would be a billion-digit integer. The cases are scaled
+    # down so that a broken guard fails this test fast rather than hanging it; they are fixed
+    # trusted strings, so parsing them here (not in a pool worker) is safe. Results are not sent
+    # through the pool because unpickling a sympy expression evaluates it.
+    for span in ("1.5\\times10^{10^{7}}", "2.5\\times10^{10000000}", "1.5 \\cdot 2^{2^{24}}", "0.5 \\cdot 30!"):
+        [expr, _] = _parse_span(normalize_span(span))
+        assert expr.atoms(sympy.Float), (span, expr)
+    [expr, _] = _parse_span(normalize_span("1.5\\times10^{300}"))  # small enough: exact
+    assert expr == 15 * 10**299 and isinstance(expr, sympy.Integer)
