@@ -60,7 +60,13 @@ def test_failed_array_task_cancels_its_dependent(slurm_launcher, slurm):
 @pytest.mark.slow
 def test_time_limit_checkpoint_requeue_resumes(slurm_launcher, slurm, tmp_path):
     """A job longer than its 1-minute limit gets USR2 before the limit, is requeued by submitit
-    and resumes from its last checkpoint: every step is done, across more than one attempt."""
+    and resumes from its last checkpoint: every step is done, across more than one attempt. The
+    same for a job of slurm/templates/stage.sbatch (its trap requeues), submitted alongside."""
+    # The plain-sbatch template's own time-limit path runs beside this one (the same wait).
+    from test_stage_template import check_requeued_and_resumed, submit_over_time_limit
+
+    (tmp_path / "template").mkdir()
+    template_job = submit_over_time_limit(slurm.env, tmp_path / "template")
     launcher = slurm_launcher("launch.signal_delay_s=30", "launch.train.time_min=1", "launch.max_requeues=4")
     sub = launcher.submit("s", "train", "jobfns:resumable_count",
                           {"state_dir": str(tmp_path), "n": 8, "step_s": 4.0})
@@ -71,6 +77,7 @@ def test_time_limit_checkpoint_requeue_resumes(slurm_launcher, slurm, tmp_path):
     assert read_json(tmp_path / "counter.json") == {"done": list(range(8))}
     rows = slurm.sacct_rows(sub.job_id, ["State"], duplicates=True)
     assert "REQUEUED" in {r["State"] for r in rows}, json.dumps(rows)
+    check_requeued_and_resumed(slurm, template_job, tmp_path / "template")
 
 
 def test_run_refuses_while_its_slurm_jobs_are_live(tmp_path, slurm, slurm_env, monkeypatch, capsys):

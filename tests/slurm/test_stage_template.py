@@ -1,8 +1,9 @@
 """slurm/templates/stage.sbatch on the test cluster: the plain-sbatch way to run r1hpc job functions.
 
-An array whose tasks get their index through `r1hpc exec --array-arg`, a job waiting on it with
-afterok, and a job that outlives its time limit: the template's USR2 trap requeues it and the
-requeued attempt resumes from the job's checkpoint.
+An array whose tasks get their index through `r1hpc exec --array-arg`, and a job waiting on it
+with afterok. The template's time-limit path (its USR2 trap requeues the job, which resumes from
+its checkpoint) is checked by test_launch_slurm.py's time-limit test, beside submitit's own path,
+so that both share the minute they must wait (submit_over_time_limit / check_requeued_and_resumed).
 """
 from __future__ import annotations
 
@@ -39,17 +40,22 @@ def test_stage_template_array_then_dependent_job(tmp_path, slurm, slurm_env):
     assert reports["task_009.json"]["slurm_job_id"] == after
 
 
-def test_stage_template_requeues_before_time_limit_and_resumes(tmp_path, slurm, slurm_env):
-    """10 steps of 4 s under a 1-minute limit with USR2 30 s before it (Slurm may send it earlier):
-    the trap requeues the job and the next attempt continues from the checkpoint."""
-    job = _sbatch(slurm_env, tmp_path, ["--gpus-per-node=0", "--cpus-per-task=1", "--mem=1G", "--time=1",
-                                        "--signal=B:USR2@30", f"--output={tmp_path}/%j.out", "--open-mode=append"],
-                  ["jobfns:resumable_count", f"state_dir={tmp_path}", "n=10", "step_s=4.0"])
+def submit_over_time_limit(slurm_env: dict[str, str], state_dir: Path) -> str:
+    """A job through the template: 10 steps of 4 s under a 1-minute limit with USR2 30 s before it
+    (Slurm may send it earlier), checkpointing after each step into state_dir."""
+    return _sbatch(slurm_env, state_dir, ["--gpus-per-node=0", "--cpus-per-task=1", "--mem=1G", "--time=1",
+                                          "--signal=B:USR2@30", f"--output={state_dir}/%j.out", "--open-mode=append"],
+                   ["jobfns:resumable_count", f"state_dir={state_dir}", "n=10", "step_s=4.0"])
+
+
+def check_requeued_and_resumed(slurm, job: str, state_dir: Path) -> None:
+    """The trap requeued the job and the next attempt continued from the checkpoint: every step
+    done exactly once, by more than one attempt."""
     slurm.wait_for_state(job, {"COMPLETED"}, timeout=240)
-    attempts = read_jsonl(tmp_path / "attempts.jsonl")
+    attempts = read_jsonl(state_dir / "attempts.jsonl")
     assert sorted(a["step"] for a in attempts) == list(range(10)), attempts
     assert max(a["attempt"] for a in attempts) >= 1, attempts
-    assert read_json(tmp_path / "counter.json") == {"done": list(range(10))}
-    assert "time limit near: requeueing" in (tmp_path / f"{job}.out").read_text()
+    assert read_json(state_dir / "counter.json") == {"done": list(range(10))}
+    assert "time limit near: requeueing" in (state_dir / f"{job}.out").read_text()
     rows = slurm.sacct_rows(job, ["State"], duplicates=True)
     assert "REQUEUED" in {r["State"] for r in rows}, rows
