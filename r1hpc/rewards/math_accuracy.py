@@ -281,7 +281,22 @@ def _equivalent(gold: str, pred: str) -> bool:
         return False
     if _set_vs_ordered(normalize_span(gold), g[0], pred, p[0]):
         return False
-    return bool(verify(g, p, timeout_seconds=None))
+    if verify(g, p, timeout_seconds=None):
+        return True
+    # Percent policy: "X%" also matches a reference of X, either way round. math-verify unwraps
+    # the percent for integers only (50% = 50), so 12.5% missed 12.5.
+    g_num, p_num = _percent_value(g[0]), _percent_value(p[0])
+    if g_num is None and p_num is None:
+        return False
+    return bool(verify([g[0] if g_num is None else g_num], [p[0] if p_num is None else p_num], timeout_seconds=None))
+
+
+def _percent_value(expr: Any) -> Any:
+    """X for latex2sympy's percent form X * UnevaluatedExpr(1/100) with a plain number X; else None."""
+    if (isinstance(expr, sympy.Mul) and len(expr.args) == 2 and isinstance(expr.args[0], sympy.Number)
+            and expr.args[1] == sympy.UnevaluatedExpr(sympy.Rational(1, 100))):
+        return expr.args[0]
+    return None
 
 
 _EXPLICIT_SET_RE = re.compile(r"^\\(?:left\\)?\{.*\\(?:right\\)?\}$", re.DOTALL)
