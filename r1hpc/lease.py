@@ -7,11 +7,14 @@ atomically on an existing name across nodes, rename is atomic, and node clocks a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -287,6 +290,30 @@ class Lease:
             self._restore(aside)
             return
         aside.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def kept_renewed(self) -> Iterator["Lease"]:
+        """Hold this (acquired) lease for as long as the block runs, however long: a daemon thread
+        renews it every ttl_s/3 (a LeaseLostError there is logged, and renewing stops); released
+        at exit."""
+        if not self.held:
+            raise StoreError(f"lease {self.path}: kept_renewed() needs an acquired lease")
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(self.ttl_s / 3):
+                try:
+                    self.renew()
+                except LeaseLostError as e:
+                    log.warning("%s", e)
+                    return
+
+        threading.Thread(target=renew, name=f"lease-renew {self.path.name}", daemon=True).start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            self.release()
 
     def __enter__(self) -> "Lease":
         return self.acquire()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -29,7 +28,7 @@ from typing import Any
 from r1hpc.config import Config, ConfigError, load_config, write_resolved
 from r1hpc.fsio import read_jsonl
 from r1hpc.launch import JobFailed, Launcher, Submission, wait_all
-from r1hpc.lease import Lease, LeaseHeldError, LeaseLostError
+from r1hpc.lease import Lease, LeaseHeldError
 from r1hpc.store import RunDir, list_versions
 
 __all__ = ["STAGES", "MODEL_STAGES", "submit_pipeline", "main"]
@@ -179,24 +178,20 @@ def finish_run(run_dir: str) -> dict[str, Any]:
     return {"report": str(path), "pass_at_1": {s: v.get("pass_at_1") for s, v in summaries.items()}}
 
 
-# squeue states of a job that may still run (a requeued job comes back as PENDING).
-LIVE_STATES = frozenset({"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED",
-                         "CONFIGURING", "COMPLETING", "RESIZING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD"})
-
-
 class RunBusy(RuntimeError):
     """Another `r1hpc run` of the same run is submitting or waiting, or its Slurm jobs still run."""
 
 
 def live_slurm_jobs(run_dir: str) -> list[str]:
-    """The run's Slurm jobs (jobs.jsonl) still in the queue (squeue), one line each."""
+    """The run's Slurm jobs (jobs.jsonl) still in the queue, one line each (squeue lists only jobs
+    pending, running or completing; a requeued job is pending again)."""
     from r1hpc.status import queued_states
 
     jobs = [j for j in read_jsonl(RunDir(run_dir).jobs_path, missing_ok=True) if j.get("executor") == "slurm"]
     states = queued_states([j["job_id"] for j in jobs])
     return [f"{j['stage']} step {'-' if j.get('step') is None else j['step']} job {j['job_id']}: "
             f"{', '.join(sorted(set(states[j['job_id']])))}"
-            for j in jobs if LIVE_STATES & set(states.get(j["job_id"], []))]
+            for j in jobs if j["job_id"] in states]
 
 
 @contextlib.contextmanager
@@ -206,27 +201,14 @@ def sole_submitter(cfg: Config) -> Iterator[None]:
     A second submitter of the same run would submit every unfinished job again: harmless for the
     outputs (jobs are idempotent, publishing is first-writer-wins) but a waste of the allocation.
     RunBusy names the other submitter, or the run's Slurm jobs still queued or running (after a
-    `--no-wait` submission, nobody holds the lease while they run). The lease is renewed by a
-    thread; a submitter that died is recognised at once on its own host, else after its ttl."""
-    ttl_s = 600.0
-    lease = Lease(RunDir(cfg.run_dir).lease_path("run", "submitter"), owner=f"r1hpc run {cfg.name}", ttl_s=ttl_s)
+    `--no-wait` submission, nobody holds the lease while they run). The lease is kept renewed; a
+    submitter that died is recognised at once on its own host, else after the 10-minute ttl."""
+    lease = Lease(RunDir(cfg.run_dir).lease_path("run", "submitter"), owner=f"r1hpc run {cfg.name}", ttl_s=600.0)
     try:
         lease.acquire()
     except LeaseHeldError as e:
         raise RunBusy(f"another `r1hpc run` of {cfg.run_dir} is running ({e})") from None
-    stop = threading.Event()
-
-    def renew() -> None:
-        while not stop.wait(ttl_s / 3):
-            try:
-                lease.renew()
-            except LeaseLostError as e:
-                print(f"r1hpc run: {cfg.name}: lost the submitter lease ({e})", file=sys.stderr)
-                return
-
-    renewer = threading.Thread(target=renew, name="r1hpc-submitter-lease", daemon=True)
-    renewer.start()
-    try:
+    with lease.kept_renewed():
         if cfg.launch.executor == "slurm":
             live = live_slurm_jobs(str(cfg.run_dir))
             if live:
@@ -234,9 +216,6 @@ def sole_submitter(cfg: Config) -> Iterator[None]:
                               "again would run them twice. Wait for them (r1hpc status) or scancel them:\n  "
                               + "\n  ".join(live))
         yield
-    finally:
-        stop.set()
-        lease.release()
 
 
 def main(argv: list[str] | None = None) -> int:

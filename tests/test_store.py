@@ -476,6 +476,21 @@ def test_lease_expiry_takeover_and_lost_owner(tmp_path: Path, caplog) -> None:
     assert not p.exists()
 
 
+def test_kept_renewed_lease_outlives_its_ttl_then_is_released(tmp_path: Path) -> None:
+    p = tmp_path / "x.lease"
+    a = Lease(p, owner="a", ttl_s=0.3, max_skew_s=0.0).acquire()
+    b = Lease(p, owner="b", ttl_s=60, max_skew_s=0.0)
+    with a.kept_renewed():
+        time.sleep(1.0)  # three ttls: held only because the thread renews it
+        assert not b.try_acquire() and b.holder()["owner"] == "a"
+    assert not p.exists()  # released at exit
+    assert b.try_acquire()
+    b.release()
+    with pytest.raises(StoreError, match="needs an acquired lease"):
+        with Lease(p).kept_renewed():
+            pass
+
+
 def test_lease_of_dead_process_is_taken_at_once(tmp_path: Path) -> None:
     p = tmp_path / "x.lease"
     code = ("import sys; from r1hpc.lease import Lease; "
