@@ -26,16 +26,19 @@ def slurm_states(job_ids: list[str]) -> dict[str, list[str]]:
         return {}
     proc = subprocess.run(["sacct", "-n", "-P", "-X", "--format=JobID,State", "-j", ",".join(job_ids)],
                           capture_output=True, text=True, timeout=60)
-    if proc.returncode != 0:
-        return {}
+    return _states_by_job(proc.stdout) if proc.returncode == 0 else {}
+
+
+def _states_by_job(listing: str) -> dict[str, list[str]]:
+    """"<job id>|<state ...>" lines (sacct -P, squeue -o "%i|%T") -> job or array id -> states."""
     states: dict[str, list[str]] = {}
-    for line in proc.stdout.splitlines():
+    for line in listing.splitlines():
         if "|" not in line:
             continue
         job, state = line.split("|", 1)
         base = job.split("_")[0]
         # Expanded array tasks look like 123_4; a not-yet-started array shows 123_[0-3] (all pending).
-        states.setdefault(base, []).append(state.split()[0] if state else "UNKNOWN")
+        states.setdefault(base, []).append(state.split()[0] if state.strip() else "UNKNOWN")
     return states
 
 
@@ -45,16 +48,11 @@ def queued_states(job_ids: list[str]) -> dict[str, list[str]]:
     if not job_ids or shutil.which("squeue") is None:
         return {}
     # All of this user's jobs in one call (squeue -j fails on ids that already left the queue).
-    proc = subprocess.run(["squeue", "-h", "--me", "-r", "-o", "%F|%T"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(["squeue", "-h", "--me", "-r", "-o", "%i|%T"], capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         return {}
     wanted = set(job_ids)
-    states: dict[str, list[str]] = {}
-    for line in proc.stdout.splitlines():
-        job, _, state = line.partition("|")
-        if job in wanted:
-            states.setdefault(job, []).append(state.strip() or "UNKNOWN")
-    return states
+    return {job: states for job, states in _states_by_job(proc.stdout).items() if job in wanted}
 
 
 def _local_state(run: RunDir, task_ids: list[str]) -> list[str]:
