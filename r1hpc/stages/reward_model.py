@@ -42,6 +42,7 @@ from r1hpc import preemption
 from r1hpc.stages.common import StageContext, log_metrics, publish_policy, read_data, render_prompt, stage_seed
 from r1hpc.store import ModelVersion, latest_model, list_versions
 from r1hpc.train.checkpoint import load_latest_checkpoint, save_periodically
+from r1hpc.train.sft import lr_factor
 
 __all__ = ["HEADS", "NO_ANSWER_HELPFULNESS", "helpfulness_view", "harmlessness_view", "build_pairs",
            "train_reward_model", "reward_model_components", "score_with_reward_model"]
@@ -181,12 +182,6 @@ def _build_model(base: ModelVersion) -> torch.nn.Module:
     return model
 
 
-def _lr_factor(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-
 @torch.no_grad()
 def _pairwise_accuracy(model: torch.nn.Module, tokenizer: Any, pairs: list[dict[str, Any]], max_len: int) -> dict[str, float]:
     """Share of pairs with r_chosen > r_rejected (ties count half): overall, per head and per source."""
@@ -261,7 +256,7 @@ def train_reward_model(run_dir: str) -> dict[str, Any]:
             model.train()
             t0 = time.time()
             for group in optimizer.param_groups:
-                group["lr"] = s.lr * _lr_factor(step, total, s.warmup_steps)
+                group["lr"] = s.lr * lr_factor(step, total, s.warmup_steps)
             rows = rows_of(step)
             optimizer.zero_grad(set_to_none=True)
             loss_sum, wins = 0.0, 0
