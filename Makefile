@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 CLUSTER := $(PYTHON) slurm/testcluster/cluster.py
 
-.PHONY: install system-deps test test-unit demo demo-moe cluster-up cluster-down clean
+.PHONY: install system-deps lint test test-unit demo demo-moe cluster-up cluster-down clean
 
 # constraints.txt is the complete lock of what was tested together (torch: the CPU build);
 # DS_BUILD_OPS=0: DeepSpeed builds no CUDA ops at install time.
@@ -22,11 +22,16 @@ install: $(STAMP)
 system-deps:
 	$(CLUSTER) install
 
-test: install system-deps
+# Lint and format check first: a tree ruff rejects fails before the cluster starts.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: install system-deps lint
 	$(CLUSTER) run -- $(PY) -m pytest $(PYTEST_ARGS)
 
 # Tests that need no Slurm cluster (quick inner loop).
-test-unit: install
+test-unit: install lint
 	$(PY) -m pytest -m "not slurm" $(PYTEST_ARGS)
 
 demo: install

@@ -104,8 +104,10 @@ def main() -> None:
 
     print("$ " + shlex.join([".venv/bin/python", "bench/bench_logprobs.py", *sys.argv[1:]]))
     b, t, v, h = args.batch, args.tokens, args.vocab, args.hidden
-    print(f"shape B={b} T={t} V={v} H={h} dtype={args.dtype} chunk={args.chunk} device={args.device} "
-          f"threads={torch.get_num_threads()} torch={torch.__version__}")
+    print(
+        f"shape B={b} T={t} V={v} H={h} dtype={args.dtype} chunk={args.chunk} device={args.device} "
+        f"threads={torch.get_num_threads()} torch={torch.__version__}"
+    )
     print(f"one (B*T, V) fp32 tensor = {b * t * v * 4 / 2**20:.0f} MiB")
     results, outs = {}, {}
     tmp = Path(tempfile.mkdtemp(prefix="bench_logprobs_"))
@@ -124,12 +126,16 @@ def main() -> None:
     nv = results["naive"]
     for name in VARIANTS:
         r = results[name]
-        print(f"{name:<16}{r['peak_bytes'] / 2**20:>16.0f}{r['time_s']:>18.3f}"
-              f"{nv['peak_bytes'] / max(r['peak_bytes'], 1):>13.1f}x{r['time_s'] / nv['time_s']:>14.2f}x")
+        print(
+            f"{name:<16}{r['peak_bytes'] / 2**20:>16.0f}{r['time_s']:>18.3f}"
+            f"{nv['peak_bytes'] / max(r['peak_bytes'], 1):>13.1f}x{r['time_s'] / nv['time_s']:>14.2f}x"
+        )
     ref = outs["naive"]
     for name in VARIANTS[1:]:
         diffs = [float((a.float() - r.float()).abs().max()) for a, r in zip(outs[name], ref)]
-        print(f"max |diff| vs naive, {name}: logp {diffs[0]:.2e}  grad_hidden {diffs[1]:.2e}  grad_weight {diffs[2]:.2e}")
+        print(
+            f"max |diff| vs naive, {name}: logp {diffs[0]:.2e}  grad_hidden {diffs[1]:.2e}  grad_weight {diffs[2]:.2e}"
+        )
     print("(mem vs naive = naive peak / this peak; time vs naive = this time / naive time)")
 
 

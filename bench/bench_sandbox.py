@@ -18,8 +18,11 @@ from r1hpc.rewards.sandbox import SandboxConfig, SandboxLimits, _pick_python, ru
 
 PROGRAMS = [
     ("a, b = map(int, input().split())\nprint(a + b)\n", "3 4\n", "7"),
-    ("import sys\nxs = list(map(int, sys.stdin.read().split()))\nprint(sorted(xs)[len(xs) // 2])\n",
-     "5 1 4 2 3\n", "3"),
+    (
+        "import sys\nxs = list(map(int, sys.stdin.read().split()))\nprint(sorted(xs)[len(xs) // 2])\n",
+        "5 1 4 2 3\n",
+        "3",
+    ),
     ("n = int(input())\nprint(sum(i * i for i in range(n)))\n", "1000\n", "332833500"),
 ]
 
@@ -45,8 +48,9 @@ def main() -> None:
     configs = {"full": SandboxConfig(python=python), "no_ns": SandboxConfig(namespaces=False, python=python)}
 
     def peer(prog: str, stdin: str) -> str:
-        return subprocess.run([python, "-I", "-S", "-c", prog], input=stdin, capture_output=True,
-                              text=True, check=True).stdout
+        return subprocess.run(
+            [python, "-I", "-S", "-c", prog], input=stdin, capture_output=True, text=True, check=True
+        ).stdout
 
     print("command:", " ".join([sys.executable, *sys.argv]))
     print(f"interpreter: {python}; programs per measurement: {args.n}")
@@ -55,7 +59,7 @@ def main() -> None:
     print(f"peer  plain subprocess.run      {peer_rate:7.1f} programs/s")
     for mode in modes:
         cfg = configs[mode]
-        rate = _bench(lambda p, s: _checked(run_python(p, s, limits, cfg)), args.n)
+        rate = _bench(lambda p, s, cfg=cfg: _checked(run_python(p, s, limits, cfg)), args.n)
         print(f"sandbox {mode:<6} {'':22}{rate:7.1f} programs/s   ratio sandbox/peer = {rate / peer_rate:.2f}")
 
 

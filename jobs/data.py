@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Stage `data`: generate the task data (math problems with checkable answers, general examples) and train the tokenizer.
+"""Stage `data`: the run's problems (generated, or the user's dataset files) and general examples,
+and the tokenizer (trained here, or the checkpoint's).
 
 Runs only this stage, on the outputs earlier stages left in the run directory:
     python jobs/data.py configs/tiny.yaml                              # local executor
     python jobs/data.py configs/tiny.yaml launch.executor=slurm --no-wait   # as Slurm jobs
 The whole recipe: python jobs/pipeline.py configs/tiny.yaml (= r1hpc run, = make demo).
 """
+
 import sys
 
 from r1hpc.pipeline import main

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Stage `rejection`: rejection sampling: a generation array over prompts, then filtering, judging and dedup into the SFT set.
+"""Stage `rejection`: rejection sampling: a generation array over prompts, then filtering, judging and
+dedup into the SFT set.
 
 Runs only this stage, on the outputs earlier stages left in the run directory:
     python jobs/rejection.py configs/tiny.yaml                              # local executor
     python jobs/rejection.py configs/tiny.yaml launch.executor=slurm --no-wait   # as Slurm jobs
 The whole recipe: python jobs/pipeline.py configs/tiny.yaml (= r1hpc run, = make demo).
 """
+
 import sys
 
 from r1hpc.pipeline import main

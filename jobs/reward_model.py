@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Stage `reward_model`: train the pairwise helpfulness/harmlessness reward model used by rl_all and the rejection judge.
+"""Stage `reward_model`: train the pairwise helpfulness/harmlessness reward model used by rl_all and the
+rejection judge.
 
 Runs only this stage, on the outputs earlier stages left in the run directory:
     python jobs/reward_model.py configs/tiny.yaml                              # local executor
     python jobs/reward_model.py configs/tiny.yaml launch.executor=slurm --no-wait   # as Slurm jobs
 The whole recipe: python jobs/pipeline.py configs/tiny.yaml (= r1hpc run, = make demo).
 """
+
 import sys
 
 from r1hpc.pipeline import main

@@ -6,6 +6,7 @@ Runs only this stage, on the outputs earlier stages left in the run directory:
     python jobs/student_base.py configs/tiny.yaml launch.executor=slurm --no-wait   # as Slurm jobs
 The whole recipe: python jobs/pipeline.py configs/tiny.yaml (= r1hpc run, = make demo).
 """
+
 import sys
 
 from r1hpc.pipeline import main

@@ -331,8 +331,7 @@ def _repair_torn_tail(fd: int, path: Path, size: int) -> None:
         pos = start
     else:
         keep = 0
-    log.warning("%s: dropping torn final line (%d bytes without newline, left by a killed writer)",
-                path, size - keep)
+    log.warning("%s: dropping torn final line (%d bytes without newline, left by a killed writer)", path, size - keep)
     os.ftruncate(fd, keep)
 
 
@@ -382,15 +381,20 @@ def read_jsonl(path: str | os.PathLike[str], *, missing_ok: bool = False) -> lis
     lines = data.split(b"\n")
     tail = lines.pop()  # b"" when the file ends with a newline
     if tail:
-        log.warning("%s:%d: ignoring incomplete final line (%d bytes, no newline; a killed writer)",
-                    p, len(lines) + 1, len(tail))
+        log.warning(
+            "%s:%d: ignoring incomplete final line (%d bytes, no newline; a killed writer)",
+            p,
+            len(lines) + 1,
+            len(tail),
+        )
     out: list[dict[str, Any]] = []
     for n, raw in enumerate(lines, 1):
         try:
             obj = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise StoreError(f"{p}:{n}: corrupt line, expected one JSON object ({e}); only an "
-                             f"incomplete final line is tolerated") from e
+            raise StoreError(
+                f"{p}:{n}: corrupt line, expected one JSON object ({e}); only an incomplete final line is tolerated"
+            ) from e
         if not isinstance(obj, dict):
             raise StoreError(f"{p}:{n}: expected a JSON object, got {type(obj).__name__}")
         out.append(obj)

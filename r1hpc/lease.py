@@ -18,9 +18,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from r1hpc.fsio import (NO_HARD_LINKS, StoreError, clean_temp, ensure_dir, holder_is_dead, link_no_replace, log,
-                        process_identity, temp_name, write_all)
-
+from r1hpc.fsio import (
+    NO_HARD_LINKS,
+    StoreError,
+    clean_temp,
+    ensure_dir,
+    holder_is_dead,
+    link_no_replace,
+    log,
+    process_identity,
+    temp_name,
+    write_all,
+)
 
 
 def _check(info: dict[str, Any]) -> str:
@@ -65,8 +74,16 @@ class Lease:
 
     _SIZE = 1024  # lease files are padded to a fixed size so in-place renewal never truncates
 
-    def __init__(self, path: str | os.PathLike[str], owner: str = "", ttl_s: float = 600.0, *,
-                 max_skew_s: float = 30.0, wait_s: float = 0.0, poll_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        owner: str = "",
+        ttl_s: float = 600.0,
+        *,
+        max_skew_s: float = 30.0,
+        wait_s: float = 0.0,
+        poll_s: float = 0.2,
+    ) -> None:
         if ttl_s <= 0:
             raise ValueError(f"Lease {path}: ttl_s must be > 0, got {ttl_s}")
         self.path = Path(path)
@@ -84,8 +101,13 @@ class Lease:
         return self._fd is not None
 
     def _content(self) -> bytes:
-        info = {"owner": self.owner, **process_identity(), "token": self.token,
-                "ttl_s": self.ttl_s, "expires_at": self.expires_at}
+        info = {
+            "owner": self.owner,
+            **process_identity(),
+            "token": self.token,
+            "ttl_s": self.ttl_s,
+            "expires_at": self.expires_at,
+        }
         # The checksum lets a reader detect a read torn by a concurrent in-place renewal.
         info["check"] = _check(info)
         raw = json.dumps(info, sort_keys=True).encode()
@@ -195,8 +217,7 @@ class Lease:
             log.warning("lease %s changed while being taken over; restoring it", self.path)
             self._restore(aside)
             return
-        log.warning("lease %s: took over stale lease %s", self.path,
-                    moved.decode("utf-8", "replace").strip()[:300])
+        log.warning("lease %s: took over stale lease %s", self.path, moved.decode("utf-8", "replace").strip()[:300])
         aside.unlink(missing_ok=True)
 
     def _restore(self, aside: Path) -> None:
@@ -229,7 +250,7 @@ class Lease:
             self._break(got[0])
         return False
 
-    def acquire(self, wait_s: float | None = None) -> "Lease":
+    def acquire(self, wait_s: float | None = None) -> Lease:
         """Acquire, polling up to `wait_s` seconds; LeaseHeldError naming the holder otherwise."""
         deadline = time.monotonic() + (self.wait_s if wait_s is None else wait_s)
         while not self.try_acquire():
@@ -239,12 +260,14 @@ class Lease:
                     raise LeaseHeldError(
                         f"lease {self.path} is held but its file is empty or unreadable (being "
                         f"written, or its creator died while writing); it is taken over once "
-                        f"{self.ttl_s + self.max_skew_s:.0f} s past its mtime")
+                        f"{self.ttl_s + self.max_skew_s:.0f} s past its mtime"
+                    )
                 left = float(info.get("expires_at", 0)) - time.time()
                 raise LeaseHeldError(
                     f"lease {self.path} is held by {info.get('owner')!r} on host "
                     f"{info.get('host')} pid {info.get('pid')} slurm job "
-                    f"{info.get('slurm_job_id')}, expiring in {left:.0f} s")
+                    f"{info.get('slurm_job_id')}, expiring in {left:.0f} s"
+                )
             time.sleep(self.poll_s)
         return self
 
@@ -256,8 +279,9 @@ class Lease:
         info = self._parse(got[0]) if got else None
         if not info or info.get("token") != self.token:
             self._close()
-            raise LeaseLostError(f"lease {self.path} was taken over or removed "
-                                 f"(now held by {info and info.get('owner')!r})")
+            raise LeaseLostError(
+                f"lease {self.path} was taken over or removed (now held by {info and info.get('owner')!r})"
+            )
         self.expires_at = time.time() + self.ttl_s
         try:
             os.pwrite(self._fd, self._content(), 0)
@@ -292,7 +316,7 @@ class Lease:
         aside.unlink(missing_ok=True)
 
     @contextlib.contextmanager
-    def kept_renewed(self) -> Iterator["Lease"]:
+    def kept_renewed(self) -> Iterator[Lease]:
         """Hold this (acquired) lease for as long as the block runs, however long: a daemon thread
         renews it every ttl_s/3 (a LeaseLostError there is logged, and renewing stops); released
         at exit."""
@@ -315,7 +339,7 @@ class Lease:
             stop.set()
             self.release()
 
-    def __enter__(self) -> "Lease":
+    def __enter__(self) -> Lease:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:

@@ -6,8 +6,9 @@ figure saying so, so the report's image links never dangle.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -61,8 +62,9 @@ def plot_rl_curves(metrics: Mapping[str, Sequence[Mapping[str, Any]]], path: Pat
     return _save(fig, path)
 
 
-def plot_series(metrics: Mapping[str, Sequence[Mapping[str, Any]]], key: str, ylabel: str, title: str,
-                path: Path) -> Path:
+def plot_series(
+    metrics: Mapping[str, Sequence[Mapping[str, Any]]], key: str, ylabel: str, title: str, path: Path
+) -> Path:
     """One metric per step, one line per stage (response length, SFT loss, ...)."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     _lines(ax, metrics, key, ylabel)
@@ -83,8 +85,9 @@ def plot_heldout(summaries: Mapping[str, Mapping[str, Any]], k: int | None, path
     hi = [summaries[s]["pass_at_1_ci"][1] - summaries[s]["pass_at_1"] for s in stages]
     ax.bar(xs, p, color="tab:blue", alpha=0.75, label="pass@1")
     ax.errorbar(xs, p, yerr=[lo, hi], fmt="none", ecolor="black", capsize=4, label="95% interval")
-    ax.plot(xs, [summaries[s]["cons_at_k"] for s in stages], "D", color="tab:orange",
-            label=f"cons@{k}" if k else "cons@k")
+    ax.plot(
+        xs, [summaries[s]["cons_at_k"] for s in stages], "D", color="tab:orange", label=f"cons@{k}" if k else "cons@k"
+    )
     ax.set_xticks(list(xs), stages, rotation=30, ha="right")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("held-out score")

@@ -41,8 +41,12 @@ class _Deferral:
             self.previous(signum, frame)
             return
         self.requested = True
-        print(f"r1hpc: got {signal.Signals(signum).name}: saving at the next step boundary, then requeueing "
-              f"(at most {self.grace_s:.0f} s from now)", file=sys.stderr, flush=True)
+        print(
+            f"r1hpc: got {signal.Signals(signum).name}: saving at the next step boundary, then requeueing "
+            f"(at most {self.grace_s:.0f} s from now)",
+            file=sys.stderr,
+            flush=True,
+        )
         timer = threading.Timer(self.grace_s, os.kill, (os.getpid(), signum))
         timer.daemon = True
         timer.start()

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from r1hpc.config import Config, code_revision
-from r1hpc.launch import Launcher
 from r1hpc.fsio import atomic_write_json
+from r1hpc.launch import Launcher
 
 __all__ = ["node_report", "run_preflight", "check_reports"]
 
@@ -57,22 +57,33 @@ def node_report(report_dir: str, task: int) -> dict[str, Any]:
     return report
 
 
-def check_reports(report_dir: Path, returned: list[dict[str, Any]], expect_gpus: int,
-                  expect_revision: str, min_free_gb: float = 1.0) -> list[str]:
+def check_reports(
+    report_dir: Path, returned: list[dict[str, Any]], expect_gpus: int, expect_revision: str, min_free_gb: float = 1.0
+) -> list[str]:
     """Compare what each task wrote to the shared directory with what it returned; list problems."""
     problems = []
     for rep in returned:
         path = report_dir / f"task_{rep['task']:03d}.json"
         if not path.exists():
-            problems.append(f"task {rep['task']} on {rep['host']}: {path} not visible here: is {report_dir.parent} on a shared filesystem?")
+            problems.append(
+                f"task {rep['task']} on {rep['host']}: {path} not visible here: "
+                f"is {report_dir.parent} on a shared filesystem?"
+            )
             continue
         seen = json.loads(path.read_text())
         if seen != rep:
-            problems.append(f"task {rep['task']} on {rep['host']}: {path} differs from what the job wrote (stale cache?)")
+            problems.append(
+                f"task {rep['task']} on {rep['host']}: {path} differs from what the job wrote (stale cache?)"
+            )
         if rep["gpus"] != expect_gpus:
-            problems.append(f"task {rep['task']} on {rep['host']}: {rep['gpus']} GPUs visible, config asks for {expect_gpus}")
+            problems.append(
+                f"task {rep['task']} on {rep['host']}: {rep['gpus']} GPUs visible, config asks for {expect_gpus}"
+            )
         if rep["code_revision"] != expect_revision:
-            problems.append(f"task {rep['task']} on {rep['host']}: runs code {rep['code_revision']}, submitted from {expect_revision}")
+            problems.append(
+                f"task {rep['task']} on {rep['host']}: runs code {rep['code_revision']}, "
+                f"submitted from {expect_revision}"
+            )
         if rep["free_gb"] < min_free_gb:
             problems.append(f"task {rep['task']} on {rep['host']}: only {rep['free_gb']} GB free in the run directory")
     return problems
@@ -83,13 +94,19 @@ def run_preflight(cfg: Config, tasks: int = 2, kind: str = "rollout") -> int:
     report_dir = cfg.run_dir / "preflight" / time.strftime("%Y%m%d-%H%M%S")
     report_dir.mkdir(parents=True, exist_ok=True)
     launcher = Launcher(cfg)
-    sub = launcher.submit_array("preflight", kind, "r1hpc.preflight:node_report",
-                                [{"report_dir": str(report_dir), "task": i} for i in range(tasks)])
+    sub = launcher.submit_array(
+        "preflight",
+        kind,
+        "r1hpc.preflight:node_report",
+        [{"report_dir": str(report_dir), "task": i} for i in range(tasks)],
+    )
     print(f"preflight: submitted {sub.name} as job {sub.job_id} ({tasks} tasks, {launcher.executor} executor)")
     returned = sub.results()
     for rep in returned:
-        print(f"  task {rep['task']}: host={rep['host']} job={rep['slurm_job_id'] or '-'} cpus={rep['cpus']} "
-              f"gpus={rep['gpus']} free={rep['free_gb']}GB code={rep['code_revision'][:12]}")
+        print(
+            f"  task {rep['task']}: host={rep['host']} job={rep['slurm_job_id'] or '-'} cpus={rep['cpus']} "
+            f"gpus={rep['gpus']} free={rep['free_gb']}GB code={rep['code_revision'][:12]}"
+        )
     expect_gpus = getattr(cfg.launch, kind).gpus_per_node if launcher.executor == "slurm" else returned[0]["gpus"]
     problems = check_reports(report_dir, returned, expect_gpus, code_revision())
     for problem in problems:

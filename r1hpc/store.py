@@ -27,17 +27,49 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from r1hpc.fsio import (StoreError, append_jsonl, atomic_write_bytes, atomic_write_json,
-                        atomic_write_text, clean_temp, ensure_dir, fsync_dir, log, process_identity,
-                        read_json, read_jsonl, remove_tree, temp_name, write_all)
+from r1hpc.fsio import (
+    StoreError,
+    append_jsonl,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    clean_temp,
+    ensure_dir,
+    fsync_dir,
+    log,
+    process_identity,
+    read_json,
+    read_jsonl,
+    remove_tree,
+    temp_name,
+    write_all,
+)
 from r1hpc.lease import Lease, LeaseHeldError, LeaseLostError
 
 __all__ = [
-    "StoreError", "LeaseHeldError", "LeaseLostError", "Lease", "RunDir", "ModelVersion",
-    "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "append_jsonl", "read_jsonl",
-    "publish_model", "latest_model", "list_versions", "verify_version", "prune_versions",
-    "publish_shard", "shard_is_complete", "read_shard", "read_step_shards",
-    "mark_done", "is_done", "done_info",
+    "StoreError",
+    "LeaseHeldError",
+    "LeaseLostError",
+    "Lease",
+    "RunDir",
+    "ModelVersion",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "append_jsonl",
+    "read_jsonl",
+    "publish_model",
+    "latest_model",
+    "list_versions",
+    "verify_version",
+    "prune_versions",
+    "publish_shard",
+    "shard_is_complete",
+    "read_shard",
+    "read_step_shards",
+    "mark_done",
+    "is_done",
+    "done_info",
 ]
 
 MANIFEST = "MANIFEST.json"
@@ -48,8 +80,9 @@ _CHUNK = 1 << 20
 
 def _check_name(kind: str, value: str) -> str:
     if not isinstance(value, str) or not _NAME_RE.match(value) or ".." in value:
-        raise ValueError(f"invalid {kind} name {value!r}: expected letters, digits, '_', '-', '.' "
-                         f"(starting with a letter or digit)")
+        raise ValueError(
+            f"invalid {kind} name {value!r}: expected letters, digits, '_', '-', '.' (starting with a letter or digit)"
+        )
     return value
 
 
@@ -96,8 +129,7 @@ class RunDir:
         return self._d(create, "rollouts", _check_name("stage", stage))
 
     def step_dir(self, stage: str, step: int, create: bool = True) -> Path:
-        return self._d(create, "rollouts", _check_name("stage", stage),
-                       f"step_{_check_index('step', step):04d}")
+        return self._d(create, "rollouts", _check_name("stage", stage), f"step_{_check_index('step', step):04d}")
 
     def shard_path(self, stage: str, step: int, shard: int, create: bool = True) -> Path:
         return self.step_dir(stage, step, create) / f"shard_{_check_index('shard', shard):03d}.jsonl"
@@ -124,6 +156,7 @@ class RunDir:
 @dataclass(frozen=True)
 class ModelVersion:
     """A published, verified model version: `path` is models/<stage>/vNNNN."""
+
     path: Path
     version: int
     manifest: dict[str, Any]
@@ -136,15 +169,18 @@ class ModelVersion:
     def meta(self) -> dict[str, Any]:
         return self.manifest.get("meta", {})
 
-    def checked(self, verify: Literal["size", "sha256"] = "size") -> "ModelVersion":
+    def checked(self, verify: Literal["size", "sha256"] = "size") -> ModelVersion:
         """This version after checking its files against the MANIFEST; StoreError naming each
         problem otherwise. For loads of one exact version (a GRPO step's policy), where falling
         back to an older version, as latest_model does, would train the wrong policy."""
         _, problems = verify_version(self.path, verify)
         if problems:
-            raise StoreError(f"{self.path} fails verification ({verify}): " + "; ".join(problems[:5])
-                             + ". It was damaged after publishing; remove the directory and rerun the "
-                             "job that published it (its output is recomputed, identically)")
+            raise StoreError(
+                f"{self.path} fails verification ({verify}): "
+                + "; ".join(problems[:5])
+                + ". It was damaged after publishing; remove the directory and rerun the "
+                "job that published it (its output is recomputed, identically)"
+            )
         return self
 
 
@@ -219,8 +255,11 @@ def verify_version(path: Path, verify: Literal["size", "sha256"] = "size") -> tu
     except StoreError as e:
         return None, [str(e)]
     m = _VERSION_RE.match(path.name)
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list) or (
-            m and manifest.get("version") != int(m.group(1))):
+    if (
+        not isinstance(manifest, dict)
+        or not isinstance(manifest.get("files"), list)
+        or (m and manifest.get("version") != int(m.group(1)))
+    ):
         return None, [f"{path / MANIFEST}: not a manifest of version {path.name}"]
     problems = []
     for entry in manifest["files"]:
@@ -256,8 +295,7 @@ def _read_pointer(stage_dir: Path) -> int | None:
         return None
     m = _VERSION_RE.match(text)
     if not m:
-        log.warning("%s: corrupt pointer %r (expected like 'v0007'); ignoring it",
-                    stage_dir / "latest", text[:40])
+        log.warning("%s: corrupt pointer %r (expected like 'v0007'); ignoring it", stage_dir / "latest", text[:40])
         return None
     return int(m.group(1))
 
@@ -267,8 +305,7 @@ def _advance_latest(stage_dir: Path, version: int) -> None:
     cannot interleave read-compare-write and move it backward. If the lease stays busy, the
     pointer is left lagging (readers also scan the directory) rather than failing the publish."""
     try:
-        with Lease(stage_dir / ".latest.lease", owner="latest pointer", ttl_s=30.0, wait_s=90.0,
-                   poll_s=0.02):
+        with Lease(stage_dir / ".latest.lease", owner="latest pointer", ttl_s=30.0, wait_s=90.0, poll_s=0.02):
             current = _read_pointer(stage_dir)
             if current is None or version > current:
                 atomic_write_text(stage_dir / "latest", version_name(version) + "\n")
@@ -281,13 +318,20 @@ def _existing_manifest(target: Path) -> dict[str, Any] | None:
         return None
     manifest, problems = verify_version(target, "size")
     if manifest is None or problems:
-        raise StoreError(f"{target} exists but is not a valid version ({'; '.join(problems)}); "
-                         f"inspect and remove it by hand, or publish under another version")
+        raise StoreError(
+            f"{target} exists but is not a valid version ({'; '.join(problems)}); "
+            f"inspect and remove it by hand, or publish under another version"
+        )
     return manifest
 
 
-def publish_model(run: RunDir, stage: str, src_dir: str | os.PathLike[str], version: int | None = None,
-                  meta: dict[str, Any] | None = None) -> ModelVersion:
+def publish_model(
+    run: RunDir,
+    stage: str,
+    src_dir: str | os.PathLike[str],
+    version: int | None = None,
+    meta: dict[str, Any] | None = None,
+) -> ModelVersion:
     """Publish the files of src_dir as models/<stage>/vNNNN and advance `latest`.
 
     version=None takes the next free number, unless the newest version already holds exactly
@@ -335,9 +379,15 @@ def publish_model(run: RunDir, stage: str, src_dir: str | os.PathLike[str], vers
             version += 1
             continue
         if existing is None:
-            manifest = {"format": 1, "stage": stage, "version": version, "files": files,
-                        "meta": meta, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                        "created_by": process_identity()}
+            manifest = {
+                "format": 1,
+                "stage": stage,
+                "version": version,
+                "files": files,
+                "meta": meta,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "created_by": process_identity(),
+            }
             tmp = stage_dir / temp_name(name)
             try:
                 ensure_dir(tmp)
@@ -365,8 +415,9 @@ def publish_model(run: RunDir, stage: str, src_dir: str | os.PathLike[str], vers
         if auto:
             version += 1
             continue
-        raise StoreError(f"{target} already exists with different content (versions are "
-                         f"immutable; publish under a new version)")
+        raise StoreError(
+            f"{target} already exists with different content (versions are immutable; publish under a new version)"
+        )
 
 
 def list_versions(run: RunDir, stage: str) -> list[ModelVersion]:
@@ -407,8 +458,12 @@ def latest_model(run: RunDir, stage: str, verify: Literal["size", "sha256"] = "s
         manifest, problems = verify_version(path, verify)
         if manifest is not None and not problems:
             return ModelVersion(path, v, manifest)
-        log.warning("model %s failed %s verification, falling back to an older version: %s",
-                    path, verify, "; ".join(problems[:3]))
+        log.warning(
+            "model %s failed %s verification, falling back to an older version: %s",
+            path,
+            verify,
+            "; ".join(problems[:3]),
+        )
         tried.append(f"{version_name(v)} ({'; '.join(problems[:3])})")
     raise StoreError(f"no valid model version in {stage_dir}; tried: " + ", ".join(tried))
 
@@ -437,20 +492,28 @@ def _encode_shard(records: list[dict[str, Any]], stage: str, step: int, shard: i
     lines = []
     for i, r in enumerate(records):
         if not isinstance(r, dict):
-            raise ValueError(f"shard {stage}/{step}/{shard}: record {i} is a {type(r).__name__}, "
-                             f"expected a dict")
+            raise ValueError(f"shard {stage}/{step}/{shard}: record {i} is a {type(r).__name__}, expected a dict")
         try:
             lines.append(json.dumps(r, ensure_ascii=False, separators=(",", ":")))
         except (TypeError, ValueError) as e:
             raise ValueError(f"shard {stage}/{step}/{shard}: record {i} is not JSON ({e})") from e
     body = "".join(line + "\n" for line in lines).encode("utf-8")
-    footer = {_FOOTER: {"format": 1, "stage": stage, "step": step, "shard": shard,
-                        "records": len(records), "sha256": hashlib.sha256(body).hexdigest()}}
+    footer = {
+        _FOOTER: {
+            "format": 1,
+            "stage": stage,
+            "step": step,
+            "shard": shard,
+            "records": len(records),
+            "sha256": hashlib.sha256(body).hexdigest(),
+        }
+    }
     return body + json.dumps(footer, sort_keys=True).encode() + b"\n"
 
 
-def read_shard(path: str | os.PathLike[str], stage: str | None = None, step: int | None = None,
-               shard: int | None = None) -> list[dict[str, Any]]:
+def read_shard(
+    path: str | os.PathLike[str], stage: str | None = None, step: int | None = None, shard: int | None = None
+) -> list[dict[str, Any]]:
     """Records of one complete shard file; StoreError naming the file if missing or not intact
     (footer missing, record count or sha256 mismatch, or written for another stage/step/shard)."""
     p = Path(path)
@@ -513,8 +576,11 @@ def read_step_shards(run: RunDir, stage: str, step: int, num_shards: int) -> lis
             records.extend(read_shard(run.shard_path(stage, step, i, create=False), stage, step, i))
         except StoreError as e:
             bad.append(str(e))
-    extra = sorted(n for n in (os.listdir(step_dir) if step_dir.is_dir() else [])
-                   if (m := re.match(r"^shard_(\d+)\.jsonl$", n)) and int(m.group(1)) >= num_shards)
+    extra = sorted(
+        n
+        for n in (os.listdir(step_dir) if step_dir.is_dir() else [])
+        if (m := re.match(r"^shard_(\d+)\.jsonl$", n)) and int(m.group(1)) >= num_shards
+    )
     if extra:
         bad.append(f"{step_dir} holds shards beyond num_shards={num_shards}: {', '.join(extra)}")
     if bad:
@@ -528,8 +594,16 @@ def read_step_shards(run: RunDir, stage: str, step: int, num_shards: int) -> lis
 def mark_done(run: RunDir, stage: str, key: str, info: dict[str, Any] | None = None) -> Path:
     """Record that output `key` of `stage` is complete (atomically; overwriting is harmless)."""
     path = run.done_path(stage, key)
-    atomic_write_json(path, {"stage": stage, "key": key, "info": info or {},
-                             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "by": process_identity()})
+    atomic_write_json(
+        path,
+        {
+            "stage": stage,
+            "key": key,
+            "info": info or {},
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "by": process_identity(),
+        },
+    )
     return path
 
 

@@ -25,8 +25,9 @@ import math
 import os
 import re
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = ["TBWriter", "log_scalars", "tensorboard_dir", "scalars_of", "read_scalars"]
 
@@ -93,7 +94,7 @@ class TBWriter:
             self._writer.close()
             self._writer = None
 
-    def __enter__(self) -> "TBWriter":
+    def __enter__(self) -> TBWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -59,7 +59,16 @@ def slow_tiny_sft(state_dir: str, out: str, step_s: float) -> int:
         time.sleep(step_s)
 
     model = tiny_model()
-    train_sft(model, PROMPTS, TARGETS, dataclasses.replace(SETTINGS, save_every=10_000), PAD, seed=1,
-              state_dir=Path(state_dir), log=log, progress=False)
+    train_sft(
+        model,
+        PROMPTS,
+        TARGETS,
+        dataclasses.replace(SETTINGS, save_every=10_000),
+        PAD,
+        seed=1,
+        state_dir=Path(state_dir),
+        log=log,
+        progress=False,
+    )
     torch.save(model.state_dict(), out)
     return os.getpid()

@@ -16,6 +16,7 @@ mixed.txt, per row (GPU-seconds = GPUs x ElapsedRaw; prices default 2.0, long 1.
     700    erin PENDING = 0;  701 erin CANCELLED before start = 0
 Total 86100 GPU-s, wasted 3900, cost $53.458333, wasted $1.708333, 11 distinct job ids.
 """
+
 from __future__ import annotations
 
 import csv
@@ -61,16 +62,25 @@ def test_mixed_dump_totals_and_standard_tables(tmp_path: Path) -> None:
     assert (t["gpu_seconds"], t["wasted_gpu_seconds"], t["jobs"]) == (86100, 3900, 11)
     assert t["cost"] == pytest.approx(53.458333, abs=1e-6)
     assert t["wasted_cost"] == pytest.approx(1.708333, abs=1e-6)
-    by_user = {k[0]: (r["gpu_seconds"], r["wasted_gpu_seconds"], r["jobs"])
-               for k, r in _rows(rep, ["user"]).items()}
-    assert by_user == {"alice": (19800, 0, 4), "bob": (7200, 2400, 2), "carol": (1500, 1500, 2),
-                       "dave": (57600, 0, 1), "erin": (0, 0, 2)}
+    by_user = {k[0]: (r["gpu_seconds"], r["wasted_gpu_seconds"], r["jobs"]) for k, r in _rows(rep, ["user"]).items()}
+    assert by_user == {
+        "alice": (19800, 0, 4),
+        "bob": (7200, 2400, 2),
+        "carol": (1500, 1500, 2),
+        "dave": (57600, 0, 1),
+        "erin": (0, 0, 2),
+    }
     by_account = {k[0]: r["gpu_seconds"] for k, r in _rows(rep, ["account"]).items()}
     assert by_account == {"test": 19800, "research": 66300}
     by_stage = {k: (r["gpu_seconds"], r["wasted_gpu_seconds"]) for k, r in _rows(rep, ["run", "stage"]).items()}
-    assert by_stage == {("exp1", "grpo"): (7200, 0), ("exp1", "rollout"): (3600, 0),
-                        ("exp1", "train"): (7200, 2400), ("exp2", "sft"): (57600, 0),
-                        ("-", "-"): (10500, 1500), ("exp3", "grpo"): (0, 0)}
+    assert by_stage == {
+        ("exp1", "grpo"): (7200, 0),
+        ("exp1", "rollout"): (3600, 0),
+        ("exp1", "train"): (7200, 2400),
+        ("exp2", "sft"): (57600, 0),
+        ("-", "-"): (10500, 1500),
+        ("exp3", "grpo"): (0, 0),
+    }
     by_day = {k[0]: (r["gpu_seconds"], r["jobs"]) for k, r in _rows(rep, ["day"]).items()}
     # 500 and 400 span midnight; 700/701 never ran and so are on no day; 600 ran with 0 GPUs.
     assert by_day == {"2026-11-20": (24900, 8), "2026-11-21": (32400, 2), "2026-11-22": (28800, 1)}
@@ -97,11 +107,17 @@ def test_group_by_any_keys(tmp_path: Path) -> None:
     rep = _run_json(tmp_path, "--by", "partition,state,gpu_type")
     assert len(rep["tables"]) == 1
     rows = {k: r["gpu_seconds"] for k, r in _rows(rep, ["partition", "state", "gpu_type"]).items()}
-    assert rows == {("debug", "COMPLETED", "-"): 10800, ("debug", "NODE_FAIL", "-"): 600,
-                    ("debug", "PENDING", "-"): 0, ("debug", "CANCELLED", "-"): 0,
-                    ("long", "REQUEUED", "-"): 2400, ("long", "COMPLETED", "-"): 4800,
-                    ("long", "PREEMPTED", "-"): 900, ("long", "RUNNING", "h100"): 57600,
-                    ("long", "COMPLETED", "a100"): 9000}
+    assert rows == {
+        ("debug", "COMPLETED", "-"): 10800,
+        ("debug", "NODE_FAIL", "-"): 600,
+        ("debug", "PENDING", "-"): 0,
+        ("debug", "CANCELLED", "-"): 0,
+        ("long", "REQUEUED", "-"): 2400,
+        ("long", "COMPLETED", "-"): 4800,
+        ("long", "PREEMPTED", "-"): 900,
+        ("long", "RUNNING", "h100"): 57600,
+        ("long", "COMPLETED", "a100"): 9000,
+    }
     rep = _run_json(tmp_path, "--by", "user,day")
     rows = {k: r["gpu_seconds"] for k, r in _rows(rep, ["user", "day"]).items()}
     assert rows[("alice", "2026-11-20")] == 7200 + 3600 + 5400
@@ -125,9 +141,11 @@ def test_filters_and_window(tmp_path: Path) -> None:
 
 def test_running_job_without_elapsed_counts_up_to_now(tmp_path: Path) -> None:
     dump = tmp_path / "running.txt"
-    dump.write_text("# r1hpc-sacct-dump queried_at=2026-11-22T00:30:00\n" + HEADER + "\n"
-                    "9|9|r1hpc:r:grpo:7|u|test|debug|RUNNING|2026-11-21T23:00:00|2026-11-21T23:00:00|"
-                    "Unknown||cpu=1,gres/gpu=3|n1|\n")
+    dump.write_text(
+        "# r1hpc-sacct-dump queried_at=2026-11-22T00:30:00\n" + HEADER + "\n"
+        "9|9|r1hpc:r:grpo:7|u|test|debug|RUNNING|2026-11-21T23:00:00|2026-11-21T23:00:00|"
+        "Unknown||cpu=1,gres/gpu=3|n1|\n"
+    )
     rows, queried_at = read_dump(dump)
     u = job_usage(rows[0], Prices(default=1.0), now=queried_at)
     assert (u.seconds, u.gpu_seconds) == (5400, 16200)
@@ -144,29 +162,48 @@ def test_split_days_sums_to_interval() -> None:
 
 
 def test_typed_and_untyped_gpus_priced_separately(tmp_path: Path) -> None:
-    text = (HEADER + "\n1|1|x|u|a|long|COMPLETED|2026-01-01T00:00:00|2026-01-01T00:00:00|"
-            "2026-01-01T01:00:00|3600|cpu=1,gres/gpu:h100=2,gres/gpu:a100=1,gres/gpu=4|n|\n")
+    text = (
+        HEADER + "\n1|1|x|u|a|long|COMPLETED|2026-01-01T00:00:00|2026-01-01T00:00:00|"
+        "2026-01-01T01:00:00|3600|cpu=1,gres/gpu:h100=2,gres/gpu:a100=1,gres/gpu=4|n|\n"
+    )
     u = job_usage(parse_dump(text, "t")[0], load_prices(_prices(tmp_path)))
     assert (u.gpus, u.gpu_types, u.gpu_type) == (4, {"h100": 2, "a100": 1}, "a100+h100")
     assert u.cost == pytest.approx(2 * 2.5 + 1 * 1.5 + 1 * 1.5)  # h100 typed; a100 and untyped by partition
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ("1|1|x|u|a|p|COMPLETED|2026-01-01T00:00:00|2026-01-01T00:00:00|2026-01-01T00:00:01|1|gres/gpu=1",
-     "expected 14 '|'-separated fields"),
-    ("1|1|x|u|a|p|COMPLETED|2026-01-01T00:00:00|yesterday|2026-01-01T00:00:01|1|gres/gpu=1|n|",
-     "column Start = 'yesterday' is not a time"),
-    ("1|1|x|u|a|p|FINISHED|2026-01-01T00:00:00|2026-01-01T00:00:00|2026-01-01T00:00:01|1|gres/gpu=1|n|",
-     "is not a Slurm job state"),
-    ("1|1|x|u|a|p|COMPLETED|2026-01-01T00:00:00|2026-01-01T00:00:00|2026-01-01T00:00:01|1.5|gres/gpu=1|n|",
-     "column ElapsedRaw = '1.5' is not a whole number"),
-    ("1.batch|1.batch|batch|u|a|p|COMPLETED|2026-01-01T00:00:00|2026-01-01T00:00:00|2026-01-01T00:00:01|1|"
-     "gres/gpu=1|n|", "job step '1.batch' found"),
-    ("JobID|x|y|z|a|p|COMPLETED|2026-01-01T00:00:00|2026-01-01T00:00:00|2026-01-01T00:00:01|1|gres/gpu=1|n|",
-     "column JobID = 'JobID' is not a job id"),
-])
-def test_malformed_line_names_file_and_line(tmp_path: Path, line: str, message: str,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            "1|1|x|u|a|p|COMPLETED|2026-01-01T00:00:00|2026-01-01T00:00:00|2026-01-01T00:00:01|1|gres/gpu=1",
+            "expected 14 '|'-separated fields",
+        ),
+        (
+            "1|1|x|u|a|p|COMPLETED|2026-01-01T00:00:00|yesterday|2026-01-01T00:00:01|1|gres/gpu=1|n|",
+            "column Start = 'yesterday' is not a time",
+        ),
+        (
+            "1|1|x|u|a|p|FINISHED|2026-01-01T00:00:00|2026-01-01T00:00:00|2026-01-01T00:00:01|1|gres/gpu=1|n|",
+            "is not a Slurm job state",
+        ),
+        (
+            "1|1|x|u|a|p|COMPLETED|2026-01-01T00:00:00|2026-01-01T00:00:00|2026-01-01T00:00:01|1.5|gres/gpu=1|n|",
+            "column ElapsedRaw = '1.5' is not a whole number",
+        ),
+        (
+            "1.batch|1.batch|batch|u|a|p|COMPLETED|2026-01-01T00:00:00|2026-01-01T00:00:00|2026-01-01T00:00:01|1|"
+            "gres/gpu=1|n|",
+            "job step '1.batch' found",
+        ),
+        (
+            "JobID|x|y|z|a|p|COMPLETED|2026-01-01T00:00:00|2026-01-01T00:00:00|2026-01-01T00:00:01|1|gres/gpu=1|n|",
+            "column JobID = 'JobID' is not a job id",
+        ),
+    ],
+)
+def test_malformed_line_names_file_and_line(
+    tmp_path: Path, line: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     dump = tmp_path / "bad.txt"
     good = MIXED.read_text().splitlines()[3]
     dump.write_text(f"# comment\n{HEADER}\n{good.replace('|0|gpu01', '|gpu01')}\n{line}\n")
@@ -188,13 +225,16 @@ def test_bad_gpu_tres_and_header(tmp_path: Path) -> None:
         read_dump(tmp_path / "missing.txt")
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("{default: 2.0, gpu_type: {h100: 3}}", "unknown key 'gpu_type'"),
-    ("{partitions: {long: -1}}", r"partitions\.long = -1: expected a number >= 0"),
-    ("{gpu_types: [h100]}", "gpu_types: expected a mapping"),
-    ("[1, 2]", "expected a mapping with keys"),
-    ("{default: [}", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{default: 2.0, gpu_type: {h100: 3}}", "unknown key 'gpu_type'"),
+        ("{partitions: {long: -1}}", r"partitions\.long = -1: expected a number >= 0"),
+        ("{gpu_types: [h100]}", "gpu_types: expected a mapping"),
+        ("[1, 2]", "expected a mapping with keys"),
+        ("{default: [}", "not valid YAML"),
+    ],
+)
 def test_price_file_errors(tmp_path: Path, text: str, message: str) -> None:
     path = _prices(tmp_path, text)
     with pytest.raises(PriceError, match=message) as err:
@@ -213,8 +253,9 @@ def test_missing_price_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_text_csv_and_plot_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out_csv, png = tmp_path / "t.csv", tmp_path / "t.png"
-    assert main(["--sacct-file", str(MIXED), "--csv", str(out_csv), "--plot", str(png),
-                 "--price-per-gpu-hour", "2"]) == 0
+    assert (
+        main(["--sacct-file", str(MIXED), "--csv", str(out_csv), "--plot", str(png), "--price-per-gpu-hour", "2"]) == 0
+    )
     text = capsys.readouterr().out
     for title in ("GPU usage by user", "GPU usage by account", "GPU usage by run, stage", "GPU usage by day"):
         assert title in text
@@ -226,7 +267,10 @@ def test_text_csv_and_plot_outputs(tmp_path: Path, capsys: pytest.CaptureFixture
     assert rows[-1]["table"] == "total" and float(rows[-1]["gpu_hours"]) == pytest.approx(86100 / 3600)
     day_rows = [r for r in rows if r["table"] == "day"]
     assert [(r["day"], int(r["gpu_seconds"])) for r in day_rows] == [
-        ("2026-11-20", 24900), ("2026-11-21", 32400), ("2026-11-22", 28800)]
+        ("2026-11-20", 24900),
+        ("2026-11-21", 32400),
+        ("2026-11-22", 28800),
+    ]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
 
@@ -255,8 +299,7 @@ def test_time_specs_and_sacct_command() -> None:
         parse_time("2026-11-01T08:00+02:00", now)
     cmd = sacct_command(datetime(2026, 11, 15), now, account="research")
     assert cmd[:4] == ["sacct", "-P", "-D", "-X"] and cmd[4].startswith("--format=JobID,JobIDRaw,")
-    assert cmd[5:] == ["-S", "2026-11-15T00:00:00", "-E", "2026-11-22T10:30:15", "--allusers",
-                       "-A", "research"]
+    assert cmd[5:] == ["-S", "2026-11-15T00:00:00", "-E", "2026-11-22T10:30:15", "--allusers", "-A", "research"]
     assert sacct_command(now, now, user="bob")[-2:] == ["-u", "bob"]
 
 
@@ -270,12 +313,15 @@ def test_group_order_and_report_shape() -> None:
 
 
 def test_malformed_r1hpc_name_is_counted_unattributed_with_a_warning(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     dump = tmp_path / "names.txt"
-    dump.write_text(HEADER + "\n"
-                    "5|5|r1hpc:onlyrun|u|test|debug|COMPLETED|||2026-01-01T00:00:10|10|gres/gpu=1|n|\n"
-                    "6|6|plain|u|test|debug|COMPLETED|2026-01-01T00:00:00|2026-01-01T00:00:00|"
-                    "2026-01-01T00:00:10|10|gres/gpu=2|n|x r1hpc run=r9 stage=sft step=12 y\n")
+    dump.write_text(
+        HEADER + "\n"
+        "5|5|r1hpc:onlyrun|u|test|debug|COMPLETED|||2026-01-01T00:00:10|10|gres/gpu=1|n|\n"
+        "6|6|plain|u|test|debug|COMPLETED|2026-01-01T00:00:00|2026-01-01T00:00:00|"
+        "2026-01-01T00:00:10|10|gres/gpu=2|n|x r1hpc run=r9 stage=sft step=12 y\n"
+    )
     out = tmp_path / "n.json"
     assert main(["--sacct-file", str(dump), "--json", str(out), "--quiet"]) == 0
     assert "job 5 name 'r1hpc:onlyrun' does not follow" in capsys.readouterr().err

@@ -48,7 +48,9 @@ def test_non_contiguous_groups_by_hand():
 
 def test_edge_cases():
     # a lone sample: mean 0, std 1 (verl) -> the reward itself (over 1 + eps)
-    torch.testing.assert_close(group_advantages(torch.tensor([0.7]), torch.tensor([0])), torch.tensor([0.7 / (1 + 1e-6)]))
+    torch.testing.assert_close(
+        group_advantages(torch.tensor([0.7]), torch.tensor([0])), torch.tensor([0.7 / (1 + 1e-6)])
+    )
     # all equal: advantage 0, not NaN (std 0 + eps)
     assert torch.equal(group_advantages(torch.ones(4), torch.zeros(4, dtype=torch.long)), torch.zeros(4))
     assert torch.equal(
@@ -73,7 +75,9 @@ def test_group_stats_and_dtype():
     assert st.ids.tolist() == [4, 9] and st.count.tolist() == [2, 1] and st.index.tolist() == [0, 1, 0]
     assert st.mean.tolist() == [2.5, 1.0] and st.min.tolist() == [2.0, 1.0] and st.max.tolist() == [3.0, 1.0]
     assert st.std[1] == 0
-    assert group_advantages(torch.tensor([1.0, 0.0], dtype=torch.bfloat16), torch.tensor([0, 0])).dtype == torch.bfloat16
+    assert (
+        group_advantages(torch.tensor([1.0, 0.0], dtype=torch.bfloat16), torch.tensor([0, 0])).dtype == torch.bfloat16
+    )
 
 
 def test_token_broadcast():

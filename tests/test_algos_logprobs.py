@@ -55,7 +55,9 @@ def test_hidden_values_and_grads():
         logits = hidden @ weight.t()
         ref = ref_logprobs(logits.double(), labels, temp).double()
         torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(ent.double(), ref_entropy(logits.detach().double(), temp).double(), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            ent.double(), ref_entropy(logits.detach().double(), temp).double(), atol=1e-5, rtol=1e-5
+        )
         assert not ent.requires_grad
         g_h, g_w = torch.autograd.grad((out * w).sum(), (hidden, weight))
         r_h, r_w = torch.autograd.grad((ref * w).sum(), (hidden, weight))
@@ -81,9 +83,14 @@ def test_gradcheck():
     weight = torch.randn(6, 3, generator=gen, dtype=torch.float64, requires_grad=True)
     labels = torch.randint(0, 6, (1, 4), generator=gen)
     # the functions compute in fp32, so use loose finite-difference tolerances
-    assert torch.autograd.gradcheck(lambda x: logprobs_from_logits(x, labels, 3).double(), (logits,), eps=1e-3, atol=1e-3)
     assert torch.autograd.gradcheck(
-        lambda h, w: logprobs_from_hidden(h, w, labels, 3, temperature=0.8).double(), (hidden, weight), eps=1e-3, atol=1e-3
+        lambda x: logprobs_from_logits(x, labels, 3).double(), (logits,), eps=1e-3, atol=1e-3
+    )
+    assert torch.autograd.gradcheck(
+        lambda h, w: logprobs_from_hidden(h, w, labels, 3, temperature=0.8).double(),
+        (hidden, weight),
+        eps=1e-3,
+        atol=1e-3,
     )
 
 
@@ -101,7 +108,9 @@ def test_non_contiguous_logits_view():
     (g_ref,) = torch.autograd.grad(ref.sum(), full)
     torch.testing.assert_close(g, g_ref, atol=1e-6, rtol=1e-6)
     assert g[:, -1].abs().sum() == 0
-    torch.testing.assert_close(entropy_from_logits(view, chunk_size=4).double(), ref_entropy(view).double(), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(
+        entropy_from_logits(view, chunk_size=4).double(), ref_entropy(view).double(), atol=1e-6, rtol=1e-6
+    )
 
 
 def test_bf16_logits_close_to_fp32():

@@ -55,15 +55,25 @@ def test_aggregation_by_hand():
     padded = torch.cat([LOSS_NO_DUAL, torch.full((1, 4), 7.0, dtype=torch.float64)])
     pmask = torch.cat([MASK, torch.zeros(1, 4, dtype=torch.bool)])
     for mode in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"):
-        assert agg_loss(padded, pmask, mode, max_length=8).item() == pytest.approx(agg_loss(LOSS_NO_DUAL, MASK, mode, max_length=8).item())
+        assert agg_loss(padded, pmask, mode, max_length=8).item() == pytest.approx(
+            agg_loss(LOSS_NO_DUAL, MASK, mode, max_length=8).item()
+        )
 
 
 def test_fully_masked_batch_gives_zero_loss_and_zero_grad():
     logp_new = torch.randn(3, 5, requires_grad=True)
     mask = torch.zeros(3, 5)
     for mode in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"):
-        loss, met = grpo_loss(logp_new, logp_new.detach() - 0.1, logp_new.detach() + 0.2, torch.ones(3), mask,
-                              agg_mode=mode, max_length=5, kl_coef=0.1)
+        loss, met = grpo_loss(
+            logp_new,
+            logp_new.detach() - 0.1,
+            logp_new.detach() + 0.2,
+            torch.ones(3),
+            mask,
+            agg_mode=mode,
+            max_length=5,
+            kl_coef=0.1,
+        )
         loss.backward()
         assert loss.item() == 0 and torch.equal(logp_new.grad, torch.zeros(3, 5))
         assert all(torch.isfinite(v).all() for v in met.values())
@@ -117,8 +127,10 @@ def test_kl_k3_properties_and_verl():
 
 def verl_policy_loss(old_log_prob, log_prob, advantages, response_mask, cl, ch, c):
     """verl compute_policy_loss_vanilla with token-mean, transcribed (masked_mean = sum*mask/sum mask)."""
+
     def mm(x, m):
         return (x * m).sum() / m.sum()
+
     neg_kl = torch.clamp(log_prob - old_log_prob, -20.0, 20.0)
     ratio = torch.exp(neg_kl)
     l1 = -advantages * ratio

@@ -39,18 +39,41 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_model():
-    return build_model(ModelSize(layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, max_positions=64),
-                       vocab_size=30, eos_id=1, pad_id=PAD, seed=0)
+    return build_model(
+        ModelSize(layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, max_positions=64),
+        vocab_size=30,
+        eos_id=1,
+        pad_id=PAD,
+        seed=0,
+    )
 
 
 def _torchrun(tmp: Path, name: str, kill_at: int = 0) -> subprocess.CompletedProcess:
     out = tmp / name
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-            str(Path(__file__).resolve()), "--state-dir", str(tmp / f"{name}_state"), "--export-dir",
-            str(tmp / f"{name}_hf"), "--out", str(out), "--kill-at", str(kill_at)]
+    argv = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(Path(__file__).resolve()),
+        "--state-dir",
+        str(tmp / f"{name}_state"),
+        "--export-dir",
+        str(tmp / f"{name}_hf"),
+        "--out",
+        str(out),
+        "--kill-at",
+        str(kill_at),
+    ]
     # TORCH_EXTENSIONS_DIR: where DeepSpeed would JIT-compile ops; the test checks it stays empty.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_BUILD_OPS": "0", "PYTHONPATH": str(REPO),
-           "TORCH_EXTENSIONS_DIR": str(tmp / "torch_extensions")}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "DS_BUILD_OPS": "0",
+        "PYTHONPATH": str(REPO),
+        "TORCH_EXTENSIONS_DIR": str(tmp / "torch_extensions"),
+    }
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240, cwd=tmp)
 
 
@@ -89,7 +112,7 @@ def test_zero3_sft_follows_plain_torch_sft(undisturbed, tmp_path):
     ds_losses = [m["loss"] for m in out["log"]]
     plain_losses = [m["loss"] for m in plain_log]
     diffs = [abs(a - b) for a, b in zip(ds_losses, plain_losses)]
-    print(f"per-step |loss(deepspeed) - loss(train_sft)|: {['%.1e' % d for d in diffs]}")
+    print(f"per-step |loss(deepspeed) - loss(train_sft)|: {[f'{d:.1e}' for d in diffs]}")
     assert len(ds_losses) == len(plain_losses) == STEPS
     assert max(diffs) < LOSS_TOL, (ds_losses, plain_losses)
     assert [m["tokens"] for m in out["log"]] == [m["tokens"] for m in plain_log]  # same rows, same order
@@ -119,6 +142,7 @@ def test_killed_zero3_run_resumes_to_identical_weights(undisturbed):
 
 def test_batch_size_must_split_over_ranks():
     from r1hpc.train.deepspeed_sft import deepspeed_config
+
     with pytest.raises(ValueError, match="divisible by the data-parallel world size 3"):
         deepspeed_config(SETTINGS, world_size=3)
     with pytest.raises(ValueError, match="zero_stage must be 1, 2 or 3, got 0"):
@@ -129,6 +153,7 @@ def test_batch_size_must_split_over_ranks():
 
 def test_half_written_checkpoints_are_not_resumed_from(tmp_path):
     from r1hpc.train.deepspeed_sft import COMPLETE, complete_checkpoints
+
     for step, complete in ((3, True), (6, True), (9, False)):  # step 9: a job killed while saving
         (tmp_path / f"step_{step:06d}").mkdir()
         (tmp_path / f"step_{step:06d}" / "zero_pp_rank_0_mp_rank_00_model_states.pt").write_bytes(b"x")
@@ -156,8 +181,19 @@ def _worker(args: argparse.Namespace) -> None:
             os.kill(os.getpid(), signal.SIGKILL)  # a crash: no cleanup, no exception handling
 
     model = tiny_model()
-    train_deepspeed_sft(model, PROMPTS, TARGETS, SETTINGS, PAD, seed=1, state_dir=Path(args.state_dir),
-                        export_dir=Path(args.export_dir), log=record, progress=False, zero_overrides=ZERO)
+    train_deepspeed_sft(
+        model,
+        PROMPTS,
+        TARGETS,
+        SETTINGS,
+        PAD,
+        seed=1,
+        state_dir=Path(args.state_dir),
+        export_dir=Path(args.export_dir),
+        log=record,
+        progress=False,
+        zero_overrides=ZERO,
+    )
     weight = model.model.embed_tokens.weight
     fraction = weight.ds_tensor.numel() / weight.ds_numel
     ids = torch.tensor(PROMPTS[:6])
@@ -166,8 +202,12 @@ def _worker(args: argparse.Namespace) -> None:
     if info.rank == 0:
         with torch.no_grad():
             exported = load_model(args.export_dir)(input_ids=ids).logits
-        out = {"log": log, "partition_fraction": fraction, "zero_stage": 3,
-               "export_vs_gathered_max_abs": float((exported - gathered).abs().max())}
+        out = {
+            "log": log,
+            "partition_fraction": fraction,
+            "zero_stage": 3,
+            "export_vs_gathered_max_abs": float((exported - gathered).abs().max()),
+        }
         Path(args.out).write_text(json.dumps(out))
     dist.barrier()
     shutdown()

@@ -1,6 +1,5 @@
 """The launcher on the local and debug executors (real subprocesses), and the golden sbatch script."""
 
-import os
 from pathlib import Path
 
 import pytest
@@ -26,12 +25,32 @@ def test_job_name_round_trip():
 def test_golden_sbatch_script():
     """Pins what sbatch receives for a rollout array with a dependency (update the golden file
     only on purpose: `r1hpc sbatch ... > tests/golden/rollout_array.sbatch`)."""
-    cfg = load_config(None, ["name=golden", "launch.executor=slurm", "launch.partition=gpu", "launch.account=r1",
-                             "launch.qos=high", "launch.constraint=h100", "launch.rollout.gpus_per_node=8",
-                             "launch.rollout.cpus_per_task=16", "launch.rollout.mem_gb=200", "launch.rollout.time_min=240",
-                             "launch.rollout.array_parallelism=8", "launch.extra_sbatch={reservation: r1}"])
-    text = render_sbatch(cfg, kind="rollout", stage="r1_zero", step=7, array_size=16,
-                         dependency="afterok:1234", folder="/shared/runs/golden/logs/%j")
+    cfg = load_config(
+        None,
+        [
+            "name=golden",
+            "launch.executor=slurm",
+            "launch.partition=gpu",
+            "launch.account=r1",
+            "launch.qos=high",
+            "launch.constraint=h100",
+            "launch.rollout.gpus_per_node=8",
+            "launch.rollout.cpus_per_task=16",
+            "launch.rollout.mem_gb=200",
+            "launch.rollout.time_min=240",
+            "launch.rollout.array_parallelism=8",
+            "launch.extra_sbatch={reservation: r1}",
+        ],
+    )
+    text = render_sbatch(
+        cfg,
+        kind="rollout",
+        stage="r1_zero",
+        step=7,
+        array_size=16,
+        dependency="afterok:1234",
+        folder="/shared/runs/golden/logs/%j",
+    )
     assert text == (GOLDEN / "rollout_array.sbatch").read_text()
 
 

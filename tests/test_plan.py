@@ -39,9 +39,25 @@ def test_v3_parameter_counts(v3):
 
 
 def test_v3_config_is_the_published_shape(v3):
-    fields = ("num_layers", "hidden_size", "num_heads", "intermediate_size", "vocab_size", "num_experts",
-              "experts_per_token", "num_shared_experts", "moe_intermediate_size", "first_dense_layers", "attention",
-              "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "mtp_layers")
+    fields = (
+        "num_layers",
+        "hidden_size",
+        "num_heads",
+        "intermediate_size",
+        "vocab_size",
+        "num_experts",
+        "experts_per_token",
+        "num_shared_experts",
+        "moe_intermediate_size",
+        "first_dense_layers",
+        "attention",
+        "q_lora_rank",
+        "kv_lora_rank",
+        "qk_nope_head_dim",
+        "qk_rope_head_dim",
+        "v_head_dim",
+        "mtp_layers",
+    )
     assert {f: getattr(v3.model, f) for f in fields} == {f: getattr(V3_REFERENCE, f) for f in fields}
 
 
@@ -53,7 +69,10 @@ def test_dense_student_parameter_count(student):
 
 def test_tied_embeddings_count_once(student):
     tied = dataclasses.replace(student.model, tie_embeddings=True)
-    assert count_params(student.model).total - count_params(tied).total == student.model.vocab_size * student.model.hidden_size
+    assert (
+        count_params(student.model).total - count_params(tied).total
+        == student.model.vocab_size * student.model.hidden_size
+    )
 
 
 def test_mla_kv_cache_is_the_latent():
@@ -98,14 +117,17 @@ def test_v3_layout_fits_and_a_smaller_one_is_flagged(v3, capsys):
     assert "NO" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("overrides, key", [
-    (["parallel.ep=256"], "parallel.ep"),  # 512 GPUs % (expert_tp 1 * ep 256 * pp 4) != 0
-    (["parallel.sequence_parallel=false"], "parallel.sequence_parallel"),
-    (["parallel.cp=3"], "parallel.tp"),  # 512 GPUs % (tp 8 * pp 4 * cp 3) != 0
-    (["launch.gpu_type=v100"], "launch.gpu_type"),
-    (["parallel.expert_tp=3"], "parallel.expert_tp"),
-    (["grpo.micro_batch_size=3"], "grpo.micro_batch_size"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["parallel.ep=256"], "parallel.ep"),  # 512 GPUs % (expert_tp 1 * ep 256 * pp 4) != 0
+        (["parallel.sequence_parallel=false"], "parallel.sequence_parallel"),
+        (["parallel.cp=3"], "parallel.tp"),  # 512 GPUs % (tp 8 * pp 4 * cp 3) != 0
+        (["launch.gpu_type=v100"], "launch.gpu_type"),
+        (["parallel.expert_tp=3"], "parallel.expert_tp"),
+        (["grpo.micro_batch_size=3"], "grpo.micro_batch_size"),
+    ],
+)
 def test_impossible_layouts_name_the_key(overrides, key, capsys):
     with pytest.raises(PlanError, match=key.replace(".", r"\.")):
         make_plan(load_config(V3, overrides))
@@ -145,9 +167,21 @@ def test_stage_estimates_scale_with_the_config(v3):
 def test_main_prints_every_section(capsys):
     assert main([V3, "--students", STUDENTS]) == 0
     out = capsys.readouterr().out
-    for needle in ("== model", "671.03B total", "== layout", "world 512 = tp 8 x pp 4 x cp 4 x dp 4",
-                   "== memory per GPU", "student r1-distill-qwen-7b", "== one GRPO step", "== R1 stages",
-                   "calibration: DeepSeek-V3 pretraining", "== sbatch: train job", "#SBATCH --nodes=64",
-                   "== sbatch: rollout array", "#SBATCH --array=0-15", "fits: yes"):
+    for needle in (
+        "== model",
+        "671.03B total",
+        "== layout",
+        "world 512 = tp 8 x pp 4 x cp 4 x dp 4",
+        "== memory per GPU",
+        "student r1-distill-qwen-7b",
+        "== one GRPO step",
+        "== R1 stages",
+        "calibration: DeepSeek-V3 pretraining",
+        "== sbatch: train job",
+        "#SBATCH --nodes=64",
+        "== sbatch: rollout array",
+        "#SBATCH --array=0-15",
+        "fits: yes",
+    ):
         assert needle in out, needle
     assert "#!/bin/bash" not in out and "srun" not in out  # only the #SBATCH lines

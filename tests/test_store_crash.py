@@ -33,8 +33,18 @@ from typing import Any
 import pytest
 
 from r1hpc.lease import Lease
-from r1hpc.store import (RunDir, StoreError, is_done, latest_model, mark_done, prune_versions,
-                         publish_model, publish_shard, read_shard, read_step_shards)
+from r1hpc.store import (
+    RunDir,
+    StoreError,
+    is_done,
+    latest_model,
+    mark_done,
+    prune_versions,
+    publish_model,
+    publish_shard,
+    read_shard,
+    read_step_shards,
+)
 
 MODEL, ROLLOUT, SHARDS, KEEP, PER_RUN = "policy", "rollout", 4, 4, 1
 
@@ -42,15 +52,19 @@ MODEL, ROLLOUT, SHARDS, KEEP, PER_RUN = "policy", "rollout", 4, 4, 1
 def model_files(v: int) -> dict[str, bytes]:
     """The exact bytes of model version v (deterministic, so reruns republish the same)."""
     rng = random.Random(v)
-    return {"model.safetensors": rng.randbytes(rng.randint(300_000, 3_000_000)),
-            "tokenizer/tokenizer.json": rng.randbytes(rng.randint(20_000, 200_000)),
-            "config.json": json.dumps({"version": v}).encode()}
+    return {
+        "model.safetensors": rng.randbytes(rng.randint(300_000, 3_000_000)),
+        "tokenizer/tokenizer.json": rng.randbytes(rng.randint(20_000, 200_000)),
+        "config.json": json.dumps({"version": v}).encode(),
+    }
 
 
 def shard_records(step: int, shard: int) -> list[dict[str, Any]]:
     rng = random.Random(step * 1000 + shard)
-    return [{"step": step, "shard": shard, "i": i, "reward": rng.random(),
-             "text": "x" * rng.randint(10, 2000)} for i in range(16)]
+    return [
+        {"step": step, "shard": shard, "i": i, "reward": rng.random(), "text": "x" * rng.randint(10, 2000)}
+        for i in range(16)
+    ]
 
 
 # ---------------------------------------------------------------- the two processes
@@ -116,8 +130,9 @@ def reader(root: Path, stop: Path, out: Path) -> None:
             else:
                 corrupt(f"model: {msg}")
         if mv is not None:
-            want = expected.setdefault(mv.version, {k: hashlib.sha256(b).hexdigest()
-                                                    for k, b in model_files(mv.version).items()})
+            want = expected.setdefault(
+                mv.version, {k: hashlib.sha256(b).hexdigest() for k, b in model_files(mv.version).items()}
+            )
             got = {f["path"]: f["sha256"] for f in mv.manifest["files"]}
             if got != want:
                 corrupt(f"model v{mv.version}: manifest does not describe the intended bytes")
@@ -133,8 +148,11 @@ def reader(root: Path, stop: Path, out: Path) -> None:
         except (FileNotFoundError, ValueError):
             pass
         # Any shard file visible, even of a step still being written, must be complete.
-        step_dirs = sorted(os.listdir(run.rollouts_dir(ROLLOUT, create=False))) \
-            if run.rollouts_dir(ROLLOUT, create=False).is_dir() else []
+        step_dirs = (
+            sorted(os.listdir(run.rollouts_dir(ROLLOUT, create=False)))
+            if run.rollouts_dir(ROLLOUT, create=False).is_dir()
+            else []
+        )
         for sd in step_dirs[-2:]:
             for name in sorted(os.listdir(run.rollouts_dir(ROLLOUT, create=False) / sd)):
                 if m := re.match(r"^shard_(\d{3})\.jsonl$", name):
@@ -195,16 +213,23 @@ def run_crash_test(root: Path, kills: int = 200, seed: int = 0, max_s: float = 3
     rng = random.Random(seed)
     root.mkdir(parents=True, exist_ok=True)
     stop, out = root / "reader.stop", root / "reader.json"
-    rd = subprocess.Popen([sys.executable, __file__, "reader", str(root), str(stop), str(out)],
-                          stderr=subprocess.PIPE, text=True)
+    rd = subprocess.Popen(
+        [sys.executable, __file__, "reader", str(root), str(stop), str(out)], stderr=subprocess.PIPE, text=True
+    )
     t0 = time.monotonic()
     err = root / "writer_error.txt"
     # Calibrate: one uninterrupted writer run sets the initial range of kill delays.
     tc = time.monotonic()
     assert _wait(_fork_writer(root, 1, PER_RUN, err)) == 0, err.read_text()
     work_s = time.monotonic() - tc
-    f: dict[str, Any] = {"trials": 0, "kills": 0, "finished_before_kill": 0, "kills_leaving_debris": 0,
-                         "reruns_ok": 0, "rerun_failures": []}
+    f: dict[str, Any] = {
+        "trials": 0,
+        "kills": 0,
+        "finished_before_kill": 0,
+        "kills_leaving_debris": 0,
+        "reruns_ok": 0,
+        "rerun_failures": [],
+    }
     v = PER_RUN + 1
     while f["kills"] < kills and time.monotonic() - t0 < max_s:
         f["trials"] += 1
@@ -239,12 +264,14 @@ def run_crash_test(root: Path, kills: int = 200, seed: int = 0, max_s: float = 3
 
 
 def summary(f: dict[str, Any]) -> str:
-    return (f"store crash test: {f['trials']} trials, {f['kills']} SIGKILLs "
-            f"({f['kills_leaving_debris']} mid-write), {f['reruns_ok']} reruns ok, "
-            f"{f['model_reads']} sha256-verified model reads + {f['step_reads']} step reads "
-            f"+ {f['shard_reads']} in-progress shard reads, "
-            f"{f['corruptions']} corruptions seen, {f['pruned_while_reading']} reads raced a prune, "
-            f"{f['seconds']} s")
+    return (
+        f"store crash test: {f['trials']} trials, {f['kills']} SIGKILLs "
+        f"({f['kills_leaving_debris']} mid-write), {f['reruns_ok']} reruns ok, "
+        f"{f['model_reads']} sha256-verified model reads + {f['step_reads']} step reads "
+        f"+ {f['shard_reads']} in-progress shard reads, "
+        f"{f['corruptions']} corruptions seen, {f['pruned_while_reading']} reads raced a prune, "
+        f"{f['seconds']} s"
+    )
 
 
 @pytest.mark.slow
@@ -274,6 +301,7 @@ if __name__ == "__main__":
         ap.add_argument("--dir", type=Path, default=None, help="run dir (default: a temp dir)")
         a = ap.parse_args()
         import tempfile
+
         with tempfile.TemporaryDirectory() as d:
             res = run_crash_test(a.dir or Path(d) / "run", kills=a.kills, seed=a.seed)
         print(summary(res))

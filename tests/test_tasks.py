@@ -8,15 +8,12 @@ import re
 from fractions import Fraction
 
 import pytest
+import sympy
+from sympy.parsing.sympy_parser import implicit_multiplication_application, parse_expr, standard_transformations
 
 from r1hpc.fsio import StoreError
-import sympy
-from sympy.parsing.sympy_parser import (implicit_multiplication_application, parse_expr,
-                                        standard_transformations)
-
 from r1hpc.model.pretrain_corpus import CorpusMix, build_corpus, wrong_answer
-from r1hpc.tasks.dataset import (REASONING_KINDS, generate_general, generate_problems,
-                                 read_jsonl, write_jsonl)
+from r1hpc.tasks.dataset import REASONING_KINDS, generate_general, generate_problems, read_jsonl, write_jsonl
 from r1hpc.tasks.problem import split_of
 from r1hpc.tasks.world import make_world
 
@@ -68,8 +65,7 @@ def recompute(p: dict) -> sympy.Rational:
     if p["kind"] == "linear":
         lhs, rhs = q.removeprefix("Solve for x: ").split(" = ")
         x = sympy.Symbol("x")
-        sols = sympy.solve(sympy.Eq(parse_expr(lhs, transformations=_T),
-                                    parse_expr(rhs, transformations=_T)), x)
+        sols = sympy.solve(sympy.Eq(parse_expr(lhs, transformations=_T), parse_expr(rhs, transformations=_T)), x)
         assert len(sols) == 1, q
         return sympy.Rational(sols[0])
     if p["kind"] == "word":
@@ -103,8 +99,7 @@ def test_answers_recomputed_with_sympy(train: list[dict], heldout: list[dict]) -
         assert sympy.Rational(p["answer"]) == want, p
         # canonical: reduced, integer without denominator
         f = Fraction(p["answer"])
-        assert p["answer"] == (str(f.numerator) if f.denominator == 1 else
-                               f"{f.numerator}/{f.denominator}"), p
+        assert p["answer"] == (str(f.numerator) if f.denominator == 1 else f"{f.numerator}/{f.denominator}"), p
 
 
 def test_solution_steps_are_correct(heldout: list[dict]) -> None:
@@ -163,8 +158,7 @@ def test_jsonl_round_trip_and_errors(tmp_path, heldout: list[dict]) -> None:
     write_jsonl(path, heldout[:5] + gen)
     assert read_jsonl(path) == heldout[:5] + gen
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"id": "x", "prompt": "q", "answer": 3, "difficulty": 1, "kind": "arith",'
-                   ' "solution_steps": []}\n')
+    bad.write_text('{"id": "x", "prompt": "q", "answer": 3, "difficulty": 1, "kind": "arith", "solution_steps": []}\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:1: key 'answer' should be str"):
         read_jsonl(bad)
     bad.write_text('{"id": "x"}\n')
@@ -178,8 +172,7 @@ def test_jsonl_round_trip_and_errors(tmp_path, heldout: list[dict]) -> None:
 def test_corpus_excludes_heldout_and_is_imperfect(heldout: list[dict]) -> None:
     docs = build_corpus(0, 3000)
     assert docs == build_corpus(0, 3000)
-    questions = {m.group(1) for d in docs
-                 if (m := re.match(r"(?:Question:|Q:|Problem:|User:) (.*)\n", d))}
+    questions = {m.group(1) for d in docs if (m := re.match(r"(?:Question:|Q:|Problem:|User:) (.*)\n", d))}
     assert len(questions) > 1000
     assert not questions & {p["prompt"] for p in heldout}
     r1 = sum("<think>" in d for d in docs)
@@ -198,6 +191,7 @@ def test_corpus_excludes_heldout_and_is_imperfect(heldout: list[dict]) -> None:
 
 def test_wrong_answer_differs() -> None:
     import random
+
     rng = random.Random(0)
     for ans in ("0", "7", "-3", "3/4", "-5/2"):
         assert all(Fraction(wrong_answer(rng, ans)) != Fraction(ans) for _ in range(20))
@@ -224,8 +218,7 @@ def test_corpus_difficulty_weights() -> None:
     mix = CorpusMix(facts=0.0, general=0.0, tables=0.0, difficulty_weights=(1.0, 0.0, 0.0, 0.0))
     docs = build_corpus(2, 300, mix)
     qs = [re.match(r"(?:Question:|Q:|Problem:|User:) (.*)\n", d).group(1) for d in docs]
-    d1 = {p["prompt"] for p in generate_problems(2, "train", 300, difficulties=[1],
-                                                 unique=False)}
+    d1 = {p["prompt"] for p in generate_problems(2, "train", 300, difficulties=[1], unique=False)}
     assert set(qs) <= d1
     with pytest.raises(ValueError, match="difficulty_weights"):
         CorpusMix(difficulty_weights=(0.0, 0.0, 0.0, 0.0))
@@ -234,6 +227,7 @@ def test_corpus_difficulty_weights() -> None:
 def test_easy_levels_use_single_digits(heldout: list[dict]) -> None:
     """d1 (and d2 arithmetic) stay within one-digit operands: learnable for a ~1M-param base
     pretrained for a few CPU-minutes, which R1-Zero then has something to sharpen."""
+
     def numbers(text: str) -> list[int]:
         return [int(n) for n in re.findall(r"\d+", text)]
 

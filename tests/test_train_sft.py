@@ -10,8 +10,13 @@ PAD = 0
 
 
 def tiny_model():
-    return build_model(ModelSize(layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, max_positions=64),
-                       vocab_size=30, eos_id=1, pad_id=PAD, seed=0)
+    return build_model(
+        ModelSize(layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, max_positions=64),
+        vocab_size=30,
+        eos_id=1,
+        pad_id=PAD,
+        seed=0,
+    )
 
 
 # Prompt [a, b] -> target [(a + b) % 10 + 10, 1]: learnable, and only targets are trained.
@@ -26,7 +31,9 @@ class Killed(Exception):
 
 def test_sft_lowers_loss(tmp_path):
     logged = []
-    train_sft(tiny_model(), PROMPTS, TARGETS, SETTINGS, PAD, seed=1, state_dir=tmp_path, log=logged.append, progress=False)
+    train_sft(
+        tiny_model(), PROMPTS, TARGETS, SETTINGS, PAD, seed=1, state_dir=tmp_path, log=logged.append, progress=False
+    )
     assert len(logged) == 18
     assert logged[-1]["loss"] < 0.7 * logged[0]["loss"]
 
@@ -41,11 +48,22 @@ def test_killed_sft_resumes_to_identical_weights(tmp_path):
 
     model = tiny_model()
     with pytest.raises(Killed):
-        train_sft(model, PROMPTS, TARGETS, SETTINGS, PAD, seed=1, state_dir=tmp_path / "b", log=die_at_step_8, progress=False)
+        train_sft(
+            model, PROMPTS, TARGETS, SETTINGS, PAD, seed=1, state_dir=tmp_path / "b", log=die_at_step_8, progress=False
+        )
     steps = []
     resumed = tiny_model()  # a fresh process: only the checkpoint survives
-    train_sft(resumed, PROMPTS, TARGETS, SETTINGS, PAD, seed=1, state_dir=tmp_path / "b",
-              log=lambda m: steps.append(m["step"]), progress=False)
+    train_sft(
+        resumed,
+        PROMPTS,
+        TARGETS,
+        SETTINGS,
+        PAD,
+        seed=1,
+        state_dir=tmp_path / "b",
+        log=lambda m: steps.append(m["step"]),
+        progress=False,
+    )
     assert steps[0] == 7  # the checkpoint after step 6, then step 7 onwards
     for a, b in zip(undisturbed.parameters(), resumed.parameters()):
         assert torch.equal(a, b)

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """GPU-hours, wasted GPU-hours and cost from sacct; see `python tools/gpu_hours.py --help`."""
+
 import sys
 from pathlib import Path
 

@@ -3,6 +3,7 @@
 Modules: sacct (read sacct / dumps), timespec (--since/--until), usage (GPU-seconds
 per job, per day), prices ($/GPU-hour), report (tables, text/CSV/JSON), plot, cli.
 """
+
 from r1hpc.accounting.cli import build_parser, main
 
 __all__ = ["build_parser", "main"]

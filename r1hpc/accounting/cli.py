@@ -1,10 +1,11 @@
 """`r1hpc gpu-hours` / tools/gpu_hours.py: GPU-hours, wasted GPU-hours and cost from sacct.
 
-    gpu-hours --since now-7days                          # standard tables from live sacct
-    gpu-hours --since 2026-11-01 --until 2026-12-01 --by account,partition --prices prices.yaml
-    gpu-hours --since now-1days --save-sacct dump.txt    # keep what sacct said ...
-    gpu-hours --sacct-file dump.txt --by run,stage,day --csv out.csv --plot out.png   # ... report later
+gpu-hours --since now-7days                          # standard tables from live sacct
+gpu-hours --since 2026-11-01 --until 2026-12-01 --by account,partition --prices prices.yaml
+gpu-hours --since now-1days --save-sacct dump.txt    # keep what sacct said ...
+gpu-hours --sacct-file dump.txt --by run,stage,day --csv out.csv --plot out.png   # ... report later
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,10 +16,8 @@ from typing import Any
 
 from r1hpc.accounting.plot import plot_daily
 from r1hpc.accounting.prices import Prices, flat_prices, load_prices
-from r1hpc.accounting.report import (KEYS, STANDARD_TABLES, build_report, check_keys, render_text,
-                                     write_csv, write_json)
-from r1hpc.accounting.sacct import (SacctError, SacctRow, parse_dump, read_dump, run_sacct,
-                                    sacct_command, save_dump)
+from r1hpc.accounting.report import KEYS, STANDARD_TABLES, build_report, check_keys, render_text, write_csv, write_json
+from r1hpc.accounting.sacct import SacctError, SacctRow, parse_dump, read_dump, run_sacct, sacct_command, save_dump
 from r1hpc.accounting.timespec import TimeSpecError, parse_time
 from r1hpc.accounting.usage import JobUsage, attribute, job_usage
 
@@ -27,32 +26,50 @@ PROG = "gpu-hours"
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=prog, description="GPU-hours, wasted GPU-hours (requeued/preempted/node-failed "
-        "attempts) and cost per user, account, partition, r1hpc run/stage and day, from sacct.")
+        prog=prog,
+        description="GPU-hours, wasted GPU-hours (requeued/preempted/node-failed "
+        "attempts) and cost per user, account, partition, r1hpc run/stage and day, from sacct.",
+    )
     src = p.add_argument_group("what to count")
-    src.add_argument("--since", help="start of the window: YYYY-MM-DD[THH:MM[:SS]], now-7days, "
-                     "today, ... (default: now-7days; with --sacct-file: no limit)")
+    src.add_argument(
+        "--since",
+        help="start of the window: YYYY-MM-DD[THH:MM[:SS]], now-7days, "
+        "today, ... (default: now-7days; with --sacct-file: no limit)",
+    )
     src.add_argument("--until", help="end of the window, same forms (default: now)")
     src.add_argument("--user", help="only this user's jobs")
     src.add_argument("--account", help="only this Slurm account's jobs")
     src.add_argument("--run", help="only this r1hpc run's jobs")
-    src.add_argument("--sacct-file", type=Path, metavar="FILE",
-                     help="read a saved `sacct -P` dump instead of running sacct")
-    src.add_argument("--save-sacct", type=Path, metavar="FILE",
-                     help="also save what sacct returned, for --sacct-file later")
+    src.add_argument(
+        "--sacct-file", type=Path, metavar="FILE", help="read a saved `sacct -P` dump instead of running sacct"
+    )
+    src.add_argument(
+        "--save-sacct", type=Path, metavar="FILE", help="also save what sacct returned, for --sacct-file later"
+    )
     cost = p.add_argument_group("cost")
-    cost.add_argument("--prices", type=Path, metavar="FILE",
-                      help="YAML: {default: $, partitions: {name: $}, gpu_types: {type: $}} per GPU-hour")
-    cost.add_argument("--price-per-gpu-hour", type=float, metavar="USD",
-                      help="flat $ per GPU-hour (with --prices: replaces its default)")
+    cost.add_argument(
+        "--prices",
+        type=Path,
+        metavar="FILE",
+        help="YAML: {default: $, partitions: {name: $}, gpu_types: {type: $}} per GPU-hour",
+    )
+    cost.add_argument(
+        "--price-per-gpu-hour",
+        type=float,
+        metavar="USD",
+        help="flat $ per GPU-hour (with --prices: replaces its default)",
+    )
     out = p.add_argument_group("output")
-    out.add_argument("--by", metavar="KEYS",
-                     help=f"comma-separated group keys from {','.join(KEYS)} (default: tables by "
-                     "user, account, run+stage and day)")
+    out.add_argument(
+        "--by",
+        metavar="KEYS",
+        help=f"comma-separated group keys from {','.join(KEYS)} (default: tables by user, account, run+stage and day)",
+    )
     out.add_argument("--csv", type=Path, metavar="FILE", help="write the tables as CSV")
     out.add_argument("--json", type=Path, metavar="FILE", help="write tables, totals and jobs as JSON")
-    out.add_argument("--plot", type=Path, metavar="FILE.png",
-                     help="stacked bar chart of GPU-hours per day by the first --by key")
+    out.add_argument(
+        "--plot", type=Path, metavar="FILE.png", help="stacked bar chart of GPU-hours per day by the first --by key"
+    )
     out.add_argument("--quiet", action="store_true", help="do not print the text tables")
     return p
 
@@ -65,9 +82,9 @@ def _in_window(u: JobUsage, since: datetime | None, until: datetime | None) -> b
     return t is None or ((since is None or t >= since) and (until is None or t <= until))
 
 
-def collect(args: argparse.Namespace, now: datetime) -> tuple[list[SacctRow], dict[str, Any],
-                                                               datetime, datetime | None,
-                                                               datetime | None]:
+def collect(
+    args: argparse.Namespace, now: datetime
+) -> tuple[list[SacctRow], dict[str, Any], datetime, datetime | None, datetime | None]:
     """Rows from sacct or the dump, the query description, and the resolved now/window."""
     if args.sacct_file is not None:
         rows, queried_at = read_dump(args.sacct_file)
@@ -86,9 +103,14 @@ def collect(args: argparse.Namespace, now: datetime) -> tuple[list[SacctRow], di
         query = {"source": "sacct", "command": cmd}
     if since is not None and until is not None and until < since:
         raise TimeSpecError(f"--until {until.isoformat()} is before --since {since.isoformat()}")
-    query.update(now=now.isoformat(), since=None if since is None else since.isoformat(),
-                 until=None if until is None else until.isoformat(),
-                 user=args.user, account=args.account, run=args.run)
+    query.update(
+        now=now.isoformat(),
+        since=None if since is None else since.isoformat(),
+        until=None if until is None else until.isoformat(),
+        user=args.user,
+        account=args.account,
+        run=args.run,
+    )
     return rows, query, now, since, until
 
 
@@ -112,15 +134,24 @@ def main(argv: list[str] | None = None) -> int:
         rows, query, now, since, until = collect(args, now)
         usages: list[JobUsage] = []
         for row in rows:
-            if (args.user and row.user != args.user or args.account and row.account != args.account
-                    or args.run and attribute(row)[0] != args.run):
+            if (
+                args.user
+                and row.user != args.user
+                or args.account
+                and row.account != args.account
+                or args.run
+                and attribute(row)[0] != args.run
+            ):
                 continue
             u = job_usage(row, prices, now=now, since=since, until=until)
             if not _in_window(u, since, until):
                 continue
             if u.run == "-" and row.name.startswith("r1hpc:"):
-                print(f"{PROG}: warning: job {row.job_id} name {row.name!r} does not follow "
-                      "r1hpc:<run>:<stage>:<step>; counted under run '-'", file=sys.stderr)
+                print(
+                    f"{PROG}: warning: job {row.job_id} name {row.name!r} does not follow "
+                    "r1hpc:<run>:<stage>:<step>; counted under run '-'",
+                    file=sys.stderr,
+                )
             usages.append(u)
         tables = [tuple(by)] if by else list(STANDARD_TABLES)
         report = build_report(usages, tables, query)

@@ -8,6 +8,7 @@ File format (YAML)::
 
 The most specific price wins: GPU type, then partition, then default.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,14 +41,15 @@ class Prices:
             return self.partitions[part]
         if self.default is not None:
             return self.default
-        raise PriceError(f"{self.source}: no price for partition {part!r}"
-                         f"{'' if gpu_type is None else f' / GPU type {gpu_type!r}'}; "
-                         "add it or a 'default'")
+        raise PriceError(
+            f"{self.source}: no price for partition {part!r}"
+            f"{'' if gpu_type is None else f' / GPU type {gpu_type!r}'}; "
+            "add it or a 'default'"
+        )
 
 
 def _price(value: object, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value < 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise PriceError(f"{where} = {value!r}: expected a number >= 0 ($ per GPU-hour)")
     return float(value)
 
@@ -83,7 +85,9 @@ def load_prices(path: Path, default_override: float | None = None) -> Prices:
     default = None if data.get("default") is None else _price(data["default"], f"{path}: default")
     if default_override is not None:
         default = _price(default_override, "--price-per-gpu-hour")
-    return Prices(default=default,
-                  partitions=_table(data.get("partitions"), f"{path}: partitions"),
-                  gpu_types=_table(data.get("gpu_types"), f"{path}: gpu_types"),
-                  source=str(path))
+    return Prices(
+        default=default,
+        partitions=_table(data.get("partitions"), f"{path}: partitions"),
+        gpu_types=_table(data.get("gpu_types"), f"{path}: gpu_types"),
+        source=str(path),
+    )

@@ -1,4 +1,5 @@
 """Group job usage into tables and write them as text, CSV or JSON."""
+
 from __future__ import annotations
 
 import csv
@@ -49,9 +50,13 @@ class Group:
 
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = dict(self.keys)
-        d.update(jobs=len(self.job_ids), gpu_seconds=self.gpu_seconds,
-                 gpu_hours=self.gpu_seconds / 3600, wasted_gpu_seconds=self.wasted_gpu_seconds,
-                 wasted_gpu_hours=self.wasted_gpu_seconds / 3600)
+        d.update(
+            jobs=len(self.job_ids),
+            gpu_seconds=self.gpu_seconds,
+            gpu_hours=self.gpu_seconds / 3600,
+            wasted_gpu_seconds=self.wasted_gpu_seconds,
+            wasted_gpu_hours=self.wasted_gpu_seconds / 3600,
+        )
         if self.cost is not None:
             d.update(cost=round(self.cost, 6), wasted_cost=round(self.wasted_cost or 0.0, 6))
         return d
@@ -93,32 +98,41 @@ def totals(usages: Sequence[JobUsage]) -> Group:
 def job_record(u: JobUsage) -> dict[str, Any]:
     r = u.row
     return {
-        "job_id": r.job_id, "job_id_raw": r.job_id_raw, "name": r.name, "user": r.user,
-        "account": r.account, "partition": r.partition, "state": r.state,
-        "restarts": r.restarts, "run": u.run, "stage": u.stage, "step": u.step,
-        "gpus": u.gpus, "gpu_types": u.gpu_types, "wasted": u.wasted,
+        "job_id": r.job_id,
+        "job_id_raw": r.job_id_raw,
+        "name": r.name,
+        "user": r.user,
+        "account": r.account,
+        "partition": r.partition,
+        "state": r.state,
+        "restarts": r.restarts,
+        "run": u.run,
+        "stage": u.stage,
+        "step": u.step,
+        "gpus": u.gpus,
+        "gpu_types": u.gpu_types,
+        "wasted": u.wasted,
         "start": None if u.start is None else u.start.isoformat(),
         "end": None if u.end is None else u.end.isoformat(),
-        "elapsed_s": r.elapsed_s, "counted_s": u.seconds, "gpu_seconds": u.gpu_seconds,
+        "elapsed_s": r.elapsed_s,
+        "counted_s": u.seconds,
+        "gpu_seconds": u.gpu_seconds,
         "cost": None if u.cost is None else round(u.cost, 6),
     }
 
 
-def build_report(usages: Sequence[JobUsage], tables: Sequence[Sequence[str]],
-                 query: dict[str, Any]) -> dict[str, Any]:
+def build_report(usages: Sequence[JobUsage], tables: Sequence[Sequence[str]], query: dict[str, Any]) -> dict[str, Any]:
     """Everything the outputs show, as plain data (this is the JSON output)."""
     return {
         "query": query,
         "totals": totals(usages).as_dict(),
-        "tables": [{"by": list(keys), "rows": [g.as_dict() for g in group(usages, keys)]}
-                   for keys in tables],
+        "tables": [{"by": list(keys), "rows": [g.as_dict() for g in group(usages, keys)]} for keys in tables],
         "jobs": [job_record(u) for u in usages],
     }
 
 
 def _columns(rows: list[dict[str, Any]], by: Sequence[str]) -> list[tuple[str, str]]:
-    cols = [(k, k) for k in by] + [("jobs", "jobs"), ("gpu_hours", "GPU-h"),
-                                   ("wasted_gpu_hours", "wasted GPU-h")]
+    cols = [(k, k) for k in by] + [("jobs", "jobs"), ("gpu_hours", "GPU-h"), ("wasted_gpu_hours", "wasted GPU-h")]
     if rows and "cost" in rows[0]:
         cols += [("cost", "cost $"), ("wasted_cost", "wasted $")]
     return cols
@@ -134,21 +148,29 @@ def render_text(report: dict[str, Any]) -> str:
     """Aligned plain-text tables, then the totals line."""
     out: list[str] = []
     for table in report["tables"]:
-        by, rows = table["by"], table["rows"] + [dict(report["totals"], **{
-            k: ("TOTAL" if i == 0 else "") for i, k in enumerate(table["by"])})]
+        by, rows = (
+            table["by"],
+            table["rows"]
+            + [dict(report["totals"], **{k: ("TOTAL" if i == 0 else "") for i, k in enumerate(table["by"])})],
+        )
         cols = _columns(rows, by)
         cells = [[title for _, title in cols]] + [[_cell(r.get(k, ""), k) for k, _ in cols] for r in rows]
         widths = [max(len(c[i]) for c in cells) for i in range(len(cols))]
         out.append(f"GPU usage by {', '.join(by)}")
         for n, line in enumerate(cells):
-            out.append("  ".join(c.ljust(w) if i < len(by) else c.rjust(w)
-                                 for i, (c, w) in enumerate(zip(line, widths))).rstrip())
+            out.append(
+                "  ".join(
+                    c.ljust(w) if i < len(by) else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))
+                ).rstrip()
+            )
             if n == 0 or n == len(cells) - 2:
                 out.append("  ".join("-" * w for w in widths))
         out.append("")
     t = report["totals"]
-    line = (f"Total: {t['gpu_hours']:.3f} GPU-hours in {t['jobs']} jobs, of which "
-            f"{t['wasted_gpu_hours']:.3f} wasted (requeued/preempted/node-failed attempts)")
+    line = (
+        f"Total: {t['gpu_hours']:.3f} GPU-hours in {t['jobs']} jobs, of which "
+        f"{t['wasted_gpu_hours']:.3f} wasted (requeued/preempted/node-failed attempts)"
+    )
     if "cost" in t:
         line += f"; cost ${t['cost']:.2f}, wasted ${t['wasted_cost']:.2f}"
     out.append(line)

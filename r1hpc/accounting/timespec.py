@@ -5,22 +5,40 @@ time, so that the jobs sacct selects and the window the usage is clipped to are 
 same window. sacct prints local times without a zone; everything here is naive
 local time to match.
 """
+
 from __future__ import annotations
 
 import re
 from datetime import date, datetime, time, timedelta
 
 _UNITS = {
-    "": 1, "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
-    "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
-    "h": 3600, "hour": 3600, "hours": 3600,
-    "d": 86400, "day": 86400, "days": 86400,
-    "w": 604800, "week": 604800, "weeks": 604800,
+    "": 1,
+    "s": 1,
+    "sec": 1,
+    "secs": 1,
+    "second": 1,
+    "seconds": 1,
+    "m": 60,
+    "min": 60,
+    "mins": 60,
+    "minute": 60,
+    "minutes": 60,
+    "h": 3600,
+    "hour": 3600,
+    "hours": 3600,
+    "d": 86400,
+    "day": 86400,
+    "days": 86400,
+    "w": 604800,
+    "week": 604800,
+    "weeks": 604800,
 }
 _RELATIVE = re.compile(r"^(now|today|midnight)\s*(?:([+-])\s*(\d+)\s*([a-z]*))?$")
 
-ACCEPTED = ("YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS], now, today, midnight, "
-            "or now-N<unit> / today-N<unit> with unit seconds|minutes|hours|days|weeks")
+ACCEPTED = (
+    "YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS], now, today, midnight, "
+    "or now-N<unit> / today-N<unit> with unit seconds|minutes|hours|days|weeks"
+)
 
 
 class TimeSpecError(ValueError):

@@ -6,6 +6,7 @@ A RUNNING row counts up to the time sacct was asked (its ElapsedRaw), or up to
 ``now`` when ElapsedRaw is missing. Attempts that were thrown away (requeued,
 preempted, lost to a node failure) are flagged ``wasted``.
 """
+
 from __future__ import annotations
 
 import re
@@ -17,8 +18,7 @@ from r1hpc.accounting.sacct import SacctError, SacctRow
 from r1hpc.launch import parse_job_name
 
 WASTED_STATES = frozenset({"REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "PREEMPTED", "NODE_FAIL"})
-_LIVE_STATES = frozenset({"RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING", "SIGNALING",
-                          "STAGE_OUT", "RESIZING"})
+_LIVE_STATES = frozenset({"RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "RESIZING"})
 _COMMENT = re.compile(r"(?:^|\s)r1hpc run=(\S+) stage=(\S+) step=(\d+|-)(?:\s|$)")
 _TRES_GPU = re.compile(r"^gres/gpu(?::([^=]+))?$")
 UNATTRIBUTED = "-"
@@ -32,14 +32,14 @@ class JobUsage:
     run: str
     stage: str
     step: str
-    gpus: int                       # all GPUs allocated
-    gpu_types: dict[str, int]       # typed part of ``gpus``, e.g. {"h100": 8}
+    gpus: int  # all GPUs allocated
+    gpu_types: dict[str, int]  # typed part of ``gpus``, e.g. {"h100": 8}
     wasted: bool
-    start: datetime | None          # counted interval, after clipping (None: nothing counted)
+    start: datetime | None  # counted interval, after clipping (None: nothing counted)
     end: datetime | None
-    seconds: int                    # wall seconds counted
-    days: tuple[tuple[date, int], ...]   # seconds per calendar day, summing to ``seconds``
-    cost_per_hour: float | None     # $ per wall hour for all its GPUs; None without prices
+    seconds: int  # wall seconds counted
+    days: tuple[tuple[date, int], ...]  # seconds per calendar day, summing to ``seconds``
+    cost_per_hour: float | None  # $ per wall hour for all its GPUs; None without prices
 
     @property
     def gpu_seconds(self) -> int:
@@ -73,8 +73,7 @@ def parse_gpus(row: SacctRow) -> tuple[int, dict[str, int]]:
     for item in filter(None, (s.strip() for s in row.alloc_tres.split(","))):
         key, sep, value = item.partition("=")
         if not sep:
-            raise SacctError(f"{where}: AllocTRES item {item!r} is not name=value "
-                             f"(AllocTRES = {row.alloc_tres!r})")
+            raise SacctError(f"{where}: AllocTRES item {item!r} is not name=value (AllocTRES = {row.alloc_tres!r})")
         m = _TRES_GPU.match(key)
         if not m:
             continue
@@ -104,8 +103,13 @@ def split_days(start: datetime, end: datetime) -> tuple[tuple[date, int], ...]:
     return tuple(out)
 
 
-def job_usage(row: SacctRow, prices: Prices | None, now: datetime | None = None,
-              since: datetime | None = None, until: datetime | None = None) -> JobUsage:
+def job_usage(
+    row: SacctRow,
+    prices: Prices | None,
+    now: datetime | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> JobUsage:
     """Usage of one row, clipped to [since, until] where those are given."""
     run, stage, step = attribute(row)
     gpus, typed = parse_gpus(row)
@@ -132,6 +136,17 @@ def job_usage(row: SacctRow, prices: Prices | None, now: datetime | None = None,
         cost_per_hour = sum(n * prices.per_gpu_hour(row.partition, t) for t, n in typed.items())
         if untyped:
             cost_per_hour += untyped * prices.per_gpu_hour(row.partition, None)
-    return JobUsage(row=row, run=run, stage=stage, step=step, gpus=gpus, gpu_types=typed,
-                    wasted=row.state in WASTED_STATES, start=start, end=end, seconds=seconds,
-                    days=days, cost_per_hour=cost_per_hour)
+    return JobUsage(
+        row=row,
+        run=run,
+        stage=stage,
+        step=step,
+        gpus=gpus,
+        gpu_types=typed,
+        wasted=row.state in WASTED_STATES,
+        start=start,
+        end=end,
+        seconds=seconds,
+        days=days,
+        cost_per_hour=cost_per_hour,
+    )

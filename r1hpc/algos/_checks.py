@@ -28,8 +28,7 @@ def check_finite(name: str, x: torch.Tensor) -> None:
         n_nan = int(torch.isnan(x).sum())
         n_inf = int(torch.isinf(x).sum())
         raise ValueError(
-            f"{name} (shape {tuple(x.shape)}) holds {n_nan} NaN and {n_inf} inf value(s); "
-            "expected only finite values"
+            f"{name} (shape {tuple(x.shape)}) holds {n_nan} NaN and {n_inf} inf value(s); expected only finite values"
         )
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 
 from r1hpc.algos._checks import as_bool_mask, check_same_shape
-from r1hpc.algos.aggregation import masked_mean
 from r1hpc.algos.advantages import group_stats
+from r1hpc.algos.aggregation import masked_mean
 from r1hpc.algos.kl import kl_per_token
 
 

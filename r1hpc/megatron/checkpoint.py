@@ -64,7 +64,12 @@ def _materialise_optimizer_state(optimizer: Any) -> None:
 
 
 def save_checkpoint(
-    model: Any, cfg: MegatronModelConfig, ckpt_dir: str | Path, *, step: int = 0, optimizer: Any = None,
+    model: Any,
+    cfg: MegatronModelConfig,
+    ckpt_dir: str | Path,
+    *,
+    step: int = 0,
+    optimizer: Any = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Collectively save the weights (and the optimizer's state, if given) to ``ckpt_dir`` (must not
@@ -86,9 +91,14 @@ def save_checkpoint(
     dist_checkpointing.save(_state(model, optimizer, is_loading=False), str(tmp), sharded_strategy=_STRATEGY)
     dist.barrier()
     if rank == 0:
-        meta = {"model": cfg.to_dict(), "step": step, "format": "megatron-core dist_checkpointing torch_dist",
-                "optimizer": optimizer is not None, "extra": extra or {},
-                "expert_parallel": ps.get_expert_model_parallel_world_size()}
+        meta = {
+            "model": cfg.to_dict(),
+            "step": step,
+            "format": "megatron-core dist_checkpointing torch_dist",
+            "optimizer": optimizer is not None,
+            "extra": extra or {},
+            "expert_parallel": ps.get_expert_model_parallel_world_size(),
+        }
         (tmp / META_NAME).write_text(json.dumps(meta, indent=1, sort_keys=True))
         os.replace(tmp, final)
     dist.barrier()
@@ -120,15 +130,21 @@ def load_checkpoint(model: Any, cfg: MegatronModelConfig, ckpt_dir: str | Path, 
     saved = MegatronModelConfig.from_dict(meta["model"], where=f"{Path(ckpt_dir) / META_NAME}: model")
     if saved != cfg:
         diff = {k: (v, getattr(cfg, k)) for k, v in saved.to_dict().items() if getattr(cfg, k) != v}
-        raise ValueError(f"{ckpt_dir}: checkpoint model sizes differ from the requested ones (saved, requested): {diff}")
+        raise ValueError(
+            f"{ckpt_dir}: checkpoint model sizes differ from the requested ones (saved, requested): {diff}"
+        )
     if optimizer is not None and not meta.get("optimizer"):
         raise ValueError(f"{ckpt_dir}: checkpoint has no optimizer state (saved without optimizer=)")
     saved_ep, ep = int(meta.get("expert_parallel", 1)), ps.get_expert_model_parallel_world_size()
     if optimizer is not None and (saved_ep > 1) != (ep > 1):
         # With EP > 1 experts get their own optimizer (a chain of two); its state does not map onto one.
-        raise ValueError(f"{ckpt_dir}: optimizer state saved at expert parallel {saved_ep} cannot resume at {ep}; "
-                         "keep EP > 1 (or EP = 1) within a run, or load the weights only")
-    state = dist_checkpointing.load(_state(model, optimizer, is_loading=True), str(ckpt_dir), sharded_strategy=_STRATEGY)
+        raise ValueError(
+            f"{ckpt_dir}: optimizer state saved at expert parallel {saved_ep} cannot resume at {ep}; "
+            "keep EP > 1 (or EP = 1) within a run, or load the weights only"
+        )
+    state = dist_checkpointing.load(
+        _state(model, optimizer, is_loading=True), str(ckpt_dir), sharded_strategy=_STRATEGY
+    )
     unwrap(model).load_state_dict(state["model"], strict=True)
     if optimizer is not None:
         _load_optimizer_state(optimizer, state["optimizer"])
@@ -167,6 +183,6 @@ def _load_optimizer_state(optimizer: Any, state: Any) -> None:
     # drifted from uninterrupted ones). Each parameter gets its own copy.
     for opt in chained:
         inner = getattr(opt, "optimizer", None)
-        for st in (inner.state.values() if inner is not None else []):
+        for st in inner.state.values() if inner is not None else []:
             if torch.is_tensor(st.get("step")):
                 st["step"] = st["step"].clone()

@@ -15,9 +15,8 @@ import contextlib
 from typing import Any
 
 import torch
-from torch.overrides import TorchFunctionMode
-
 from megatron.core.transformer.dot_product_attention import DotProductAttention
+from torch.overrides import TorchFunctionMode
 
 _APPLIED = False
 
@@ -34,7 +33,7 @@ class _NoOpStream:
     def wait_event(self, event: Any) -> None:
         pass
 
-    def record_event(self, event: Any = None) -> "_NoOpStream":
+    def record_event(self, event: Any = None) -> _NoOpStream:
         return self
 
     def record(self, stream: Any = None) -> None:
@@ -74,9 +73,7 @@ class _CudaDeviceToCpu(TorchFunctionMode):
 
 
 def _is_cuda(dev: Any) -> bool:
-    return (isinstance(dev, str) and dev.startswith("cuda")) or (
-        isinstance(dev, torch.device) and dev.type == "cuda"
-    )
+    return (isinstance(dev, str) and dev.startswith("cuda")) or (isinstance(dev, torch.device) and dev.type == "cuda")
 
 
 class MLACoreAttention(DotProductAttention):
@@ -132,7 +129,7 @@ def _patch_torch_norm() -> None:
         # Under SP the norm sees a sequence shard: tagged params get their grads all-reduced over TP
         # by finalize_model_grads; without the tag TP ranks' norm weights drift apart.
         for p in norm.parameters():
-            setattr(p, "sequence_parallel", sp)
+            p.sequence_parallel = sp
         return norm
 
     torch_norm.WrappedTorchNorm.__new__ = __new__

@@ -47,7 +47,10 @@ _LAYER_MAP = {
     "mlp.linear_fc2.weight": "mlp.down_proj.weight",
     "mlp.router.weight": "mlp.gate.weight",
     "mlp.router.expert_bias": "mlp.gate.e_score_correction_bias",
-    "mlp.shared_experts.linear_fc1.weight": ("mlp.shared_experts.gate_proj.weight", "mlp.shared_experts.up_proj.weight"),
+    "mlp.shared_experts.linear_fc1.weight": (
+        "mlp.shared_experts.gate_proj.weight",
+        "mlp.shared_experts.up_proj.weight",
+    ),
     "mlp.shared_experts.linear_fc2.weight": "mlp.shared_experts.down_proj.weight",
 }
 _TOP_MAP = {
@@ -73,40 +76,71 @@ def hf_config(cfg: MegatronModelConfig, *, bos_id: int = 0, eos_id: int = 1, pad
     if not cfg.multi_latent_attention:
         problems.append("multi_latent_attention=False (DeepseekV3 is MLA only)")
     if not cfg.shared_expert_size or cfg.shared_expert_size % cfg.moe_ffn_hidden_size:
-        problems.append(f"shared_expert_size={cfg.shared_expert_size} must be a positive multiple of "
-                        f"moe_ffn_hidden_size={cfg.moe_ffn_hidden_size} (HF: n_shared_experts)")
+        problems.append(
+            f"shared_expert_size={cfg.shared_expert_size} must be a positive multiple of "
+            f"moe_ffn_hidden_size={cfg.moe_ffn_hidden_size} (HF: n_shared_experts)"
+        )
     if cfg.router_num_groups > 1 and cfg.router_topk // cfg.router_group_topk != 2:
-        problems.append(f"router_topk // router_group_topk = {cfg.router_topk // cfg.router_group_topk}: HF scores a "
-                        "group by its top-2 experts, megatron by its top (topk // group_topk); they must be 2")
+        problems.append(
+            f"router_topk // router_group_topk = {cfg.router_topk // cfg.router_group_topk}: HF scores a "
+            "group by its top-2 experts, megatron by its top (topk // group_topk); they must be 2"
+        )
     if problems:
         raise ValueError("hf_config: cannot express as DeepseekV3: " + "; ".join(problems))
     original = cfg.rope_original_max_len or cfg.max_seq_len
     if cfg.rope_type == "yarn":
         # mscale_all_dim 0: both sides then scale cos/sin by 0.1 ln(factor) + 1 and keep 1/sqrt(d).
-        rope = {"rope_type": "yarn", "rope_theta": cfg.rope_theta, "factor": cfg.rope_scaling_factor,
-                "original_max_position_embeddings": original, "beta_fast": 32.0, "beta_slow": 1.0,
-                "mscale": 1.0, "mscale_all_dim": 0.0}
+        rope = {
+            "rope_type": "yarn",
+            "rope_theta": cfg.rope_theta,
+            "factor": cfg.rope_scaling_factor,
+            "original_max_position_embeddings": original,
+            "beta_fast": 32.0,
+            "beta_slow": 1.0,
+            "mscale": 1.0,
+            "mscale_all_dim": 0.0,
+        }
     else:
         rope = {"rope_type": "default", "rope_theta": cfg.rope_theta}
     return DeepseekV3Config(
-        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.ffn_hidden_size,
-        moe_intermediate_size=cfg.moe_ffn_hidden_size, num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads,
-        n_shared_experts=cfg.shared_expert_size // cfg.moe_ffn_hidden_size, n_routed_experts=cfg.num_experts,
-        routed_scaling_factor=cfg.router_topk_scaling_factor, kv_lora_rank=cfg.kv_lora_rank,
-        q_lora_rank=cfg.q_lora_rank, qk_rope_head_dim=cfg.qk_pos_emb_head_dim, v_head_dim=cfg.v_head_dim,
-        qk_nope_head_dim=cfg.qk_head_dim, n_group=cfg.router_num_groups, topk_group=cfg.router_group_topk,
-        num_experts_per_tok=cfg.router_topk, first_k_dense_replace=cfg.first_k_dense,
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.ffn_hidden_size,
+        moe_intermediate_size=cfg.moe_ffn_hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        n_shared_experts=cfg.shared_expert_size // cfg.moe_ffn_hidden_size,
+        n_routed_experts=cfg.num_experts,
+        routed_scaling_factor=cfg.router_topk_scaling_factor,
+        kv_lora_rank=cfg.kv_lora_rank,
+        q_lora_rank=cfg.q_lora_rank,
+        qk_rope_head_dim=cfg.qk_pos_emb_head_dim,
+        v_head_dim=cfg.v_head_dim,
+        qk_nope_head_dim=cfg.qk_head_dim,
+        n_group=cfg.router_num_groups,
+        topk_group=cfg.router_group_topk,
+        num_experts_per_tok=cfg.router_topk,
+        first_k_dense_replace=cfg.first_k_dense,
         # megatron normalises the sigmoid top-k scores only when top-k > 1
         norm_topk_prob=cfg.router_topk > 1,
         # transformers hard-codes sigmoid scores + e_score_correction_bias and ignores these two, but vLLM
         # reads them (as in DeepSeek-V3's own config.json): without them it builds softmax routing with no
         # bias parameter and fails to load the checkpoint (KeyError ...mlp.gate.e_score_correction_bias).
-        topk_method="noaux_tc", scoring_func="sigmoid",
-        hidden_act="silu", max_position_embeddings=cfg.max_seq_len,
-        initializer_range=cfg.init_std, rms_norm_eps=cfg.norm_eps, tie_word_embeddings=False,
-        rope_parameters=rope, rope_interleave=True, attention_bias=False,
-        bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=pad_id, dtype="float32",
+        topk_method="noaux_tc",
+        scoring_func="sigmoid",
+        hidden_act="silu",
+        max_position_embeddings=cfg.max_seq_len,
+        initializer_range=cfg.init_std,
+        rms_norm_eps=cfg.norm_eps,
+        tie_word_embeddings=False,
+        rope_parameters=rope,
+        rope_interleave=True,
+        attention_bias=False,
+        bos_token_id=bos_id,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+        dtype="float32",
     )
 
 
@@ -127,19 +161,32 @@ def megatron_config_from_hf(hf_dir: str | Path) -> MegatronModelConfig:
     if yarn and (rope.get("mscale_all_dim") or 0) != 0:
         raise ValueError(f"{path}: rope mscale_all_dim={rope['mscale_all_dim']} is not supported (expected 0)")
     return MegatronModelConfig(
-        vocab_size=c["vocab_size"], max_seq_len=c["max_position_embeddings"], num_layers=c["num_hidden_layers"],
-        hidden_size=c["hidden_size"], num_heads=c["num_attention_heads"], ffn_hidden_size=c["intermediate_size"],
-        first_k_dense=c["first_k_dense_replace"], num_experts=c["n_routed_experts"],
+        vocab_size=c["vocab_size"],
+        max_seq_len=c["max_position_embeddings"],
+        num_layers=c["num_hidden_layers"],
+        hidden_size=c["hidden_size"],
+        num_heads=c["num_attention_heads"],
+        ffn_hidden_size=c["intermediate_size"],
+        first_k_dense=c["first_k_dense_replace"],
+        num_experts=c["n_routed_experts"],
         moe_ffn_hidden_size=c["moe_intermediate_size"],
-        shared_expert_size=c["moe_intermediate_size"] * c["n_shared_experts"], router_topk=c["num_experts_per_tok"],
-        router_num_groups=c["n_group"], router_group_topk=c["topk_group"],
-        router_topk_scaling_factor=c["routed_scaling_factor"], multi_latent_attention=True,
-        q_lora_rank=c["q_lora_rank"], kv_lora_rank=c["kv_lora_rank"], qk_head_dim=c["qk_nope_head_dim"],
-        qk_pos_emb_head_dim=c["qk_rope_head_dim"], v_head_dim=c["v_head_dim"],
-        rope_type="yarn" if yarn else "rope", rope_theta=float(rope.get("rope_theta", c.get("rope_theta", 10000.0))),
+        shared_expert_size=c["moe_intermediate_size"] * c["n_shared_experts"],
+        router_topk=c["num_experts_per_tok"],
+        router_num_groups=c["n_group"],
+        router_group_topk=c["topk_group"],
+        router_topk_scaling_factor=c["routed_scaling_factor"],
+        multi_latent_attention=True,
+        q_lora_rank=c["q_lora_rank"],
+        kv_lora_rank=c["kv_lora_rank"],
+        qk_head_dim=c["qk_nope_head_dim"],
+        qk_pos_emb_head_dim=c["qk_rope_head_dim"],
+        v_head_dim=c["v_head_dim"],
+        rope_type="yarn" if yarn else "rope",
+        rope_theta=float(rope.get("rope_theta", c.get("rope_theta", 10000.0))),
         rope_scaling_factor=float(rope.get("factor", 1.0)) if yarn else 1.0,
         rope_original_max_len=_original_len(rope, c["max_position_embeddings"]) if yarn else 0,
-        norm_eps=c["rms_norm_eps"], init_std=c.get("initializer_range", 0.02),
+        norm_eps=c["rms_norm_eps"],
+        init_std=c.get("initializer_range", 0.02),
     )
 
 
@@ -151,19 +198,33 @@ def megatron_config_from_run(model: Any, vocab_size: int | None = None) -> Megat
     Router groups are not in the run config: one group (plain top-k).
     """
     if model.arch != "deepseek_v3" or model.attention != "mla":
-        raise ValueError(f"model.arch={model.arch!r}, model.attention={model.attention!r}: the Megatron backend "
-                         "converts arch 'deepseek_v3' with attention 'mla'")
+        raise ValueError(
+            f"model.arch={model.arch!r}, model.attention={model.attention!r}: the Megatron backend "
+            "converts arch 'deepseek_v3' with attention 'mla'"
+        )
     if model.num_shared_experts < 1:
         raise ValueError("model.num_shared_experts must be >= 1 for DeepseekV3 (HF always has shared experts)")
     moe = model.moe_intermediate_size or model.intermediate_size
     return MegatronModelConfig(
-        vocab_size=vocab_size or model.vocab_size, max_seq_len=model.max_seq_len, num_layers=model.num_layers,
-        hidden_size=model.hidden_size, num_heads=model.num_heads, ffn_hidden_size=model.intermediate_size,
-        first_k_dense=model.first_dense_layers, num_experts=model.num_experts, moe_ffn_hidden_size=moe,
-        shared_expert_size=moe * model.num_shared_experts, router_topk=model.experts_per_token,
-        router_num_groups=1, router_group_topk=1, multi_latent_attention=True,
-        q_lora_rank=model.q_lora_rank, kv_lora_rank=model.kv_lora_rank, qk_head_dim=model.qk_nope_head_dim,
-        qk_pos_emb_head_dim=model.qk_rope_head_dim, v_head_dim=model.v_head_dim,
+        vocab_size=vocab_size or model.vocab_size,
+        max_seq_len=model.max_seq_len,
+        num_layers=model.num_layers,
+        hidden_size=model.hidden_size,
+        num_heads=model.num_heads,
+        ffn_hidden_size=model.intermediate_size,
+        first_k_dense=model.first_dense_layers,
+        num_experts=model.num_experts,
+        moe_ffn_hidden_size=moe,
+        shared_expert_size=moe * model.num_shared_experts,
+        router_topk=model.experts_per_token,
+        router_num_groups=1,
+        router_group_topk=1,
+        multi_latent_attention=True,
+        q_lora_rank=model.q_lora_rank,
+        kv_lora_rank=model.kv_lora_rank,
+        qk_head_dim=model.qk_nope_head_dim,
+        qk_pos_emb_head_dim=model.qk_rope_head_dim,
+        v_head_dim=model.v_head_dim,
     )
 
 
@@ -225,8 +286,11 @@ def _entries(model: Any) -> list[_Entry]:
         e = _EXPERT_RE.match(rest)
         if e:
             g = first_expert + int(e.group(1))
-            hf = (f"mlp.experts.{g}.gate_proj.weight", f"mlp.experts.{g}.up_proj.weight") if e.group(2) == "1" \
+            hf = (
+                (f"mlp.experts.{g}.gate_proj.weight", f"mlp.experts.{g}.up_proj.weight")
+                if e.group(2) == "1"
                 else (f"mlp.experts.{g}.down_proj.weight",)
+            )
             out.append(_Entry(name, t, tuple(prefix + h for h in hf), split, True))
             continue
         if rest not in _LAYER_MAP:
@@ -288,8 +352,16 @@ def _gather_full(entry: _Entry) -> list[torch.Tensor] | None:
     return full if entry.tp_rank == 0 else None
 
 
-def export_hf(model: Any, cfg: MegatronModelConfig, out_dir: str | Path, *, bos_id: int = 0, eos_id: int = 1,
-              pad_id: int | None = None, max_file_bytes: int = 2 << 30) -> Path:
+def export_hf(
+    model: Any,
+    cfg: MegatronModelConfig,
+    out_dir: str | Path,
+    *,
+    bos_id: int = 0,
+    eos_id: int = 1,
+    pad_id: int | None = None,
+    max_file_bytes: int = 2 << 30,
+) -> Path:
     """Collectively write the model as an HF DeepseekV3 directory (config.json, safetensors, index).
 
     Every rank calls this with the same ``out_dir`` (on a filesystem all ranks see). Tokenizer files
@@ -347,8 +419,9 @@ def _weight_map(hf_dir: Path) -> dict[str, str]:
         return {k: "model.safetensors" for k in f.keys()}
 
 
-def _read_slice(handle: Any, name: str, where: str, dim: int | None, rank: int, size: int,
-                expected: torch.Size) -> torch.Tensor:
+def _read_slice(
+    handle: Any, name: str, where: str, dim: int | None, rank: int, size: int, expected: torch.Size
+) -> torch.Tensor:
     """Rows/columns ``rank`` of ``size`` along ``dim`` of tensor ``name`` (all of it when dim is None)."""
     sl = handle.get_slice(name)
     shape = list(sl.get_shape())
@@ -362,8 +435,10 @@ def _read_slice(handle: Any, name: str, where: str, dim: int | None, rank: int, 
         index[dim] = slice(rank * n, (rank + 1) * n)
         t = sl[tuple(index)]
     if tuple(t.shape) != tuple(expected):
-        raise ValueError(f"{where}: {name} slice has shape {tuple(t.shape)} (full {shape}), "
-                         f"this rank expects {tuple(expected)}: does config.json match the model?")
+        raise ValueError(
+            f"{where}: {name} slice has shape {tuple(t.shape)} (full {shape}), "
+            f"this rank expects {tuple(expected)}: does config.json match the model?"
+        )
     return t
 
 
@@ -387,8 +462,11 @@ def import_hf(hf_dir: str | Path, model: Any) -> None:
                     raise KeyError(f"{src}: tensor {hf_name} (for megatron {entry.name}) is not in the checkpoint")
                 if fname not in handles:
                     handles[fname] = safe_open(str(src / fname), framework="pt")
-                pieces.append(_read_slice(handles[fname], hf_name, str(src / fname), entry.split_dim, rank, size,
-                                          torch.Size(local_shape)))
+                pieces.append(
+                    _read_slice(
+                        handles[fname], hf_name, str(src / fname), entry.split_dim, rank, size, torch.Size(local_shape)
+                    )
+                )
             value = torch.cat(pieces, dim=0) if len(pieces) > 1 else pieces[0]
             with torch.no_grad():
                 entry.tensor.copy_(value.to(entry.tensor.dtype))

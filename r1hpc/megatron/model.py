@@ -67,7 +67,7 @@ class MegatronModelConfig:
     init_std: float = 0.02
 
     @classmethod
-    def from_dict(cls, d: dict, where: str = "model config") -> "MegatronModelConfig":
+    def from_dict(cls, d: dict, where: str = "model config") -> MegatronModelConfig:
         """Build from a mapping; unknown keys are an error naming them."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
@@ -261,8 +261,9 @@ def build_model(cfg: MegatronModelConfig, layout: ParallelLayout) -> GPTModel:
         share_embeddings_and_output_weights=False,
         position_embedding_type="none" if cfg.multi_latent_attention else "rope",
     )
-    stray = [n for n, m in model.named_modules()
-             if isinstance(m, TopKRouter) and not isinstance(m, PaddingMaskTopKRouter)]
+    stray = [
+        n for n, m in model.named_modules() if isinstance(m, TopKRouter) and not isinstance(m, PaddingMaskTopKRouter)
+    ]
     if stray:  # the spec slot moved in another megatron-core version: padding_mask would crash these
         raise RuntimeError(f"build_model: routers {stray} are not PaddingMaskTopKRouter")
     if cfg.multi_latent_attention and layout.tp > 1:

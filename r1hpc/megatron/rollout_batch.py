@@ -78,7 +78,11 @@ def from_sequences(
     if tokens.dim() != 2 or tokens.shape[1] < 2:
         raise ValueError(f"tokens must be (B, L) with L >= 2, got {tuple(tokens.shape)}")
     b, length = tokens.shape
-    if bool((response_start < 1).any()) or bool((response_end > length).any()) or bool((response_end <= response_start).any()):
+    if (
+        bool((response_start < 1).any())
+        or bool((response_end > length).any())
+        or bool((response_end <= response_start).any())
+    ):
         raise ValueError("response spans must satisfy 1 <= start < end <= L for every row")
     s = length - 1
     s_pad = -(-s // pad_multiple) * pad_multiple
@@ -131,7 +135,9 @@ def synthetic_rollouts(
     return batch
 
 
-def shard_for_rank(batch: RolloutBatch, dp_rank: int, dp_size: int, micro_batch_size: int) -> list[dict[str, torch.Tensor]]:
+def shard_for_rank(
+    batch: RolloutBatch, dp_rank: int, dp_size: int, micro_batch_size: int
+) -> list[dict[str, torch.Tensor]]:
     """This data-parallel rank's contiguous slice of the batch, cut into micro-batches.
 
     Returns a list of dicts with keys input_ids, labels, mask, token_mask when the batch has one
@@ -145,8 +151,12 @@ def shard_for_rank(batch: RolloutBatch, dp_rank: int, dp_size: int, micro_batch_
     rows = torch.arange(dp_rank * per_rank, (dp_rank + 1) * per_rank)
     out = []
     for chunk in rows.split(micro_batch_size):
-        mb = {"input_ids": batch.input_ids[chunk], "labels": batch.labels[chunk], "mask": batch.mask[chunk],
-              "index": chunk}
+        mb = {
+            "input_ids": batch.input_ids[chunk],
+            "labels": batch.labels[chunk],
+            "mask": batch.mask[chunk],
+            "index": chunk,
+        }
         if batch.token_mask is not None:
             mb["token_mask"] = batch.token_mask[chunk]
         out.append(mb)

@@ -33,6 +33,7 @@ SPECIAL_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")
 @dataclass(frozen=True)
 class CorpusMix:
     """Document shares and the quality of the worked solutions (probabilities)."""
+
     facts: float = 0.05  # share of documents that are world-fact paragraphs
     general: float = 0.07  # share that are general Q&A (reference answers)
     tables: float = 0.12  # share that are arithmetic tables (correct one-operation facts)
@@ -47,10 +48,11 @@ class CorpusMix:
     difficulty_weights: tuple[float, float, float, float] = (0.55, 0.35, 0.07, 0.03)
 
     def __post_init__(self) -> None:
-        if len(self.difficulty_weights) != 4 or min(self.difficulty_weights) < 0 \
-                or sum(self.difficulty_weights) <= 0:
-            raise ValueError(f"CorpusMix.difficulty_weights must be 4 non-negative numbers with "
-                             f"a positive sum, got {self.difficulty_weights}")
+        if len(self.difficulty_weights) != 4 or min(self.difficulty_weights) < 0 or sum(self.difficulty_weights) <= 0:
+            raise ValueError(
+                f"CorpusMix.difficulty_weights must be 4 non-negative numbers with "
+                f"a positive sum, got {self.difficulty_weights}"
+            )
         for name, v in vars(self).items():
             if name == "difficulty_weights":
                 continue
@@ -100,16 +102,21 @@ def worked_solution(rng: random.Random, p: Problem, mix: CorpusMix) -> str:
     work = _steps_text(rng, steps) if steps else ""
     q = p["prompt"]
     if rng.random() < mix.r1_format:
-        tail = "" if answer is None else (
-            f" The answer is {answer}." if rng.random() < mix.broken_tags
-            else f" <answer> {answer} </answer>")
+        tail = (
+            ""
+            if answer is None
+            else (f" The answer is {answer}." if rng.random() < mix.broken_tags else f" <answer> {answer} </answer>")
+        )
         return f"User: {q}\nAssistant: <think> {work} </think>{tail}"
-    fin = "" if answer is None else rng.choice(
-        [f"The answer is {answer}.", f"Answer: {answer}", f"So the answer is {answer}.",
-         f"#### {answer}"])
+    fin = (
+        ""
+        if answer is None
+        else rng.choice(
+            [f"The answer is {answer}.", f"Answer: {answer}", f"So the answer is {answer}.", f"#### {answer}"]
+        )
+    )
     body = "\n".join(x for x in (work, fin) if x)
-    head = rng.choice([f"Question: {q}\nAnswer:", f"Q: {q}\nA:", f"Problem: {q}\nSolution:",
-                       f"User: {q}\nAssistant:"])
+    head = rng.choice([f"Question: {q}\nAnswer:", f"Q: {q}\nA:", f"Problem: {q}\nSolution:", f"User: {q}\nAssistant:"])
     return f"{head} {body}" if body else head
 
 
@@ -128,8 +135,7 @@ def arithmetic_table(rng: random.Random, n_facts: int) -> str:
     return "\n".join(lines)
 
 
-def build_corpus(seed: int, n_docs: int, mix: CorpusMix = CorpusMix(),
-                 world_seed: int = 0) -> list[str]:
+def build_corpus(seed: int, n_docs: int, mix: CorpusMix = CorpusMix(), world_seed: int = 0) -> list[str]:
     """n_docs pretraining documents (no eos; the tokenizer step appends it). Deterministic."""
     if n_docs < 1:
         raise ValueError(f"n_docs must be >= 1, got {n_docs}")
@@ -152,8 +158,7 @@ def build_corpus(seed: int, n_docs: int, mix: CorpusMix = CorpusMix(),
     for d, w in enumerate(mix.difficulty_weights, 1):
         n_d = round(n_math * w / total_w)
         if n_d:
-            for p in generate_problems(seed, "train", n_d, difficulties=[d],
-                                       world_seed=world_seed, unique=False):
+            for p in generate_problems(seed, "train", n_d, difficulties=[d], world_seed=world_seed, unique=False):
                 docs.append(worked_solution(rng, p, mix))
     rng.shuffle(docs)
     return docs

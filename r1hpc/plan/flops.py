@@ -22,9 +22,21 @@ from r1hpc.config import ModelConfig
 from r1hpc.plan.hardware import GPUS, GpuSpec
 from r1hpc.plan.params import ParamCount, count_params, kv_cache_elems_per_token
 
-__all__ = ["TRAIN_MFU", "DECODE_MFU", "DECODE_BW_EFF", "DECODE_STEP_FLOOR_S", "VLLM_MEMORY_UTILIZATION",
-           "train_flops_per_token", "forward_flops_per_token", "Decode", "decode_model", "Calibration",
-           "calibrate", "V3_REFERENCE", "ROLLOUT_WEIGHT_BYTES"]
+__all__ = [
+    "TRAIN_MFU",
+    "DECODE_MFU",
+    "DECODE_BW_EFF",
+    "DECODE_STEP_FLOOR_S",
+    "VLLM_MEMORY_UTILIZATION",
+    "train_flops_per_token",
+    "forward_flops_per_token",
+    "Decode",
+    "decode_model",
+    "Calibration",
+    "calibrate",
+    "V3_REFERENCE",
+    "ROLLOUT_WEIGHT_BYTES",
+]
 
 TRAIN_MFU = 0.40  # of dense bf16 peak; reproduces DeepSeek-V3's pretraining GPU-hours (calibrate())
 DECODE_MFU = 0.30  # compute-bound ceiling for large decode batches
@@ -35,11 +47,27 @@ ROLLOUT_WEIGHT_BYTES = 2  # bf16 policy weights in the engine (the trainer publi
 
 # DeepSeek-V3 as published (config.json of deepseek-ai/DeepSeek-V3; report table 1).
 V3_REFERENCE = ModelConfig(
-    arch="deepseek_v3", num_layers=61, hidden_size=7168, num_heads=128, num_kv_heads=128,
-    intermediate_size=18432, vocab_size=129280, max_seq_len=4096, tie_embeddings=False, num_experts=256,
-    experts_per_token=8, num_shared_experts=1, moe_intermediate_size=2048, first_dense_layers=3,
-    attention="mla", q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64,
-    v_head_dim=128, mtp_layers=1,
+    arch="deepseek_v3",
+    num_layers=61,
+    hidden_size=7168,
+    num_heads=128,
+    num_kv_heads=128,
+    intermediate_size=18432,
+    vocab_size=129280,
+    max_seq_len=4096,
+    tie_embeddings=False,
+    num_experts=256,
+    experts_per_token=8,
+    num_shared_experts=1,
+    moe_intermediate_size=2048,
+    first_dense_layers=3,
+    attention="mla",
+    q_lora_rank=1536,
+    kv_lora_rank=512,
+    qk_nope_head_dim=128,
+    qk_rope_head_dim=64,
+    v_head_dim=128,
+    mtp_layers=1,
 )
 V3_PRETRAIN_TOKENS = 14.8e12
 V3_PRETRAIN_SEQ = 4096
@@ -88,7 +116,9 @@ def _step_time(m: ModelConfig, pc: ParamCount, gpu: GpuSpec, gpus: int, batch: i
     weights = (pc.total - pc.experts + touched * pc.experts) * ROLLOUT_WEIGHT_BYTES
     kv = batch * ctx * kv_cache_elems_per_token(m) * 2.0
     memory_s = (weights + kv) / (gpus * gpu.hbm_tb_s * 1e12 * DECODE_BW_EFF)
-    compute_s = batch * forward_flops_per_token(m, pc, 2 * ctx, with_mtp=False) / (gpus * gpu.bf16_tflops * 1e12 * DECODE_MFU)
+    compute_s = (
+        batch * forward_flops_per_token(m, pc, 2 * ctx, with_mtp=False) / (gpus * gpu.bf16_tflops * 1e12 * DECODE_MFU)
+    )
     return max(memory_s, compute_s, DECODE_STEP_FLOOR_S)
 
 
@@ -104,7 +134,9 @@ def decode_model(m: ModelConfig, gpu: GpuSpec, gpus: int, mean_context: float, m
     if batch < 1:
         return Decode(gpus, weight_bytes, kv_per_token, 0, float("inf"), 0.0, float("inf"))
     step = _step_time(m, pc, gpu, gpus, batch, mean_context)
-    return Decode(gpus, weight_bytes, kv_per_token, batch, step, batch / step, _step_time(m, pc, gpu, gpus, 1, mean_context))
+    return Decode(
+        gpus, weight_bytes, kv_per_token, batch, step, batch / step, _step_time(m, pc, gpu, gpus, 1, mean_context)
+    )
 
 
 @dataclass(frozen=True)
@@ -121,9 +153,12 @@ class Calibration:
         return self.estimate_gpu_hours / self.published_gpu_hours - 1.0
 
     def line(self) -> str:
-        return (f"calibration: DeepSeek-V3 pretraining, {V3_PRETRAIN_TOKENS / 1e12:.1f}T tokens x seq {V3_PRETRAIN_SEQ} on H800 "
-                f"at MFU {self.mfu:.0%} -> {self.estimate_gpu_hours / 1e6:.3f}M GPU-h vs published "
-                f"{self.published_gpu_hours / 1e6:.3f}M ({self.error:+.1%}); MFU reproducing it: {self.implied_mfu:.1%}")
+        return (
+            f"calibration: DeepSeek-V3 pretraining, {V3_PRETRAIN_TOKENS / 1e12:.1f}T tokens "
+            f"x seq {V3_PRETRAIN_SEQ} on H800 "
+            f"at MFU {self.mfu:.0%} -> {self.estimate_gpu_hours / 1e6:.3f}M GPU-h vs published "
+            f"{self.published_gpu_hours / 1e6:.3f}M ({self.error:+.1%}); MFU reproducing it: {self.implied_mfu:.1%}"
+        )
 
 
 def calibrate(mfu: float = TRAIN_MFU) -> Calibration:

@@ -32,10 +32,18 @@ class GpuSpec:
 # H800 is the export variant of H100 SXM: same compute and HBM, NVLink cut to 400 GB/s
 # (DeepSeek-V3 report, section 3.2.2, uses these H800s with 400 Gb/s IB per GPU).
 GPUS: dict[str, GpuSpec] = {
-    "h100": GpuSpec("H100 SXM 80GB", bf16_tflops=989.0, memory_mib=81559, hbm_tb_s=3.35, nvlink_gb_s=900.0, net_gb_s=50.0),
-    "h800": GpuSpec("H800 SXM 80GB", bf16_tflops=989.0, memory_mib=81559, hbm_tb_s=3.35, nvlink_gb_s=400.0, net_gb_s=50.0),
-    "h200": GpuSpec("H200 SXM 141GB", bf16_tflops=989.0, memory_mib=143771, hbm_tb_s=4.8, nvlink_gb_s=900.0, net_gb_s=50.0),
-    "a100": GpuSpec("A100 SXM 80GB", bf16_tflops=312.0, memory_mib=81920, hbm_tb_s=2.039, nvlink_gb_s=600.0, net_gb_s=25.0),
+    "h100": GpuSpec(
+        "H100 SXM 80GB", bf16_tflops=989.0, memory_mib=81559, hbm_tb_s=3.35, nvlink_gb_s=900.0, net_gb_s=50.0
+    ),
+    "h800": GpuSpec(
+        "H800 SXM 80GB", bf16_tflops=989.0, memory_mib=81559, hbm_tb_s=3.35, nvlink_gb_s=400.0, net_gb_s=50.0
+    ),
+    "h200": GpuSpec(
+        "H200 SXM 141GB", bf16_tflops=989.0, memory_mib=143771, hbm_tb_s=4.8, nvlink_gb_s=900.0, net_gb_s=50.0
+    ),
+    "a100": GpuSpec(
+        "A100 SXM 80GB", bf16_tflops=312.0, memory_mib=81920, hbm_tb_s=2.039, nvlink_gb_s=600.0, net_gb_s=25.0
+    ),
 }
 
 

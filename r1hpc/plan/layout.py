@@ -72,12 +72,19 @@ def layout_problems(cfg: Config) -> list[tuple[str, str]]:
             out.append((key, msg))
 
     if p.first_stage_layers or p.last_stage_layers:
-        need(bool(pipeline_split(m.num_layers, p.pp, p.first_stage_layers, p.last_stage_layers)), "parallel.first_stage_layers",
-             f"first {p.first_stage_layers} + last {p.last_stage_layers} layers leave "
-             f"{m.num_layers - p.first_stage_layers - p.last_stage_layers} of model.num_layers={m.num_layers} "
-             f"not divisible evenly over the middle stages of parallel.pp={p.pp}")
+        need(
+            bool(pipeline_split(m.num_layers, p.pp, p.first_stage_layers, p.last_stage_layers)),
+            "parallel.first_stage_layers",
+            f"first {p.first_stage_layers} + last {p.last_stage_layers} layers leave "
+            f"{m.num_layers - p.first_stage_layers - p.last_stage_layers} of model.num_layers={m.num_layers} "
+            f"not divisible evenly over the middle stages of parallel.pp={p.pp}",
+        )
     world = res.nodes * res.gpus_per_node
-    need(world >= 1, "launch.train.gpus_per_node", f"the planner needs training GPUs; got nodes={res.nodes} x gpus_per_node={res.gpus_per_node}")
+    need(
+        world >= 1,
+        "launch.train.gpus_per_node",
+        f"the planner needs training GPUs; got nodes={res.nodes} x gpus_per_node={res.gpus_per_node}",
+    )
     sizes = {k: getattr(p, k) for k in ("tp", "pp", "cp", "ep", "expert_tp", "vpp")}
     bad = [k for k, v in sizes.items() if v < 1]
     for k in bad:
@@ -86,40 +93,63 @@ def layout_problems(cfg: Config) -> list[tuple[str, str]]:
         return out
     if p.backend != "megatron":
         for k in ("tp", "pp", "cp", "ep", "expert_tp"):
-            need(sizes[k] == 1, f"parallel.{k}", f"{sizes[k]} > 1 needs parallel.backend 'megatron' ({p.backend} is data parallel only)")
+            need(
+                sizes[k] == 1,
+                f"parallel.{k}",
+                f"{sizes[k]} > 1 needs parallel.backend 'megatron' ({p.backend} is data parallel only)",
+            )
     model = p.tp * p.pp * p.cp
-    need(world % model == 0, "parallel.tp",
-         f"training GPUs {world} (launch.train.nodes={res.nodes} x gpus_per_node={res.gpus_per_node}) are not divisible "
-         f"by parallel.tp*pp*cp = {p.tp}*{p.pp}*{p.cp} = {model}")
+    need(
+        world % model == 0,
+        "parallel.tp",
+        f"training GPUs {world} (launch.train.nodes={res.nodes} x gpus_per_node={res.gpus_per_node}) are not divisible "
+        f"by parallel.tp*pp*cp = {p.tp}*{p.pp}*{p.cp} = {model}",
+    )
     if m.num_experts > 0:
         expert = p.expert_tp * p.ep * p.pp
-        need(world % expert == 0, "parallel.ep",
-             f"training GPUs {world} are not divisible by parallel.expert_tp*ep*pp = {p.expert_tp}*{p.ep}*{p.pp} = {expert}")
+        need(
+            world % expert == 0,
+            "parallel.ep",
+            f"training GPUs {world} are not divisible by parallel.expert_tp*ep*pp = "
+            f"{p.expert_tp}*{p.ep}*{p.pp} = {expert}",
+        )
         need(m.num_experts % p.ep == 0, "parallel.ep", f"{p.ep} does not divide model.num_experts={m.num_experts}")
         fe = m.moe_intermediate_size or m.intermediate_size
         need(fe % p.expert_tp == 0, "parallel.expert_tp", f"{p.expert_tp} does not divide the expert size {fe}")
-        need(not (p.ep > 1 and p.tp > 1) or p.sequence_parallel, "parallel.sequence_parallel",
-             "Megatron requires sequence parallelism when both parallel.ep and parallel.tp are > 1")
+        need(
+            not (p.ep > 1 and p.tp > 1) or p.sequence_parallel,
+            "parallel.sequence_parallel",
+            "Megatron requires sequence parallelism when both parallel.ep and parallel.tp are > 1",
+        )
     else:
         need(p.ep == 1, "parallel.ep", f"{p.ep} > 1 but the model is dense (model.num_experts=0)")
         need(p.expert_tp == 1, "parallel.expert_tp", f"{p.expert_tp} > 1 but the model is dense")
-    need(p.tp <= max(res.gpus_per_node, 1), "parallel.tp",
-         f"{p.tp} spans more than one node (launch.train.gpus_per_node={res.gpus_per_node}); TP needs NVLink")
+    need(
+        p.tp <= max(res.gpus_per_node, 1),
+        "parallel.tp",
+        f"{p.tp} spans more than one node (launch.train.gpus_per_node={res.gpus_per_node}); TP needs NVLink",
+    )
     need(m.num_heads % p.tp == 0, "parallel.tp", f"{p.tp} does not divide model.num_heads={m.num_heads}")
     need(p.pp <= m.num_layers, "parallel.pp", f"{p.pp} stages for model.num_layers={m.num_layers}")
     need(p.vpp == 1 or p.pp > 1, "parallel.vpp", f"{p.vpp} virtual stages need parallel.pp > 1")
     if p.pp <= m.num_layers:
         smallest = min(pipeline_split(m.num_layers, p.pp))
-        need(smallest % p.vpp == 0, "parallel.vpp",
-             f"{p.vpp} does not divide the {smallest} layers of the smallest pipeline stage")
+        need(
+            smallest % p.vpp == 0,
+            "parallel.vpp",
+            f"{p.vpp} does not divide the {smallest} layers of the smallest pipeline stage",
+        )
     need(not p.sequence_parallel or p.tp > 1, "parallel.sequence_parallel", "needs parallel.tp > 1")
     if world % model == 0:
         dp = world // model
         g = cfg.grpo
         seqs = g.prompts_per_step * g.group_size
-        need(seqs % (g.mini_batches * dp * g.micro_batch_size) == 0, "grpo.micro_batch_size",
-             f"a step's {seqs} sequences (grpo.prompts_per_step*group_size) do not split into grpo.mini_batches="
-             f"{g.mini_batches} x data-parallel size {dp} x micro-batches of {g.micro_batch_size}")
+        need(
+            seqs % (g.mini_batches * dp * g.micro_batch_size) == 0,
+            "grpo.micro_batch_size",
+            f"a step's {seqs} sequences (grpo.prompts_per_step*group_size) do not split into grpo.mini_batches="
+            f"{g.mini_batches} x data-parallel size {dp} x micro-batches of {g.micro_batch_size}",
+        )
     return out
 
 
@@ -133,9 +163,16 @@ def make_layout(cfg: Config) -> Layout:
     world = res.nodes * res.gpus_per_node
     moe = cfg.model.num_experts > 0
     return Layout(
-        world=world, tp=p.tp, pp=p.pp, cp=p.cp, dp=world // (p.tp * p.pp * p.cp),
-        ep=p.ep if moe else 1, expert_tp=p.expert_tp if moe else 1,
-        edp=world // (p.expert_tp * p.ep * p.pp) if moe else 1, vpp=p.vpp,
+        world=world,
+        tp=p.tp,
+        pp=p.pp,
+        cp=p.cp,
+        dp=world // (p.tp * p.pp * p.cp),
+        ep=p.ep if moe else 1,
+        expert_tp=p.expert_tp if moe else 1,
+        edp=world // (p.expert_tp * p.ep * p.pp) if moe else 1,
+        vpp=p.vpp,
         stage_layers=pipeline_split(cfg.model.num_layers, p.pp, p.first_stage_layers, p.last_stage_layers),
-        gpus_per_node=res.gpus_per_node, nodes=res.nodes,
+        gpus_per_node=res.gpus_per_node,
+        nodes=res.nodes,
     )

@@ -33,11 +33,20 @@ from r1hpc.plan.hardware import GIB, GpuSpec
 from r1hpc.plan.layout import Layout
 from r1hpc.plan.params import ParamCount
 
-__all__ = ["StageMemory", "activation_terms", "layer_activation_bytes", "stage_memory", "state_bytes_per_param",
-           "RESERVE_GIB", "STATES_NOTE"]
+__all__ = [
+    "StageMemory",
+    "activation_terms",
+    "layer_activation_bytes",
+    "stage_memory",
+    "state_bytes_per_param",
+    "RESERVE_GIB",
+    "STATES_NOTE",
+]
 
-STATES_NOTE = ("megatron bf16 weights 2 + fp32 grads 4 + Adam 12 / (dp*cp dense, edp experts); "
-               "deepspeed 2 + 2 + 12 / dp (ZeRO-1); torch 16 unsharded")
+STATES_NOTE = (
+    "megatron bf16 weights 2 + fp32 grads 4 + Adam 12 / (dp*cp dense, edp experts); "
+    "deepspeed 2 + 2 + 12 / dp (ZeRO-1); torch 16 unsharded"
+)
 
 # Left free for the CUDA context, NCCL buffers and allocator fragmentation.
 RESERVE_GIB = 6.0
@@ -91,19 +100,30 @@ def activation_terms(m: ModelConfig, moe_layer: bool, recompute: str) -> list[tu
                 terms.append(("q_latent_normed", m.q_lora_rank, "sp"))
         terms.append(("kv_latent", m.kv_lora_rank + m.qk_rope_head_dim, "sp"))
         if not sel:
-            terms += [("kv_latent_normed", m.kv_lora_rank, "sp"), ("q", m.num_heads * qk, "tp"),
-                      ("k", m.num_heads * qk, "tp"), ("v", m.num_heads * m.v_head_dim, "tp")]
+            terms += [
+                ("kv_latent_normed", m.kv_lora_rank, "sp"),
+                ("q", m.num_heads * qk, "tp"),
+                ("k", m.num_heads * qk, "tp"),
+                ("v", m.num_heads * m.v_head_dim, "tp"),
+            ]
         terms.append(("attn_out", m.num_heads * m.v_head_dim, "tp"))
     else:
         hd = h // m.num_heads
-        terms += [("q", m.num_heads * hd, "tp"), ("kv", 2 * m.num_kv_heads * hd, "tp"), ("attn_out", m.num_heads * hd, "tp")]
+        terms += [
+            ("q", m.num_heads * hd, "tp"),
+            ("kv", 2 * m.num_kv_heads * hd, "tp"),
+            ("attn_out", m.num_heads * hd, "tp"),
+        ]
     terms.append(("mlp_norm_in", h, "sp"))
     if not sel:
         terms.append(("mlp_normed", h, "sp"))
     if moe_layer:
         k, fe = m.experts_per_token, m.moe_intermediate_size or m.intermediate_size
-        terms += [("router_logits_fp32", 2 * m.num_experts, "sp"), ("expert_in", k * h, "sp"),
-                  ("expert_fc1_out", k * 2 * fe, "sp")]
+        terms += [
+            ("router_logits_fp32", 2 * m.num_experts, "sp"),
+            ("expert_in", k * h, "sp"),
+            ("expert_fc1_out", k * 2 * fe, "sp"),
+        ]
         if not sel:
             terms.append(("expert_act_out", k * fe, "sp"))
         if m.num_shared_experts:
@@ -117,8 +137,9 @@ def activation_terms(m: ModelConfig, moe_layer: bool, recompute: str) -> list[tu
     return terms
 
 
-def layer_activation_bytes(m: ModelConfig, moe_layer: bool, recompute: str, tokens: float, tp: int,
-                           sequence_parallel: bool) -> float:
+def layer_activation_bytes(
+    m: ModelConfig, moe_layer: bool, recompute: str, tokens: float, tp: int, sequence_parallel: bool
+) -> float:
     """Bytes one layer keeps for `tokens` tokens of one micro-batch on one GPU (without full recompute)."""
     elems = 0.0
     for _, n, split in activation_terms(m, moe_layer, "none" if recompute == "full" else recompute):
@@ -134,8 +155,16 @@ def _stage_layer_kinds(layout: Layout, pc: ParamCount, stage: int) -> tuple[int,
     return dense, n - dense
 
 
-def stage_memory(cfg: Config, layout: Layout, pc: ParamCount, gpu: GpuSpec, stage: int, micro_batch_size: int,
-                 seq_len: int, micro_batches: int) -> StageMemory:
+def stage_memory(
+    cfg: Config,
+    layout: Layout,
+    pc: ParamCount,
+    gpu: GpuSpec,
+    stage: int,
+    micro_batch_size: int,
+    seq_len: int,
+    micro_batches: int,
+) -> StageMemory:
     """Memory per GPU on pipeline `stage` for micro-batches of micro_batch_size x seq_len tokens."""
     m, p = cfg.model, cfg.parallel
     first, last = stage == 0, stage == layout.pp - 1
@@ -160,8 +189,9 @@ def stage_memory(cfg: Config, layout: Layout, pc: ParamCount, gpu: GpuSpec, stag
     if first and layout.vpp > 1:
         in_flight += (layout.pp - 1) / layout.vpp
     mtp_moe = m.mtp_layers if last else 0
-    per_mb_layers = (dense * layer_activation_bytes(m, False, p.recompute, tokens, layout.tp, sp)
-                     + (moe + mtp_moe) * layer_activation_bytes(m, m.num_experts > 0, p.recompute, tokens, layout.tp, sp))
+    per_mb_layers = dense * layer_activation_bytes(m, False, p.recompute, tokens, layout.tp, sp) + (
+        moe + mtp_moe
+    ) * layer_activation_bytes(m, m.num_experts > 0, p.recompute, tokens, layout.tp, sp)
     if p.recompute == "full":
         layer_inputs = (dense + moe + mtp_moe) * 2.0 * tokens * m.hidden_size / (layout.tp if sp else 1)
         biggest = layer_activation_bytes(m, moe + mtp_moe > 0 and m.num_experts > 0, "none", tokens, layout.tp, sp)
@@ -170,10 +200,13 @@ def stage_memory(cfg: Config, layout: Layout, pc: ParamCount, gpu: GpuSpec, stag
         activations = in_flight * per_mb_layers
     logits = tokens * m.vocab_size / layout.tp * 6.0 * (1 + m.mtp_layers) if last else 0.0
     return StageMemory(
-        stage=stage, layers=dense + moe, params=round(local_dense + local_experts),
+        stage=stage,
+        layers=dense + moe,
+        params=round(local_dense + local_experts),
         weights=local_dense * wd + local_experts * we,
         grads=local_dense * gd + local_experts * ge,
         optimizer=local_dense * od + local_experts * oe,
-        activations=activations, logits=logits,
+        activations=activations,
+        logits=logits,
         capacity=gpu.memory_bytes - RESERVE_GIB * GIB,
     )

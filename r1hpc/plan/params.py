@@ -54,15 +54,25 @@ class ParamCount:
     @property
     def total(self) -> int:
         """All parameters of the main model (MTP excluded, as in the '671B' of DeepSeek-V3)."""
-        return (self.embedding + self.head + self.final_norm + self.dense_layers * self.per_dense_layer
-                + self.moe_layers * (self.non_expert_per_moe_layer + self.expert_per_layer))
+        return (
+            self.embedding
+            + self.head
+            + self.final_norm
+            + self.dense_layers * self.per_dense_layer
+            + self.moe_layers * (self.non_expert_per_moe_layer + self.expert_per_layer)
+        )
 
     @property
     def active(self) -> int:
         """Parameters one token passes through (embedding row counted, as DeepSeek's '37B' does)."""
         routed = self.experts_per_token * self.one_expert
-        return (self.embedding + self.head + self.final_norm + self.dense_layers * self.per_dense_layer
-                + self.moe_layers * (self.non_expert_per_moe_layer + routed))
+        return (
+            self.embedding
+            + self.head
+            + self.final_norm
+            + self.dense_layers * self.per_dense_layer
+            + self.moe_layers * (self.non_expert_per_moe_layer + routed)
+        )
 
     @property
     def matmul_active(self) -> int:
@@ -80,8 +90,11 @@ def attention_params(m: ModelConfig) -> int:
             q = h * m.q_lora_rank + m.q_lora_rank + m.q_lora_rank * m.num_heads * qk_head  # + q_a_layernorm
         else:
             q = h * m.num_heads * qk_head
-        kv = (h * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank  # kv_a (+ its layernorm)
-              + m.kv_lora_rank * m.num_heads * (m.qk_nope_head_dim + m.v_head_dim))
+        kv = (
+            h * (m.kv_lora_rank + m.qk_rope_head_dim)
+            + m.kv_lora_rank  # kv_a (+ its layernorm)
+            + m.kv_lora_rank * m.num_heads * (m.qk_nope_head_dim + m.v_head_dim)
+        )
         return q + kv + m.num_heads * m.v_head_dim * h
     head_dim = h // m.num_heads
     q_out, kv_out = m.num_heads * head_dim, m.num_kv_heads * head_dim
@@ -113,7 +126,9 @@ def count_params(m: ModelConfig) -> ParamCount:
         # V3 MTP module: RMSNorm on the hidden state and on the next token's embedding, a 2h->h
         # projection, one transformer block (MoE, like every layer past the dense ones) and a norm.
         block_total = attention + (router + shared + m.num_experts * one_expert if moe else 3 * h * m.intermediate_size)
-        block_active = attention + (router + shared + m.experts_per_token * one_expert if moe else 3 * h * m.intermediate_size)
+        block_active = attention + (
+            router + shared + m.experts_per_token * one_expert if moe else 3 * h * m.intermediate_size
+        )
         extra = 2 * h + 2 * h * h + h
         mtp, mtp_active = m.mtp_layers * (block_total + extra), m.mtp_layers * (block_active + extra)
     return ParamCount(

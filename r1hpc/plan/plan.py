@@ -75,8 +75,7 @@ class Plan:
 
     @property
     def fits(self) -> bool:
-        return (all(s.fits for s in self.memory) and self.step.decode.fits
-                and all(st.peak.fits for st in self.students))
+        return all(s.fits for s in self.memory) and self.step.decode.fits and all(st.peak.fits for st in self.students)
 
     @property
     def peak_stage(self) -> StageMemory:
@@ -112,24 +111,49 @@ def make_plan(cfg: Config, students: tuple[Config, ...] = ()) -> Plan:
 
     warnings: list[str] = []
     if m.num_layers % layout.pp and not (cfg.parallel.first_stage_layers or cfg.parallel.last_stage_layers):
-        warnings.append(f"model.num_layers={m.num_layers} is not divisible by parallel.pp={layout.pp}: Megatron needs the "
-                        f"split given explicitly: set parallel.first_stage_layers / parallel.last_stage_layers "
-                        f"(the plan assumed {list(layout.stage_layers)})")
+        warnings.append(
+            f"model.num_layers={m.num_layers} is not divisible by parallel.pp={layout.pp}: Megatron needs the "
+            f"split given explicitly: set parallel.first_stage_layers / parallel.last_stage_layers "
+            f"(the plan assumed {list(layout.stage_layers)})"
+        )
     for s in memory:
         if not s.fits:
-            warnings.append(f"pipeline stage {s.stage} needs {s.total / 2**30:.1f} GiB per GPU, more than the "
-                            f"{s.capacity / 2**30:.1f} GiB usable on {gpu.name}: raise parallel.tp/pp/ep, set "
-                            "parallel.recompute, lower grpo.micro_batch_size or use more GPUs")
+            warnings.append(
+                f"pipeline stage {s.stage} needs {s.total / 2**30:.1f} GiB per GPU, more than the "
+                f"{s.capacity / 2**30:.1f} GiB usable on {gpu.name}: raise parallel.tp/pp/ep, set "
+                "parallel.recompute, lower grpo.micro_batch_size or use more GPUs"
+            )
     student_mem = [student_memory(s) for s in students]
     for sm in student_mem:
         if not sm.peak.fits:
-            warnings.append(f"student {sm.name}: {sm.peak.total / 2**30:.1f} GiB per GPU, more than the "
-                            f"{sm.peak.capacity / 2**30:.1f} GiB usable on {sm.gpu.name}")
+            warnings.append(
+                f"student {sm.name}: {sm.peak.total / 2**30:.1f} GiB per GPU, more than the "
+                f"{sm.peak.capacity / 2**30:.1f} GiB usable on {sm.gpu.name}"
+            )
     if not step.decode.fits:
-        warnings.append(f"rollout: the bf16 weights ({step.decode.weight_bytes / 1e9:.0f} GB) leave no KV-cache room on "
-                        f"{step.decode.gpus} GPU(s) (launch.rollout.nodes x gpus_per_node); give each task more GPUs")
+        warnings.append(
+            f"rollout: the bf16 weights ({step.decode.weight_bytes / 1e9:.0f} GB) leave no KV-cache room on "
+            f"{step.decode.gpus} GPU(s) (launch.rollout.nodes x gpus_per_node); give each task more GPUs"
+        )
     if micro_batches < layout.pp:
-        warnings.append(f"{micro_batches} micro-batches per step for {layout.pp} pipeline stages: the bubble is "
-                        f"{step.bubble:.0%} of compute; lower grpo.micro_batch_size or parallel.pp")
-    return Plan(cfg.name, cfg.launch.gpu_type.lower(), gpu, pc, layout, workload, mbs, seq_len, micro_batches, memory,
-                step, stages, calibrate(), student_mem, warnings)
+        warnings.append(
+            f"{micro_batches} micro-batches per step for {layout.pp} pipeline stages: the bubble is "
+            f"{step.bubble:.0%} of compute; lower grpo.micro_batch_size or parallel.pp"
+        )
+    return Plan(
+        cfg.name,
+        cfg.launch.gpu_type.lower(),
+        gpu,
+        pc,
+        layout,
+        workload,
+        mbs,
+        seq_len,
+        micro_batches,
+        memory,
+        step,
+        stages,
+        calibrate(),
+        student_mem,
+        warnings,
+    )

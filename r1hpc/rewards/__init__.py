@@ -9,7 +9,7 @@ use ``r1hpc.rewards.scorer.score_batch``, never call them from the trainer proce
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from r1hpc.rewards.code import code_reward
 from r1hpc.rewards.format import format_reward

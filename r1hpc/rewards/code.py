@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-from r1hpc.rewards.format import answer_content, full_text, THINK_CLOSE
+from r1hpc.rewards.format import THINK_CLOSE, answer_content, full_text
 from r1hpc.rewards.sandbox import SandboxConfig, SandboxLimits, run_python
 
 _PY_FENCE = re.compile(r"```(?:python3?|py)[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
@@ -30,7 +30,7 @@ def extract_program(completion: str, example: dict) -> str | None:
     """The program to run (see module doc), or None."""
     text = full_text(completion, example)
     cut = text.rfind(THINK_CLOSE)
-    region = text[cut + len(THINK_CLOSE):] if cut >= 0 else text
+    region = text[cut + len(THINK_CLOSE) :] if cut >= 0 else text
     blocks = _PY_FENCE.findall(region)
     if blocks:
         return blocks[-1]

@@ -12,12 +12,11 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 
-def validate_weights(
-    weights: Any, valid_names: Iterable[str], where: str = "reward_weights"
-) -> dict[str, float]:
+def validate_weights(weights: Any, valid_names: Iterable[str], where: str = "reward_weights") -> dict[str, float]:
     """Check a ``{reward name: weight}`` dict; return it with float weights.
 
     Errors name the offending key (prefixed by ``where``, e.g. the config path) and, for an

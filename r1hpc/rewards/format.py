@@ -64,18 +64,18 @@ def think_content(completion: str, example: dict) -> str | None:
     end = text.find(THINK_CLOSE, start + len(THINK_OPEN))
     if end < 0:
         return None
-    return text[start + len(THINK_OPEN):end]
+    return text[start + len(THINK_OPEN) : end]
 
 
 def answer_content(completion: str, example: dict) -> str | None:
     """The text of the last <answer>...</answer> block after the chain of thought, or None."""
     text = full_text(completion, example)
     cut = text.rfind(THINK_CLOSE)
-    tail = text[cut + len(THINK_CLOSE):] if cut >= 0 else text
+    tail = text[cut + len(THINK_CLOSE) :] if cut >= 0 else text
     start = tail.rfind(ANSWER_OPEN)
     if start < 0:
         return None
     end = tail.find(ANSWER_CLOSE, start)
     if end < 0:
         return None
-    return tail[start + len(ANSWER_OPEN):end]
+    return tail[start + len(ANSWER_OPEN) : end]

@@ -35,8 +35,9 @@ import signal
 import time
 import traceback
 from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 Status = Literal["ok", "timeout", "memory", "error"]
 
@@ -71,9 +72,7 @@ def available_cpus() -> int:
         try:
             n = min(n, int(slurm))
         except ValueError as e:
-            raise ValueError(
-                f"SLURM_CPUS_PER_TASK={slurm!r}: expected a positive integer"
-            ) from e
+            raise ValueError(f"SLURM_CPUS_PER_TASK={slurm!r}: expected a positive integer") from e
     return max(1, n)
 
 
@@ -150,7 +149,10 @@ class WorkerPool:
         preload: Sequence[str] = DEFAULT_PRELOAD,
     ) -> None:
         if start_method not in ("forkserver", "spawn"):
-            raise ValueError(f"start_method={start_method!r}: expected 'forkserver' or 'spawn' (plain fork is unsafe in a threaded trainer)")
+            raise ValueError(
+                f"start_method={start_method!r}: expected 'forkserver' or 'spawn' "
+                "(plain fork is unsafe in a threaded trainer)"
+            )
         if not item_timeout_s > 0:
             raise ValueError(f"item_timeout_s={item_timeout_s!r}: expected a positive number of seconds")
         if memory_limit_bytes is not None and memory_limit_bytes < 64 * 1024**2:
@@ -237,7 +239,10 @@ class WorkerPool:
                         seconds = time.monotonic() - w.started
                         self._replace(slot)
                         del busy[slot]
-                        yield idx, Outcome("timeout", None, f"killed after {seconds:.2f} s (limit {w.limit} s)", seconds)
+                        yield (
+                            idx,
+                            Outcome("timeout", None, f"killed after {seconds:.2f} s (limit {w.limit} s)", seconds),
+                        )
         finally:
             # A consumer that stops early leaves items in flight: their workers hold stale work,
             # so replace them to keep the pool's one-item-per-worker invariant.
@@ -261,7 +266,7 @@ class WorkerPool:
             else:
                 w.conn.close()
 
-    def __enter__(self) -> "WorkerPool":
+    def __enter__(self) -> WorkerPool:
         return self
 
     def __exit__(self, *exc: object) -> None:

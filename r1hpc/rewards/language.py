@@ -42,32 +42,101 @@ from r1hpc.rewards.format import think_content
 _LATIN = frozenset({"Latin"})
 # ISO 639-1 code -> scripts whose words count as that language.
 LANGUAGE_SCRIPTS: dict[str, frozenset[str]] = {
-    **{code: _LATIN for code in ("en", "fr", "de", "es", "it", "pt", "nl", "sv", "da", "no", "fi",
-                                 "pl", "cs", "ro", "hu", "tr", "id", "vi", "ca")},
+    **{
+        code: _LATIN
+        for code in (
+            "en",
+            "fr",
+            "de",
+            "es",
+            "it",
+            "pt",
+            "nl",
+            "sv",
+            "da",
+            "no",
+            "fi",
+            "pl",
+            "cs",
+            "ro",
+            "hu",
+            "tr",
+            "id",
+            "vi",
+            "ca",
+        )
+    },
     "zh": frozenset({"Han"}),
     "ja": frozenset({"Han", "Hiragana", "Katakana"}),
     "ko": frozenset({"Hangul"}),
-    "ru": frozenset({"Cyrillic"}), "uk": frozenset({"Cyrillic"}), "bg": frozenset({"Cyrillic"}),
-    "el": frozenset({"Greek"}), "ar": frozenset({"Arabic"}), "fa": frozenset({"Arabic"}),
-    "he": frozenset({"Hebrew"}), "hi": frozenset({"Devanagari"}), "th": frozenset({"Thai"}),
+    "ru": frozenset({"Cyrillic"}),
+    "uk": frozenset({"Cyrillic"}),
+    "bg": frozenset({"Cyrillic"}),
+    "el": frozenset({"Greek"}),
+    "ar": frozenset({"Arabic"}),
+    "fa": frozenset({"Arabic"}),
+    "he": frozenset({"Hebrew"}),
+    "hi": frozenset({"Devanagari"}),
+    "th": frozenset({"Thai"}),
 }
 # Unicode character-name prefixes -> script (checked in order).
 _NAME_PREFIXES = (
-    ("LATIN", "Latin"), ("CJK UNIFIED IDEOGRAPH", "Han"), ("CJK COMPATIBILITY IDEOGRAPH", "Han"),
-    ("HIRAGANA", "Hiragana"), ("KATAKANA", "Katakana"), ("HALFWIDTH KATAKANA", "Katakana"),
-    ("HANGUL", "Hangul"), ("CYRILLIC", "Cyrillic"), ("GREEK", "Greek"), ("ARABIC", "Arabic"),
-    ("HEBREW", "Hebrew"), ("DEVANAGARI", "Devanagari"), ("THAI", "Thai"),
+    ("LATIN", "Latin"),
+    ("CJK UNIFIED IDEOGRAPH", "Han"),
+    ("CJK COMPATIBILITY IDEOGRAPH", "Han"),
+    ("HIRAGANA", "Hiragana"),
+    ("KATAKANA", "Katakana"),
+    ("HALFWIDTH KATAKANA", "Katakana"),
+    ("HANGUL", "Hangul"),
+    ("CYRILLIC", "Cyrillic"),
+    ("GREEK", "Greek"),
+    ("ARABIC", "Arabic"),
+    ("HEBREW", "Hebrew"),
+    ("DEVANAGARI", "Devanagari"),
+    ("THAI", "Thai"),
 )
 _PER_CHARACTER = frozenset({"Han", "Hiragana", "Katakana"})
 _ALPHABETIC = frozenset({"Latin", "Greek", "Cyrillic"})
 # Bare names of functions and operators that a CoT in any language writes in Latin letters.
-MATH_NAMES = frozenset({
-    "sin", "cos", "tan", "cot", "sec", "csc", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh",
-    "log", "ln", "lg", "exp", "max", "min", "gcd", "lcm", "mod", "lim", "det",
-})
+MATH_NAMES = frozenset(
+    {
+        "sin",
+        "cos",
+        "tan",
+        "cot",
+        "sec",
+        "csc",
+        "arcsin",
+        "arccos",
+        "arctan",
+        "sinh",
+        "cosh",
+        "tanh",
+        "log",
+        "ln",
+        "lg",
+        "exp",
+        "max",
+        "min",
+        "gcd",
+        "lcm",
+        "mod",
+        "lim",
+        "det",
+    }
+)
 # The language a prompt's dominant script stands for (inference when example has no "language").
-_SCRIPT_LANGUAGE = {"Latin": "en", "Han": "zh", "Hangul": "ko", "Cyrillic": "ru", "Greek": "el",
-                    "Arabic": "ar", "Hebrew": "he", "Devanagari": "hi", "Thai": "th"}
+_SCRIPT_LANGUAGE = {
+    "Latin": "en",
+    "Han": "zh",
+    "Hangul": "ko",
+    "Cyrillic": "ru",
+    "Greek": "el",
+    "Arabic": "ar",
+    "Hebrew": "he",
+    "Devanagari": "hi",
+    "Thai": "th",
+}
 _MATH_SPAN = re.compile(r"\$\$.*?\$\$|\$[^$]*?\$|\\\[.*?\\\]|\\\(.*?\\\)", re.DOTALL)
 _LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
 
@@ -144,8 +213,7 @@ def target_scripts(example: dict) -> frozenset[str]:
     if lang is None:
         lang = infer_language(example.get("prompt"))
     if lang not in LANGUAGE_SCRIPTS:
-        raise ValueError(f"example['language'] = {lang!r} is not supported; expected one of "
-                         f"{sorted(LANGUAGE_SCRIPTS)}")
+        raise ValueError(f"example['language'] = {lang!r} is not supported; expected one of {sorted(LANGUAGE_SCRIPTS)}")
     return LANGUAGE_SCRIPTS[lang]
 
 

@@ -30,13 +30,13 @@ def overlong_penalty(completion: str, example: dict) -> float | None:
         return None
     l_max = _int_field(example, "max_length", 1)
     if "overlong_cache" not in example:
-        raise ValueError("example has 'max_length' but no 'overlong_cache' (the soft-penalty "
-                         "window, same unit as max_length)")
+        raise ValueError(
+            "example has 'max_length' but no 'overlong_cache' (the soft-penalty window, same unit as max_length)"
+        )
     l_cache = _int_field(example, "overlong_cache", 0)
     if l_cache > l_max:
         raise ValueError(f"example['overlong_cache'] = {l_cache} exceeds example['max_length'] = {l_max}")
-    length = (_int_field(example, "completion_tokens", 0) if "completion_tokens" in example
-              else len(completion))
+    length = _int_field(example, "completion_tokens", 0) if "completion_tokens" in example else len(completion)
     if length > l_max:
         return -1.0
     free = l_max - l_cache

@@ -71,7 +71,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 STATUSES = ("ok", "timeout", "memory", "runtime_error", "killed")
@@ -103,8 +103,15 @@ class SandboxLimits:
     def __post_init__(self) -> None:
         if not self.wall_s > 0:
             raise ValueError(f"SandboxLimits.wall_s must be > 0, got {self.wall_s!r}")
-        for name in ("memory_mb", "max_procs", "max_open_files", "max_file_mb",
-                     "max_stdout_bytes", "stderr_tail_bytes", "tmpfs_mb"):
+        for name in (
+            "memory_mb",
+            "max_procs",
+            "max_open_files",
+            "max_file_mb",
+            "max_stdout_bytes",
+            "stderr_tail_bytes",
+            "tmpfs_mb",
+        ):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"SandboxLimits.{name} must be a positive int, got {getattr(self, name)!r}")
 
@@ -152,7 +159,7 @@ def _world_usable(path: str) -> bool:
     return True
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pick_python(switch_uid: bool) -> str:
     candidates = [sys.executable, "/usr/bin/python3"]
     if not (switch_uid and os.geteuid() == 0):
@@ -162,7 +169,8 @@ def _pick_python(switch_uid: bool) -> str:
             return c
     raise RuntimeError(
         f"sandbox: no Python interpreter usable by an unprivileged uid among {candidates}; "
-        "pass SandboxConfig(python=...) or SandboxConfig(switch_uid=False)")
+        "pass SandboxConfig(python=...) or SandboxConfig(switch_uid=False)"
+    )
 
 
 def _processes_of_uid(uid: int) -> list[int]:
@@ -210,7 +218,7 @@ def _kill_everything(pgid: int, uid: int | None) -> None:
 _DIR_PREFIX = "r1hpc_sbx_"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _remove_orphaned_dirs() -> int:
     """Remove run directories left by callers that were killed mid-run (once per process).
     A directory is named after its caller's pid; it is removed only if that process is gone,
@@ -218,7 +226,7 @@ def _remove_orphaned_dirs() -> int:
     removed = 0
     tmp = tempfile.gettempdir()
     for name in os.listdir(tmp):
-        parts = name[len(_DIR_PREFIX):].split("_", 1)
+        parts = name[len(_DIR_PREFIX) :].split("_", 1)
         if not name.startswith(_DIR_PREFIX) or len(parts) != 2 or not parts[0].isdigit():
             continue
         try:
@@ -233,8 +241,9 @@ def _remove_orphaned_dirs() -> int:
     return removed
 
 
-def run_python(program: str, stdin: str = "", limits: SandboxLimits | None = None,
-               config: SandboxConfig | None = None) -> SandboxResult:
+def run_python(
+    program: str, stdin: str = "", limits: SandboxLimits | None = None, config: SandboxConfig | None = None
+) -> SandboxResult:
     """Run ``program`` (Python source) with ``stdin`` as its standard input, in the sandbox.
     Returns within ``limits.wall_s`` plus the time to kill and clean up."""
     limits = limits or SandboxLimits()
@@ -258,19 +267,35 @@ def run_python(program: str, stdin: str = "", limits: SandboxLimits | None = Non
         work = os.path.join(root, "work")
         os.mkdir(work, 0o700)
         status_r, status_w = os.pipe()
-        cfg = {"prog": prog_path, "work": work, "namespaces": int(config.namespaces),
-               "switch_uid": int(config.switch_uid), "landlock": int(config.landlock),
-               "uid_base": UID_BASE, "status_fd": status_w,
-               "tmpfs_mb": limits.tmpfs_mb, "caller_pid": os.getpid(),
-               "backstop_s": int(math.ceil(limits.wall_s)) + 5,
-               "cpu_s": cpu_s, "as_bytes": limits.memory_mb << 20, "nproc": limits.max_procs,
-               "nofile": limits.max_open_files, "fsize": limits.max_file_mb << 20}
+        cfg = {
+            "prog": prog_path,
+            "work": work,
+            "namespaces": int(config.namespaces),
+            "switch_uid": int(config.switch_uid),
+            "landlock": int(config.landlock),
+            "uid_base": UID_BASE,
+            "status_fd": status_w,
+            "tmpfs_mb": limits.tmpfs_mb,
+            "caller_pid": os.getpid(),
+            "backstop_s": int(math.ceil(limits.wall_s)) + 5,
+            "cpu_s": cpu_s,
+            "as_bytes": limits.memory_mb << 20,
+            "nproc": limits.max_procs,
+            "nofile": limits.max_open_files,
+            "fsize": limits.max_file_mb << 20,
+        }
         try:
             with open(in_path, "rb") as stdin_f:
                 proc = subprocess.Popen(
                     [python, "-I", "-S", "-c", _BOOTSTRAP, *(f"{k}={v}" for k, v in cfg.items()), _MARKER],
-                    stdin=stdin_f, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=root,
-                    env=dict(_ENV), start_new_session=True, pass_fds=(status_w,))
+                    stdin=stdin_f,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    cwd=root,
+                    env=dict(_ENV),
+                    start_new_session=True,
+                    pass_fds=(status_w,),
+                )
         finally:
             os.close(status_w)
         if config.switch_uid and os.geteuid() == 0:
@@ -297,8 +322,9 @@ def run_python(program: str, stdin: str = "", limits: SandboxLimits | None = Non
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _collect(proc: subprocess.Popen, status_r: int, deadline: float,
-             limits: SandboxLimits) -> tuple[bytearray, bytearray, bytearray, str | None]:
+def _collect(
+    proc: subprocess.Popen, status_r: int, deadline: float, limits: SandboxLimits
+) -> tuple[bytearray, bytearray, bytearray, str | None]:
     """Read stdout/stderr/status until all are closed, the deadline passes, or stdout overflows.
     Returns (stdout, stderr tail, status lines, reason to kill or None)."""
     out, err, status = bytearray(), bytearray(), bytearray()
@@ -328,19 +354,27 @@ def _collect(proc: subprocess.Popen, status_r: int, deadline: float,
                 buf = key.data
                 buf += data
                 if buf is out and len(out) > limits.max_stdout_bytes:
-                    del out[limits.max_stdout_bytes:]
+                    del out[limits.max_stdout_bytes :]
                     why = "stdout"
                     return out, err, status, why
                 if buf is err and len(err) > 2 * limits.stderr_tail_bytes:
-                    del err[:-limits.stderr_tail_bytes]
+                    del err[: -limits.stderr_tail_bytes]
     finally:
         sel.close()
         os.close(status_r)
     return out, err, status, why
 
 
-def _classify(proc: subprocess.Popen, out: bytearray, err: bytearray, status_lines: bytearray,
-              why: str | None, limits: SandboxLimits, cpu_s: int, wall: float) -> SandboxResult:
+def _classify(
+    proc: subprocess.Popen,
+    out: bytearray,
+    err: bytearray,
+    status_lines: bytearray,
+    why: str | None,
+    limits: SandboxLimits,
+    cpu_s: int,
+    wall: float,
+) -> SandboxResult:
     final, child, compile_error = None, {}, None
     for line in status_lines.decode("utf-8", "replace").splitlines():
         msg = ast.literal_eval(line) if line.strip() else {}
@@ -348,10 +382,18 @@ def _classify(proc: subprocess.Popen, out: bytearray, err: bytearray, status_lin
         child = msg.get("child", child)
         compile_error = msg.get("compile_error", compile_error)
     isolation = dict(child or (final or {}).get("info", {}))
-    err_text = bytes(err[-limits.stderr_tail_bytes:]).decode("utf-8", "replace")
-    res = SandboxResult(status="ok", stdout=bytes(out).decode("utf-8", "replace"),
-                        stderr_tail=err_text, wall_s=wall, returncode=None, cpu_s=None, detail="",
-                        stdout_truncated=why == "stdout", isolation=isolation)
+    err_text = bytes(err[-limits.stderr_tail_bytes :]).decode("utf-8", "replace")
+    res = SandboxResult(
+        status="ok",
+        stdout=bytes(out).decode("utf-8", "replace"),
+        stderr_tail=err_text,
+        wall_s=wall,
+        returncode=None,
+        cpu_s=None,
+        detail="",
+        stdout_truncated=why == "stdout",
+        isolation=isolation,
+    )
     if final is not None:
         res.returncode, res.cpu_s = final["exit"], final["cpu_s"]
     if why == "timeout":
@@ -403,13 +445,18 @@ print(json.dumps({"pid": os.getpid(), "uid": os.getuid(), "net": net, "ifaces": 
 """
 
 
-@lru_cache(maxsize=None)
+@cache
 def _capabilities(namespaces: bool, switch_uid: bool, landlock: bool) -> str:
     cfg = SandboxConfig(namespaces=namespaces, switch_uid=switch_uid, landlock=landlock)
     res = run_python(_PROBE, limits=SandboxLimits(wall_s=10), config=cfg)
     probe = json.loads(res.stdout) if res.status == "ok" else {"error": res.detail, "stderr": res.stderr_tail}
-    caps = {"root": os.geteuid() == 0, "python": cfg.python or _pick_python(switch_uid),
-            "uid_switch": res.isolation.get("uid") is not None, **res.isolation, "probe": probe}
+    caps = {
+        "root": os.geteuid() == 0,
+        "python": cfg.python or _pick_python(switch_uid),
+        "uid_switch": res.isolation.get("uid") is not None,
+        **res.isolation,
+        "probe": probe,
+    }
     return json.dumps(caps)
 
 

@@ -3,7 +3,13 @@
 r1hpc.rewards.sandbox runs this file's text as `python -I -S -c <text> key=value ... marker` in the
 fresh interpreter that will become the sandboxed program (see that module's docstring).
 """
-import os, sys, _signal as signal, resource, ctypes
+
+import _signal as signal
+import ctypes
+import os
+import resource
+import sys
+
 cfg = {}
 for arg in sys.argv[1:-1]:
     k, v = arg.split("=", 1)
@@ -12,20 +18,39 @@ libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWUSER = 0x10000000
 NS = {"netns": 0x40000000, "pidns": 0x20000000, "mountns": 0x00020000, "ipcns": 0x08000000}
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
-info = {"userns": False, "netns": False, "pidns": False, "mountns": False, "ipcns": False,
-        "private_tmp": False, "proc_remounted": False, "uid": None, "landlock": False,
-        "landlock_abi": 0, "audit_hook": False, "errors": []}
+info = {
+    "userns": False,
+    "netns": False,
+    "pidns": False,
+    "mountns": False,
+    "ipcns": False,
+    "private_tmp": False,
+    "proc_remounted": False,
+    "uid": None,
+    "landlock": False,
+    "landlock_abi": 0,
+    "audit_hook": False,
+    "errors": [],
+}
+
+
 def err(what):
     info["errors"].append(what + ": " + os.strerror(ctypes.get_errno()))
+
+
 def mount(src, dst, fstype, flags, data):
     enc = lambda s: None if s is None else s.encode()
     return libc.mount(enc(src), enc(dst), enc(fstype), ctypes.c_ulong(flags), enc(data)) == 0
+
+
 def write_file(path, text):
     fd = os.open(path, os.O_WRONLY)
     try:
         os.write(fd, text.encode())
     finally:
         os.close(fd)
+
+
 with open(cfg["prog"], "rb") as f:
     src = f.read()
 work = cfg["work"]
@@ -57,8 +82,9 @@ if info["mountns"]:
     if mount(None, "/", None, MS_REC | MS_PRIVATE, None):
         ok = True
         for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock"):
-            if os.path.isdir(d) and not mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV,
-                                              "size=%dm,mode=1777" % cfg["tmpfs_mb"]):
+            if os.path.isdir(d) and not mount(
+                "tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, "size=%dm,mode=1777" % cfg["tmpfs_mb"]
+            ):
                 ok = False
                 err("tmpfs " + d)
         if ok:
@@ -75,6 +101,8 @@ if cfg["switch_uid"] and root:
 info["work"] = work
 hook = not (info["netns"] and info["pidns"] and info["private_tmp"] and uid is not None)
 info["audit_hook"] = hook
+
+
 def drop_privileges():
     libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
     if uid is not None:
@@ -88,6 +116,8 @@ def drop_privileges():
         if libc.capset(hdr, (ctypes.c_uint32 * 6)()) != 0:
             err("drop capabilities")
             os._exit(70)  # never run the program with namespace capabilities
+
+
 # Landlock (kernel-enforced, inherited by every descendant, survives execve). x86_64 syscall
 # numbers; access-right bits from include/uapi/linux/landlock.h.
 LL_CREATE, LL_ADD_RULE, LL_RESTRICT = 444, 445, 446
@@ -99,6 +129,8 @@ if abi > 0:
     info["landlock_abi"] = abi
 elif cfg["landlock"]:
     err("landlock unavailable, not applied")
+
+
 def landlock():
     """Restrict this process and its descendants: read+execute beneath the interpreter's
     directories, read+write beneath the work dir, read+write /dev/null, nothing else on the file
@@ -121,11 +153,22 @@ def landlock():
     if rfd < 0:
         return err("landlock_create_ruleset")
     read = LL_EXECUTE | LL_READ_FILE | LL_READ_DIR
-    read_dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-                 getattr(sys, "_stdlib_dir", None) or sys.prefix, "/usr", "/lib", "/lib64", "/bin"}
+    read_dirs = {
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        sys.base_exec_prefix,
+        getattr(sys, "_stdlib_dir", None) or sys.prefix,
+        "/usr",
+        "/lib",
+        "/lib64",
+        "/bin",
+    }
     rules = [(d, read) for d in sorted(read_dirs)]
-    rules += [(work, fs & ~(LL_MAKE_CHAR | LL_MAKE_BLOCK | LL_IOCTL_DEV)),
-              ("/dev/null", LL_READ_FILE | LL_WRITE_FILE | LL_TRUNCATE)]
+    rules += [
+        (work, fs & ~(LL_MAKE_CHAR | LL_MAKE_BLOCK | LL_IOCTL_DEV)),
+        ("/dev/null", LL_READ_FILE | LL_WRITE_FILE | LL_TRUNCATE),
+    ]
     # struct landlock_path_beneath_attr { __u64 allowed_access; __s32 parent_fd; } __packed
     beneath = (ctypes.c_char * 12)()
     try:
@@ -148,6 +191,8 @@ def landlock():
         info["landlock"] = True
     finally:
         os.close(rfd)
+
+
 status_fd = cfg["status_fd"]
 pid = os.fork()
 if pid == 0:
@@ -155,12 +200,14 @@ if pid == 0:
     if info["pidns"] and info["mountns"]:
         info["proc_remounted"] = mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
     lim = cfg
-    for res, soft, hard in ((resource.RLIMIT_CPU, lim["cpu_s"], lim["cpu_s"] + 1),
-                            (resource.RLIMIT_AS, lim["as_bytes"], lim["as_bytes"]),
-                            (resource.RLIMIT_NPROC, lim["nproc"], lim["nproc"]),
-                            (resource.RLIMIT_NOFILE, lim["nofile"], lim["nofile"]),
-                            (resource.RLIMIT_FSIZE, lim["fsize"], lim["fsize"]),
-                            (resource.RLIMIT_CORE, 0, 0)):
+    for res, soft, hard in (
+        (resource.RLIMIT_CPU, lim["cpu_s"], lim["cpu_s"] + 1),
+        (resource.RLIMIT_AS, lim["as_bytes"], lim["as_bytes"]),
+        (resource.RLIMIT_NPROC, lim["nproc"], lim["nproc"]),
+        (resource.RLIMIT_NOFILE, lim["nofile"], lim["nofile"]),
+        (resource.RLIMIT_FSIZE, lim["fsize"], lim["fsize"]),
+        (resource.RLIMIT_CORE, 0, 0),
+    ):
         resource.setrlimit(res, (soft, hard))
     drop_privileges()
     if cfg["landlock"] and abi > 0:
@@ -173,33 +220,64 @@ if pid == 0:
     except Exception as e:
         os.write(status_fd, (repr({"compile_error": "%s: %s" % (type(e).__name__, e)}) + "\n").encode())
         import traceback
+
         traceback.print_exc()
         sys.stderr.flush()
         os._exit(1)
     os.close(status_fd)
     if hook:
+
         def make_hook(work, no_uid, no_fork, own_pid):
             import os as _os
-            from os.path import realpath as _real, join as _join, normpath as _norm, isdir as _isdir
+            from os.path import isdir as _isdir
+            from os.path import join as _join
+            from os.path import normpath as _norm
+            from os.path import realpath as _real
+
             W = _os.O_WRONLY | _os.O_RDWR | _os.O_CREAT | _os.O_TRUNC | _os.O_APPEND
             DIR_FLAGS = _os.O_PATH | _os.O_DIRECTORY
             NO_DIR_FD = (None, -1, -100)  # not given (the event reports -1), or AT_FDCWD
-            refused = {"socket.__new__", "socket.connect", "socket.bind", "socket.sendto",
-                       "socket.getaddrinfo", "os.exec", "os.posix_spawn", "os.spawn",
-                       "os.system", "subprocess.Popen", "os.forkpty", "pty.spawn",
-                       # A symlink could later redirect a dir_fd-relative path out of the work
-                       # dir where this hook cannot see it (see "open" below).
-                       "os.symlink"}
+            refused = {
+                "socket.__new__",
+                "socket.connect",
+                "socket.bind",
+                "socket.sendto",
+                "socket.getaddrinfo",
+                "os.exec",
+                "os.posix_spawn",
+                "os.spawn",
+                "os.system",
+                "subprocess.Popen",
+                "os.forkpty",
+                "pty.spawn",
+                # A symlink could later redirect a dir_fd-relative path out of the work
+                # dir where this hook cannot see it (see "open" below).
+                "os.symlink",
+            }
             if no_fork:
                 refused |= {"os.fork"}
             blocked_imports = {"ctypes", "_ctypes", "_posixsubprocess"}
             # event -> index of its dir_fd argument (None: it has none)
-            fs_one = {"os.remove": 1, "os.rmdir": 1, "os.mkdir": 2, "os.chmod": 2, "os.chown": 3,
-                      "os.utime": 3, "os.mkfifo": 2, "os.mknod": 3, "shutil.rmtree": 1,
-                      "os.truncate": None, "os.chflags": None, "os.setxattr": None,
-                      "os.removexattr": None, "os.chdir": None}
+            fs_one = {
+                "os.remove": 1,
+                "os.rmdir": 1,
+                "os.mkdir": 2,
+                "os.chmod": 2,
+                "os.chown": 3,
+                "os.utime": 3,
+                "os.mkfifo": 2,
+                "os.mknod": 3,
+                "shutil.rmtree": 1,
+                "os.truncate": None,
+                "os.chflags": None,
+                "os.setxattr": None,
+                "os.removexattr": None,
+                "os.chdir": None,
+            }
+
             def deny(event):
                 raise PermissionError("sandbox: %s refused" % event)
+
             def as_str(p, event):
                 # The os module reports the path after os.fspath; anything else is not a path
                 # this hook can judge.
@@ -208,13 +286,16 @@ if pid == 0:
                 if isinstance(p, (str, int)):
                     return p
                 deny(event + " of a %s" % type(p).__name__)
+
             def full(p):
                 return _real(_join(_os.getcwd(), p))
+
             def inside(p):
                 if isinstance(p, int):
                     return True  # an fd: only fds opened under this hook's rules exist
                 f = full(p)
                 return f == "/dev/null" or f == work or f.startswith(work + "/")
+
             def h(event, args):
                 if event in refused or event.startswith("ctypes."):
                     deny(event)
@@ -241,7 +322,12 @@ if pid == 0:
                         deny("directory fd of %r" % (path,))
                     if no_uid:
                         parts = full(path).split("/")
-                        if len(parts) > 2 and parts[1] == "proc" and parts[2] not in ("self", str(own_pid)) and parts[2].isdigit():
+                        if (
+                            len(parts) > 2
+                            and parts[1] == "proc"
+                            and parts[2] not in ("self", str(own_pid))
+                            and parts[2].isdigit()
+                        ):
                             deny("reading /proc of another process")
                 elif event in ("os.listdir", "os.scandir"):
                     if isinstance(args[0], int):
@@ -251,13 +337,18 @@ if pid == 0:
                     if not inside(as_str(args[0], event)) or (i is not None and args[i] not in NO_DIR_FD):
                         deny(event)
                 elif event in ("os.rename", "os.link"):
-                    if (not (inside(as_str(args[0], event)) and inside(as_str(args[1], event)))
-                            or args[2] not in NO_DIR_FD or args[3] not in NO_DIR_FD):
+                    if (
+                        not (inside(as_str(args[0], event)) and inside(as_str(args[1], event)))
+                        or args[2] not in NO_DIR_FD
+                        or args[3] not in NO_DIR_FD
+                    ):
                         deny(event)
                 elif no_uid and event in ("os.kill", "os.killpg"):
                     if args[0] != own_pid:
                         deny(event)
+
             return h
+
         # Without the uid switch RLIMIT_NPROC would count all of the caller's processes and
         # nothing would sweep daemons, so fork is refused, unless a user + PID namespace make
         # both per-sandbox (NPROC is counted per user namespace; everything dies with PID 1).
@@ -277,6 +368,7 @@ else:
     # The supervisor: becomes the sandbox uid too, so that killing "everything I may signal" is
     # exactly the sandbox's leftovers (daemons that called setsid included).
     ppid = cfg["caller_pid"]
+
     def sweep_and_exit(*_):
         if uid is not None:
             try:
@@ -289,6 +381,7 @@ else:
             except OSError:
                 pass
         os._exit(3)
+
     drop_privileges()
     signal.signal(signal.SIGTERM, sweep_and_exit)
     signal.signal(signal.SIGALRM, sweep_and_exit)
@@ -298,8 +391,12 @@ else:
     signal.alarm(cfg["backstop_s"])  # the caller normally kills us long before this
     _, st, ru = os.wait4(pid, 0)
     signal.alarm(0)
-    final = {"exit": os.waitstatus_to_exitcode(st), "cpu_s": ru.ru_utime + ru.ru_stime,
-             "maxrss_kb": ru.ru_maxrss, "info": info}
+    final = {
+        "exit": os.waitstatus_to_exitcode(st),
+        "cpu_s": ru.ru_utime + ru.ru_stime,
+        "maxrss_kb": ru.ru_maxrss,
+        "info": info,
+    }
     if uid is not None:
         try:
             os.kill(-1, signal.SIGKILL)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 import numbers
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
 
 from tqdm import tqdm
 
@@ -99,8 +99,9 @@ def score_batch(
             raise ValueError(f"timeouts.{name}: expected a positive number of seconds, got {t!r}")
     names = list(weights)
     n = len(completions)
-    calls = [(reward_funcs[name], (completions[i], examples[i]), timeouts.get(name))
-             for i in range(n) for name in names]
+    calls = [
+        (reward_funcs[name], (completions[i], examples[i]), timeouts.get(name)) for i in range(n) for name in names
+    ]
     values: dict[str, list[float | None]] = {name: [None] * n for name in names}
     statuses: dict[str, list[str]] = {name: ["ok"] * n for name in names}
     messages: dict[str, list[str]] = {name: [] for name in names}

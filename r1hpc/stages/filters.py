@@ -15,8 +15,16 @@ import unicodedata
 
 from r1hpc.rewards.language import LANGUAGE_SCRIPTS, words_by_script
 
-__all__ = ["REPEAT_NGRAM", "MAX_REPEAT_FRACTION", "normalize_text", "repeated_ngram_fraction",
-           "is_repetitive", "target_language_share", "is_mixed_language", "has_code_block"]
+__all__ = [
+    "REPEAT_NGRAM",
+    "MAX_REPEAT_FRACTION",
+    "normalize_text",
+    "repeated_ngram_fraction",
+    "is_repetitive",
+    "target_language_share",
+    "is_mixed_language",
+    "has_code_block",
+]
 
 # A sample is repetitive when more than MAX_REPEAT_FRACTION of its word 4-grams already occurred
 # earlier in it. Readable worked solutions here repeat a few short patterns ("Step 2: ... = ..."),
@@ -49,7 +57,7 @@ def repeated_ngram_fraction(text: str, n: int = REPEAT_NGRAM) -> float:
     seen: set[tuple[str, ...]] = set()
     repeats = 0
     for i in range(total):
-        gram = tuple(words[i:i + n])
+        gram = tuple(words[i : i + n])
         if gram in seen:
             repeats += 1
         else:

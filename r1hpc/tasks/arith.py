@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import random
 from fractions import Fraction
-from typing import Union
 
 from r1hpc.tasks.problem import Problem, fmt_num, make_problem
 
 # An expression tree: an int leaf, or (op, left, right) with op in "+-*".
-Expr = Union[int, tuple[str, "Expr", "Expr"]]
+Expr = int | tuple[str, "Expr", "Expr"]
 _PREC = {"+": 1, "-": 1, "*": 2}
 
 
@@ -28,8 +27,7 @@ def _render(e: Expr) -> str:
     # equal precedence (a - (b + c) differs from a - b + c).
     if not isinstance(left, int) and _PREC[left[0]] < _PREC[op]:
         ls = f"({ls})"
-    if not isinstance(right, int) and (_PREC[right[0]] < _PREC[op]
-                                       or (_PREC[right[0]] == _PREC[op] and op == "-")):
+    if not isinstance(right, int) and (_PREC[right[0]] < _PREC[op] or (_PREC[right[0]] == _PREC[op] and op == "-")):
         rs = f"({rs})"
     return f"{ls} {op} {rs}"
 

@@ -53,10 +53,14 @@ def split_of(prompt: str) -> Split:
     return "heldout" if bucket < HELDOUT_PER_MILLE else "train"
 
 
-def make_problem(kind: str, difficulty: int, prompt: str, answer: Fraction | int,
-                 steps: list[str]) -> Problem:
+def make_problem(kind: str, difficulty: int, prompt: str, answer: Fraction | int, steps: list[str]) -> Problem:
     if difficulty not in DIFFICULTIES:
         raise ValueError(f"difficulty must be one of {DIFFICULTIES}, got {difficulty!r}")
-    return Problem(id=f"{kind}-d{difficulty}-{prompt_hash(prompt)[:12]}", prompt=prompt,
-                   answer=fmt_num(answer), difficulty=difficulty, kind=kind,
-                   solution_steps=list(steps))
+    return Problem(
+        id=f"{kind}-d{difficulty}-{prompt_hash(prompt)[:12]}",
+        prompt=prompt,
+        answer=fmt_num(answer),
+        difficulty=difficulty,
+        kind=kind,
+        solution_steps=list(steps),
+    )

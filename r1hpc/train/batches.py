@@ -32,16 +32,21 @@ class TokenBatch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
-    def select(self, index: torch.Tensor | slice) -> "TokenBatch":
+    def select(self, index: torch.Tensor | slice) -> TokenBatch:
         """Rows `index`, trimmed to the longest remaining sequence."""
         ids, att = self.input_ids[index], self.attention_mask[index]
         length = max(int(att.sum(1).max()), 2)
-        return TokenBatch(ids[:, :length], att[:, :length], self.labels[index][:, : length - 1],
-                          self.loss_mask[index][:, : length - 1])
+        return TokenBatch(
+            ids[:, :length],
+            att[:, :length],
+            self.labels[index][:, : length - 1],
+            self.loss_mask[index][:, : length - 1],
+        )
 
 
-def pack(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int,
-         max_len: int | None = None) -> TokenBatch:
+def pack(
+    prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int, max_len: int | None = None
+) -> TokenBatch:
     """Concatenate each prompt with its response; only response tokens are in the loss mask.
 
     A sequence longer than max_len is cut at max_len (its tail tokens are not trained) rather than

@@ -28,12 +28,28 @@ def checkpoint_steps(directory: Path) -> list[int]:
     return sorted(int(m.group(1)) for p in directory.iterdir() if (m := _NAME.match(p.name)))
 
 
-def save_checkpoint(directory: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    generator: torch.Generator, extra: dict[str, Any] | None = None, keep: int = 2) -> Path:
+def save_checkpoint(
+    directory: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    extra: dict[str, Any] | None = None,
+    keep: int = 2,
+) -> Path:
     """Write ckpt_<step>.pt atomically and delete all but the newest `keep` checkpoints."""
     buf = io.BytesIO()
-    torch.save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "rng": generator.get_state(), "torch_rng": torch.get_rng_state(), "extra": extra or {}}, buf)
+    torch.save(
+        {
+            "step": step,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "extra": extra or {},
+        },
+        buf,
+    )
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"ckpt_{step:06d}.pt"
     atomic_write_bytes(path, buf.getvalue())
@@ -42,8 +58,9 @@ def save_checkpoint(directory: Path, step: int, model: torch.nn.Module, optimize
     return path
 
 
-def load_checkpoint(directory: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    generator: torch.Generator) -> dict[str, Any]:
+def load_checkpoint(
+    directory: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator
+) -> dict[str, Any]:
     """Restore the checkpoint of exactly `step`; FileNotFoundError naming the file if it is missing."""
     path = directory / f"ckpt_{step:06d}.pt"
     if not path.exists():
@@ -56,8 +73,9 @@ def load_checkpoint(directory: Path, step: int, model: torch.nn.Module, optimize
     return state["extra"]
 
 
-def load_latest_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                           generator: torch.Generator) -> tuple[int, dict[str, Any]] | None:
+def load_latest_checkpoint(
+    directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator
+) -> tuple[int, dict[str, Any]] | None:
     """Restore the newest checkpoint into model/optimizer/generator; return (step, extra) or None.
 
     A checkpoint that cannot be read (e.g. a disk that filled up after the rename) is reported and
@@ -78,8 +96,15 @@ def load_latest_checkpoint(directory: Path, model: torch.nn.Module, optimizer: t
     return None
 
 
-def save_periodically(directory: Path, done: int, total: int, save_every: int, model: torch.nn.Module,
-                      optimizer: torch.optim.Optimizer, generator: torch.Generator) -> None:
+def save_periodically(
+    directory: Path,
+    done: int,
+    total: int,
+    save_every: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> None:
     """Call after each optimizer step (`done` steps of `total` finished): saves every `save_every`
     steps, and when the job is being stopped (r1hpc.preemption) saves and hands over to the
     requeue, never returning. Nothing is saved after the last step: the caller publishes then."""

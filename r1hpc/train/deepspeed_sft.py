@@ -36,8 +36,7 @@ from tqdm import tqdm
 
 from r1hpc.distributed import init_from_env
 from r1hpc.fsio import atomic_write_json, atomic_write_text, fsync_dir, read_json, remove_tree
-from r1hpc.train.batches import TokenBatch, pack
-from r1hpc.train.batches import batch_rows
+from r1hpc.train.batches import TokenBatch, batch_rows, pack
 from r1hpc.train.sft import SFTSettings, lr_factor, sft_loss
 
 __all__ = ["train_deepspeed_sft", "deepspeed_config", "complete_checkpoints", "export_hf"]
@@ -59,18 +58,22 @@ class _SFTLoss(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                loss_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor
+    ) -> torch.Tensor:
         """Mean NLL of the loss_mask tokens: () scalar. Shapes as in TokenBatch."""
         return sft_loss(self.model, TokenBatch(input_ids, attention_mask, labels, loss_mask))
 
 
-def deepspeed_config(s: SFTSettings, world_size: int, zero_stage: int = 3,
-                     zero_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def deepspeed_config(
+    s: SFTSettings, world_size: int, zero_stage: int = 3, zero_overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The DeepSpeed config for settings `s` on `world_size` data-parallel ranks (fp32)."""
     if s.batch_size % world_size:
-        raise ValueError(f"SFTSettings.batch_size={s.batch_size} must be divisible by the data-parallel world size "
-                         f"{world_size} (every rank trains the same number of rows per step)")
+        raise ValueError(
+            f"SFTSettings.batch_size={s.batch_size} must be divisible by the data-parallel world size "
+            f"{world_size} (every rank trains the same number of rows per step)"
+        )
     if zero_stage not in (1, 2, 3):
         # Stage 0 is plain data parallelism (and DeepSpeed reports no gradient norm there):
         # use r1hpc.train.sft.train_sft / torch DDP instead.
@@ -94,14 +97,15 @@ def deepspeed_config(s: SFTSettings, world_size: int, zero_stage: int = 3,
 
 # --- checkpoints -----------------------------------------------------------------------------
 
+
 def complete_checkpoints(state_dir: Path) -> list[int]:
     """Steps of the checkpoints in state_dir that every rank finished writing, oldest first."""
     if not state_dir.is_dir():
         return []
     steps = []
     for p in state_dir.iterdir():
-        if p.name.startswith(TAG_PREFIX) and p.name[len(TAG_PREFIX):].isdigit() and (p / COMPLETE).is_file():
-            steps.append(int(p.name[len(TAG_PREFIX):]))
+        if p.name.startswith(TAG_PREFIX) and p.name[len(TAG_PREFIX) :].isdigit() and (p / COMPLETE).is_file():
+            steps.append(int(p.name[len(TAG_PREFIX) :]))
     return sorted(steps)
 
 
@@ -123,8 +127,9 @@ def _save(engine: Any, state_dir: Path, step: int, zero_stage: int, keep: int) -
     fsync_dir(state_dir / tag)
     dist.barrier()  # every partition is on disk before the checkpoint is declared complete
     if dist.get_rank() == 0:
-        atomic_write_json(state_dir / tag / COMPLETE, {"step": step, "world_size": dist.get_world_size(),
-                                                       "zero_stage": zero_stage})
+        atomic_write_json(
+            state_dir / tag / COMPLETE, {"step": step, "world_size": dist.get_world_size(), "zero_stage": zero_stage}
+        )
         atomic_write_text(state_dir / "latest", tag)  # for DeepSpeed's zero_to_fp32.py
         done = complete_checkpoints(state_dir)
         for old in done[:-keep]:
@@ -143,17 +148,21 @@ def _resume(engine: Any, state_dir: Path) -> int:
     tag = _tag(steps[-1])
     meta = read_json(state_dir / tag / COMPLETE)
     if meta.get("world_size") != dist.get_world_size():
-        raise RuntimeError(f"{state_dir / tag}: written by {meta.get('world_size')} ranks, this job has "
-                           f"{dist.get_world_size()}; ZeRO partitions only load into the same world size "
-                           f"(convert with deepspeed.checkpoint.ds_to_universal to change it)")
-    path, client = engine.load_checkpoint(str(state_dir), tag=tag, load_optimizer_states=True,
-                                          load_lr_scheduler_states=False)
+        raise RuntimeError(
+            f"{state_dir / tag}: written by {meta.get('world_size')} ranks, this job has "
+            f"{dist.get_world_size()}; ZeRO partitions only load into the same world size "
+            f"(convert with deepspeed.checkpoint.ds_to_universal to change it)"
+        )
+    path, client = engine.load_checkpoint(
+        str(state_dir), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=False
+    )
     if path is None or client.get("step") != steps[-1]:
         raise RuntimeError(f"{state_dir / tag}: DeepSpeed could not load this checkpoint (got {path}, {client})")
     return int(client["step"])
 
 
 # --- export ----------------------------------------------------------------------------------
+
 
 def export_hf(model: torch.nn.Module, export_dir: Path) -> None:
     """Gather the ZeRO-partitioned weights of `model` and write an HF directory on rank 0.
@@ -197,10 +206,22 @@ def _no_cpu_shm_comm_op() -> None:
 
 # --- training --------------------------------------------------------------------------------
 
-def train_deepspeed_sft(model: torch.nn.Module, prompts: Sequence[Sequence[int]], targets: Sequence[Sequence[int]],
-                        s: SFTSettings, pad_id: int, seed: int, state_dir: Path, export_dir: Path | None = None,
-                        log: Callable[[dict], None] = lambda m: None, progress: bool = True, zero_stage: int = 3,
-                        zero_overrides: dict[str, Any] | None = None, keep_checkpoints: int = 2) -> dict[str, float]:
+
+def train_deepspeed_sft(
+    model: torch.nn.Module,
+    prompts: Sequence[Sequence[int]],
+    targets: Sequence[Sequence[int]],
+    s: SFTSettings,
+    pad_id: int,
+    seed: int,
+    state_dir: Path,
+    export_dir: Path | None = None,
+    log: Callable[[dict], None] = lambda m: None,
+    progress: bool = True,
+    zero_stage: int = 3,
+    zero_overrides: dict[str, Any] | None = None,
+    keep_checkpoints: int = 2,
+) -> dict[str, float]:
     """Train on (prompt, target) token pairs with DeepSpeed ZeRO; only target tokens are in the loss.
 
     Every rank passes the same model (rank 0's weights are broadcast), data and settings. Resumes
@@ -210,8 +231,9 @@ def train_deepspeed_sft(model: torch.nn.Module, prompts: Sequence[Sequence[int]]
     holds ZeRO partitions (use export_dir, or deepspeed.zero.GatheredParameters, to read it).
     """
     if len(prompts) != len(targets) or not prompts:
-        raise ValueError(f"train_deepspeed_sft: need equally many prompts and targets (> 0), got {len(prompts)} "
-                         f"and {len(targets)}")
+        raise ValueError(
+            f"train_deepspeed_sft: need equally many prompts and targets (> 0), got {len(prompts)} and {len(targets)}"
+        )
     if not dist.is_initialized():
         init_from_env()
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -233,8 +255,9 @@ def train_deepspeed_sft(model: torch.nn.Module, prompts: Sequence[Sequence[int]]
     orders: dict[int, torch.Tensor] = {}
     engine.train()
     metrics: dict[str, float] = {}
-    bar = tqdm(range(start, total), desc="ds-sft", initial=start, total=total,
-               disable=not progress or rank != 0, mininterval=2)
+    bar = tqdm(
+        range(start, total), desc="ds-sft", initial=start, total=total, disable=not progress or rank != 0, mininterval=2
+    )
     for step in bar:
         t0 = time.time()
         for group in ds_optimizer.param_groups:
@@ -258,8 +281,14 @@ def train_deepspeed_sft(model: torch.nn.Module, prompts: Sequence[Sequence[int]]
         if not math.isfinite(grad_norm):  # the update is already applied (fp32: DeepSpeed skips nothing);
             # failing here keeps the bad weights out of every later checkpoint and of the export
             raise FloatingPointError(f"non-finite gradient norm at DeepSpeed SFT step {step} (rank {rank})")
-        metrics = {"step": step + 1, "loss": float(loss_sum), "grad_norm": grad_norm,
-                   "lr": ds_optimizer.param_groups[0]["lr"], "tokens": tokens, "step_time_s": time.time() - t0}
+        metrics = {
+            "step": step + 1,
+            "loss": float(loss_sum),
+            "grad_norm": grad_norm,
+            "lr": ds_optimizer.param_groups[0]["lr"],
+            "tokens": tokens,
+            "step_time_s": time.time() - t0,
+        }
         if rank == 0:
             log(metrics)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}")

@@ -20,13 +20,19 @@ def _decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.Te
     decoder = getattr(model, "model", None)
     head = getattr(model, "lm_head", None)
     if decoder is None or head is None or getattr(head, "bias", None) is not None:
-        raise TypeError(f"{type(model).__name__}: expected a transformers causal LM with .model and a bias-free .lm_head")
+        raise TypeError(
+            f"{type(model).__name__}: expected a transformers causal LM with .model and a bias-free .lm_head"
+        )
     return decoder, head.weight
 
 
-def token_logprobs(model: torch.nn.Module, batch: TokenBatch, temperature: float = 1.0,
-                   chunk_size: int = 1024, with_entropy: bool = False
-                   ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+def token_logprobs(
+    model: torch.nn.Module,
+    batch: TokenBatch,
+    temperature: float = 1.0,
+    chunk_size: int = 1024,
+    with_entropy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Log-probs of batch.labels under `model` at `temperature`.
 
     Returns (B, L-1) fp32 log-probs (differentiable when grad is enabled), and with_entropy also the
@@ -35,5 +41,11 @@ def token_logprobs(model: torch.nn.Module, batch: TokenBatch, temperature: float
     """
     decoder, weight = _decoder_and_head(model)
     hidden = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
-    return logprobs_from_hidden(hidden[:, :-1], weight, batch.labels, chunk_size=chunk_size,
-                                temperature=temperature, return_entropy=with_entropy)
+    return logprobs_from_hidden(
+        hidden[:, :-1],
+        weight,
+        batch.labels,
+        chunk_size=chunk_size,
+        temperature=temperature,
+        return_entropy=with_entropy,
+    )

@@ -51,16 +51,26 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def train_sft(model: torch.nn.Module, prompts: Sequence[Sequence[int]], targets: Sequence[Sequence[int]],
-              s: SFTSettings, pad_id: int, seed: int, state_dir: Path,
-              log: Callable[[dict], None] = lambda m: None, progress: bool = True) -> dict[str, float]:
+def train_sft(
+    model: torch.nn.Module,
+    prompts: Sequence[Sequence[int]],
+    targets: Sequence[Sequence[int]],
+    s: SFTSettings,
+    pad_id: int,
+    seed: int,
+    state_dir: Path,
+    log: Callable[[dict], None] = lambda m: None,
+    progress: bool = True,
+) -> dict[str, float]:
     """Train on (prompt, target) token pairs; only target tokens are in the loss.
 
     Resumes from the newest checkpoint in state_dir; saves one and stops when the job's time is up
     (r1hpc.preemption). Returns the last step's metrics.
     """
     if len(prompts) != len(targets) or not prompts:
-        raise ValueError(f"train_sft: need equally many prompts and targets (> 0), got {len(prompts)} and {len(targets)}")
+        raise ValueError(
+            f"train_sft: need equally many prompts and targets (> 0), got {len(prompts)} and {len(targets)}"
+        )
     optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     generator = torch.Generator().manual_seed(seed)
     n = len(prompts)
@@ -95,8 +105,14 @@ def train_sft(model: torch.nn.Module, prompts: Sequence[Sequence[int]], targets:
             if not math.isfinite(grad_norm):
                 raise FloatingPointError(f"non-finite gradient norm at SFT step {step}")
             optimizer.step()
-            metrics = {"step": step + 1, "loss": loss_sum, "grad_norm": grad_norm,
-                       "lr": optimizer.param_groups[0]["lr"], "tokens": tokens, "step_time_s": time.time() - t0}
+            metrics = {
+                "step": step + 1,
+                "loss": loss_sum,
+                "grad_norm": grad_norm,
+                "lr": optimizer.param_groups[0]["lr"],
+                "tokens": tokens,
+                "step_time_s": time.time() - t0,
+            }
             log(metrics)
             bar.set_postfix(loss=f"{loss_sum:.3f}")
             save_periodically(state_dir, step + 1, total, s.save_every, model, optimizer, generator)

@@ -11,6 +11,7 @@ env R1HPC_TESTCLUSTER_DIR overrides); configs are rendered from the *.in templat
     eval "$(python3 slurm/testcluster/cluster.py env)"    # SLURM_CONF for this shell
     python3 slurm/testcluster/cluster.py run -- .venv/bin/python -m pytest tests/slurm
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 from layout import DB_PASSWORD, HERE, ClusterError, Paths, base_dir, hostname, prepare_dirs, render_configs
-from procs import daemon_pid, must, ok, ping_ok, pid_alive, run_quiet, spawn, wait_until
+from procs import daemon_pid, must, ok, pid_alive, ping_ok, run_quiet, spawn, wait_until
 
 CLUSTER = "testcluster"
 DB_PORT = 13306
@@ -50,16 +51,28 @@ def start_munge(p: Paths, env: dict[str, str]) -> None:
         key = m / "munge.key"
         if not key.exists() or key.stat().st_size == 0:
             must([*as_munge, "mungekey", "-c", "-k", str(key)], env, "creating the munge key")
-        proc = spawn([*as_munge, "munged", f"--socket={p.munge_sock}", f"--key-file={key}",
-                      f"--pid-file={p.pidfile('munged')}", f"--log-file={m / 'munged.log'}",
-                      f"--seed-file={m / 'munged.seed'}"], m / "munged.out", env)
-    wait_until(lambda: ok(["munge", "-n", f"--socket={p.munge_sock}"], env), "munge -n", p, "munged", 30,
-               proc, forks=True)
+        proc = spawn(
+            [
+                *as_munge,
+                "munged",
+                f"--socket={p.munge_sock}",
+                f"--key-file={key}",
+                f"--pid-file={p.pidfile('munged')}",
+                f"--log-file={m / 'munged.log'}",
+                f"--seed-file={m / 'munged.seed'}",
+            ],
+            m / "munged.out",
+            env,
+        )
+    wait_until(
+        lambda: ok(["munge", "-n", f"--socket={p.munge_sock}"], env), "munge -n", p, "munged", 30, proc, forks=True
+    )
 
 
 def _sql(p: Paths, env: dict[str, str], sql: str) -> list[str]:
-    out = must(["mariadb", "--no-defaults", "-S", str(p.mysql_sock), "-u", "root", "-N", "-B", "-e", sql],
-               env, "MariaDB query")
+    out = must(
+        ["mariadb", "--no-defaults", "-S", str(p.mysql_sock), "-u", "root", "-N", "-B", "-e", sql], env, "MariaDB query"
+    )
     return out.splitlines()
 
 
@@ -68,31 +81,64 @@ def start_mariadb(p: Paths, env: dict[str, str]) -> None:
     proc = None
     if not daemon_pid(p, "mariadbd"):
         if not (d / "data" / "mysql").is_dir():
-            must(["mariadb-install-db", "--no-defaults", "--user=mysql", f"--datadir={d / 'data'}",
-                  "--auth-root-authentication-method=socket", "--skip-test-db"], env, "mariadb-install-db", 180)
-        proc = spawn(["mariadbd", "--no-defaults", "--user=mysql", f"--datadir={d / 'data'}",
-                      f"--socket={p.mysql_sock}", f"--port={DB_PORT}", "--bind-address=127.0.0.1",
-                      f"--pid-file={p.pidfile('mariadbd')}", f"--log-error={d / 'mariadbd.err'}",
-                      # 1024M: slurmdbd warns about the 128M default; RSS stays ~125 MB.
-                      "--innodb-buffer-pool-size=1024M", "--innodb-lock-wait-timeout=900"],
-                     d / "mariadbd.out", env)
-    wait_until(lambda: ok(["mariadb", "--no-defaults", "-S", str(p.mysql_sock), "-u", "root", "-e", "select 1"], env),
-               "mariadb select 1", p, "mariadbd", 90, proc)
-    _sql(p, env, "CREATE DATABASE IF NOT EXISTS slurm_acct_db;"
-         f"CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '{DB_PASSWORD}';"
-         "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';")
+            must(
+                [
+                    "mariadb-install-db",
+                    "--no-defaults",
+                    "--user=mysql",
+                    f"--datadir={d / 'data'}",
+                    "--auth-root-authentication-method=socket",
+                    "--skip-test-db",
+                ],
+                env,
+                "mariadb-install-db",
+                180,
+            )
+        proc = spawn(
+            [
+                "mariadbd",
+                "--no-defaults",
+                "--user=mysql",
+                f"--datadir={d / 'data'}",
+                f"--socket={p.mysql_sock}",
+                f"--port={DB_PORT}",
+                "--bind-address=127.0.0.1",
+                f"--pid-file={p.pidfile('mariadbd')}",
+                f"--log-error={d / 'mariadbd.err'}",
+                # 1024M: slurmdbd warns about the 128M default; RSS stays ~125 MB.
+                "--innodb-buffer-pool-size=1024M",
+                "--innodb-lock-wait-timeout=900",
+            ],
+            d / "mariadbd.out",
+            env,
+        )
+    wait_until(
+        lambda: ok(["mariadb", "--no-defaults", "-S", str(p.mysql_sock), "-u", "root", "-e", "select 1"], env),
+        "mariadb select 1",
+        p,
+        "mariadbd",
+        90,
+        proc,
+    )
+    _sql(
+        p,
+        env,
+        "CREATE DATABASE IF NOT EXISTS slurm_acct_db;"
+        f"CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '{DB_PASSWORD}';"
+        "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';",
+    )
 
 
 def start_slurmdbd(p: Paths, env: dict[str, str]) -> None:
     proc = None
     if not daemon_pid(p, "slurmdbd"):
         proc = spawn(["slurmdbd", "-D"], p.logs("slurmdbd")[1], env)
-    wait_until(lambda: ok(["sacctmgr", "-n", "list", "cluster"], env), "sacctmgr list cluster", p, "slurmdbd", 60,
-               proc)
+    wait_until(lambda: ok(["sacctmgr", "-n", "list", "cluster"], env), "sacctmgr list cluster", p, "slurmdbd", 60, proc)
 
 
 def ensure_accounts(env: dict[str, str]) -> None:
     """Cluster, accounts test + research, and root in both (default test). The cluster must exist first."""
+
     def lines(*args: str) -> set[str]:
         return set(must(["sacctmgr", "-n", "-P", *args], env, "sacctmgr list").split())
 
@@ -101,13 +147,19 @@ def ensure_accounts(env: dict[str, str]) -> None:
     have = lines("list", "account", "format=account")
     for acct in ACCOUNTS:
         if acct not in have:
-            must(["sacctmgr", "-i", "add", "account", acct, f"Description={acct}", f"Organization={acct}"],
-                 env, f"adding account {acct}")
+            must(
+                ["sacctmgr", "-i", "add", "account", acct, f"Description={acct}", f"Organization={acct}"],
+                env,
+                f"adding account {acct}",
+            )
     have = lines("list", "assoc", "user=root", f"cluster={CLUSTER}", "format=account")
     for acct in ACCOUNTS:
         if acct not in have:
-            must(["sacctmgr", "-i", "add", "user", "root", f"Account={acct}", f"DefaultAccount={ACCOUNTS[0]}"],
-                 env, f"adding root to account {acct}")
+            must(
+                ["sacctmgr", "-i", "add", "user", "root", f"Account={acct}", f"DefaultAccount={ACCOUNTS[0]}"],
+                env,
+                f"adding root to account {acct}",
+            )
 
 
 def start_slurmctld(p: Paths, env: dict[str, str]) -> None:
@@ -153,12 +205,16 @@ def start(p: Paths) -> bool:
     prepare_dirs(p)
     changed = render_configs(p)
     if changed and any(was_up[d] for d in ("slurmdbd", "slurmctld", "slurmd")):
-        print(f"warning: {', '.join(changed)} changed while daemons run; `stop` then `start` to apply",
-              file=sys.stderr)
+        print(f"warning: {', '.join(changed)} changed while daemons run; `stop` then `start` to apply", file=sys.stderr)
     env = client_env(p)
-    steps = [("munged", start_munge), ("mariadbd", start_mariadb), ("slurmdbd", start_slurmdbd),
-             ("accounts", lambda p, env: ensure_accounts(env)), ("slurmctld", start_slurmctld),
-             ("slurmd", start_slurmd)]
+    steps = [
+        ("munged", start_munge),
+        ("mariadbd", start_mariadb),
+        ("slurmdbd", start_slurmdbd),
+        ("accounts", lambda p, env: ensure_accounts(env)),
+        ("slurmctld", start_slurmctld),
+        ("slurmd", start_slurmd),
+    ]
     for name, step in steps:
         t0 = time.monotonic()
         step(p, env)

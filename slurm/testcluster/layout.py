@@ -1,4 +1,5 @@
 """Where the test cluster keeps its files, and its configs rendered from the *.in templates."""
+
 from __future__ import annotations
 
 import os
@@ -71,8 +72,9 @@ def render_configs(p: Paths) -> list[str]:
         try:
             text = string.Template(template.read_text()).substitute(values)
         except (KeyError, ValueError) as err:
-            raise ClusterError(f"{template}: bad placeholder {err}; expected only ${{base}}, ${{host}}, "
-                               "${db_password}") from err
+            raise ClusterError(
+                f"{template}: bad placeholder {err}; expected only ${{base}}, ${{host}}, ${{db_password}}"
+            ) from err
         target = p.etc / name
         if not target.exists() or target.read_text() != text:
             changed.append(name)

@@ -1,10 +1,11 @@
 """Starting, probing and stopping daemon processes for the test cluster."""
+
 from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from layout import ClusterError, Paths
 
@@ -39,20 +40,27 @@ def spawn(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[b
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                close_fds=True, start_new_session=True)
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            close_fds=True,
+            start_new_session=True,
+        )
 
 
 def run_quiet(argv: list[str], env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
 
 
 def must(argv: list[str], env: dict[str, str], what: str, timeout: float = 60) -> str:
     res = run_quiet(argv, env, timeout)
     if res.returncode != 0:
-        raise ClusterError(f"{what} failed: `{' '.join(argv)}` exited {res.returncode}:\n"
-                           f"{res.stdout}{res.stderr}".rstrip())
+        raise ClusterError(
+            f"{what} failed: `{' '.join(argv)}` exited {res.returncode}:\n{res.stdout}{res.stderr}".rstrip()
+        )
     return res.stdout
 
 
@@ -64,8 +72,15 @@ def tail(path: Path, lines: int = 25) -> str:
     return f"--- last {len(text)} lines of {path}:\n" + "\n".join(text)
 
 
-def wait_until(check: Callable[[], bool], what: str, p: Paths, daemon: str, timeout: float,
-               proc: subprocess.Popen[bytes] | None = None, forks: bool = False) -> None:
+def wait_until(
+    check: Callable[[], bool],
+    what: str,
+    p: Paths,
+    daemon: str,
+    timeout: float,
+    proc: subprocess.Popen[bytes] | None = None,
+    forks: bool = False,
+) -> None:
     """Poll `check()` every 0.1 s; on timeout, or once the spawned `proc` died, raise with the log tails.
 
     forks=True: the daemon backgrounds itself, so `proc` exiting with status 0 is expected.

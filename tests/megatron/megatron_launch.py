@@ -13,12 +13,15 @@ TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 
 
 def torchrun(nproc: int, module: str, *args: str, timeout: float = 300) -> str:
-    """Run ``python -m module args`` as ``nproc`` local torchrun processes; return stdout (raise with its tail on failure)."""
+    """Run ``python -m module args`` as ``nproc`` local torchrun processes; return stdout (raise with its
+    tail on failure)."""
     cmd = [TORCHRUN, "--standalone", f"--nproc-per-node={nproc}", "-m", module, *args]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+        )
     return proc.stdout
 
 

@@ -88,7 +88,7 @@ def test_hf_conversion_at_tp2pp2(tmp_path: Path) -> None:
     stdout = torchrun(4, "r1hpc.megatron.hf_check", "--work", str(tmp_path), *LAYOUTS["tp2pp2"])
     lines = [ln for ln in stdout.splitlines() if ln.startswith("HFCHECK ")]
     assert len(lines) == 1, stdout
-    rec = json.loads(lines[0][len("HFCHECK "):])
+    rec = json.loads(lines[0][len("HFCHECK ") :])
     assert rec["layout"] == {"tp": 2, "pp": 2, "ep": 1}, rec
     assert rec["import_vs_hf"] < 1e-5, rec  # fp32 log-probs, as in test_hf_convert.py
     assert rec["exported_hf_vs_hf"] < 1e-5, rec

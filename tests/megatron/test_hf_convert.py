@@ -25,21 +25,39 @@ TOL = 1e-5  # fp32 log-probs; measured <= 1.5e-6
 
 
 def _check(tmp_path: Path, nproc: int, *args: str) -> dict:
-    cmd = [TORCHRUN, "--standalone", f"--nproc-per-node={nproc}", "-m", "r1hpc.megatron.hf_check",
-           "--work", str(tmp_path), *args]
+    cmd = [
+        TORCHRUN,
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "r1hpc.megatron.hf_check",
+        "--work",
+        str(tmp_path),
+        *args,
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+        )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("HFCHECK ")]
     assert len(lines) == 1, proc.stdout
-    return json.loads(lines[0][len("HFCHECK "):])
+    return json.loads(lines[0][len("HFCHECK ") :])
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("layout", [("1", []), ("2", ["--tp", "2"]), ("2", ["--ep", "2", "--max-file-bytes", "20000"]),
-                                    ("2", ["--pp", "2"]), ("2", ["--tp", "2", "--temperature", "0.7"])],
-                         ids=["tp1", "tp2", "ep2-multifile", "pp2", "tp2-temp0.7"])
+@pytest.mark.parametrize(
+    "layout",
+    [
+        ("1", []),
+        ("2", ["--tp", "2"]),
+        ("2", ["--ep", "2", "--max-file-bytes", "20000"]),
+        ("2", ["--pp", "2"]),
+        ("2", ["--tp", "2", "--temperature", "0.7"]),
+    ],
+    ids=["tp1", "tp2", "ep2-multifile", "pp2", "tp2-temp0.7"],
+)
 def test_conversion_matches_transformers(tmp_path: Path, layout: tuple[str, list[str]]) -> None:
     nproc, args = layout
     rec = _check(tmp_path, int(nproc), *args)

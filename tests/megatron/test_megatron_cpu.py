@@ -32,7 +32,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     res["pp2"] = grpo_step(2, *common, "--pp", "2", "--load", base)
     res["ep2"] = grpo_step(2, *common, "--ep", "2", "--load", base)
     # Resume the TP2-trained weights at PP2 (reference = the base model, as in the TP2 run).
-    res["tp2_to_pp2"] = grpo_step(2, "--steps", "0", *BATCH, "--pp", "2", "--load", str(d / "tp2_final"), "--ref-load", base)
+    res["tp2_to_pp2"] = grpo_step(
+        2, "--steps", "0", *BATCH, "--pp", "2", "--load", str(d / "tp2_final"), "--ref-load", base
+    )
     return res
 
 

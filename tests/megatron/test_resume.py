@@ -22,6 +22,8 @@ def test_resume_continues_adam_exactly(tmp_path: Path) -> None:
     grpo_step(2, "--ep", "2", "--steps", "1", "--load", base, "--save", half)
     resumed = grpo_step(2, "--ep", "2", "--steps", "1", "--resume", half, "--ref-load", base)
     weights_only = grpo_step(2, "--ep", "2", "--steps", "1", "--load", half, "--ref-load", base)
-    assert resumed["eval"]["final"]["logp_mean"] == pytest.approx(whole["eval"]["final"]["logp_mean"], rel=1e-9, abs=1e-12)
+    assert resumed["eval"]["final"]["logp_mean"] == pytest.approx(
+        whole["eval"]["final"]["logp_mean"], rel=1e-9, abs=1e-12
+    )
     # Restarting Adam's moments gives a different trajectory: the test can tell the two apart.
     assert abs(weights_only["eval"]["final"]["logp_mean"] - whole["eval"]["final"]["logp_mean"]) > 1e-5

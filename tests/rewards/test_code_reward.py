@@ -5,8 +5,14 @@ import pytest
 from r1hpc.rewards.code import code_reward, extract_program
 from r1hpc.rewards.sandbox import SandboxConfig
 
-SUM = {"tests": [{"input": "1 2\n", "output": "3\n"}, {"input": "5 5", "output": "10"},
-                 {"input": "-1 1\n", "output": "0"}], "time_limit_s": 2.0}
+SUM = {
+    "tests": [
+        {"input": "1 2\n", "output": "3\n"},
+        {"input": "5 5", "output": "10"},
+        {"input": "-1 1\n", "output": "0"},
+    ],
+    "time_limit_s": 2.0,
+}
 
 
 def fenced(code: str, lang: str = "python") -> str:

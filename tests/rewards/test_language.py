@@ -2,7 +2,8 @@
 
 import pytest
 
-from r1hpc.rewards.language import language_consistency_reward as lang, words_by_script
+from r1hpc.rewards.language import language_consistency_reward as lang
+from r1hpc.rewards.language import words_by_script
 
 
 def cot(text: str) -> str:
@@ -24,8 +25,13 @@ def test_mixed_english_chinese():
 def test_math_is_not_counted():
     # Numbers, operators, LaTeX commands, math spans and one-letter variables are ignored.
     text = r"So \frac{a}{b} = 2x + 3, and $\sum_{i=1}^n i^2 = \alpha$ hence x = 7 所以"
-    assert words_by_script(text) == [("So", "Latin"), ("and", "Latin"), ("hence", "Latin"),
-                                     ("所", "Han"), ("以", "Han")]
+    assert words_by_script(text) == [
+        ("So", "Latin"),
+        ("and", "Latin"),
+        ("hence", "Latin"),
+        ("所", "Han"),
+        ("以", "Han"),
+    ]
     assert lang(cot(text), {"language": "zh"}) == pytest.approx(2 / 5)
 
 

@@ -60,9 +60,23 @@ def test_labelled_set_is_big_and_balanced():
     rows = load_pairs()
     cats = collections.Counter(r["category"] for r in rows)
     assert len(rows) >= 300
-    assert {"integer", "decimal", "fraction", "percent", "scientific", "radical", "pi", "expression",
-            "equation", "interval", "set_tuple", "units", "multiple_choice", "formatting",
-            "adversarial"} <= cats.keys()
+    assert {
+        "integer",
+        "decimal",
+        "fraction",
+        "percent",
+        "scientific",
+        "radical",
+        "pi",
+        "expression",
+        "equation",
+        "interval",
+        "set_tuple",
+        "units",
+        "multiple_choice",
+        "formatting",
+        "adversarial",
+    } <= cats.keys()
     labels = collections.Counter(r["label"] for r in rows)
     assert labels[True] >= 100 and labels[False] >= 100
     assert max(len(r["completion"]) for r in rows) >= 1_000_000
@@ -113,8 +127,17 @@ def test_extract_answer_span_priority(completion, span):
 
 
 def test_extract_answer_is_canonical_for_voting(pool):
-    completions = ["\\boxed{0.5}", "\\boxed{\\frac12}", "The answer is 1/2.", "\\boxed{\\dfrac{2}{4}}",
-                   "\\boxed{50\\%}", "\\boxed{x = 3}", "\\boxed{3}", "\\boxed{(B)}", "no answer here"]
+    completions = [
+        "\\boxed{0.5}",
+        "\\boxed{\\frac12}",
+        "The answer is 1/2.",
+        "\\boxed{\\dfrac{2}{4}}",
+        "\\boxed{50\\%}",
+        "\\boxed{x = 3}",
+        "\\boxed{3}",
+        "\\boxed{(B)}",
+        "no answer here",
+    ]
     out = [o.value for o in pool.run([(extract_answer, (c,)) for c in completions])]
     assert out[0] == out[1] == out[2] == out[3] == "1/2"
     assert out[4] == "50"
@@ -124,11 +147,13 @@ def test_extract_answer_is_canonical_for_voting(pool):
 
 
 def test_bad_examples_are_reported_not_swallowed(pool):
-    bad = pool.run([
-        (accuracy_math, ("\\boxed{1}", {})),
-        (accuracy_math, ("\\boxed{A}", {"answer": "Z", "choices": ["1", "2"]})),
-        (accuracy_math, ("\\boxed{A}", {"answer": "A", "choices": "AB"})),
-    ])
+    bad = pool.run(
+        [
+            (accuracy_math, ("\\boxed{1}", {})),
+            (accuracy_math, ("\\boxed{A}", {"answer": "Z", "choices": ["1", "2"]})),
+            (accuracy_math, ("\\boxed{A}", {"answer": "A", "choices": "AB"})),
+        ]
+    )
     assert [o.status for o in bad] == ["error"] * 3
     assert 'no "answer" key' in bad[0].message
     assert "neither a letter" in bad[1].message

@@ -38,7 +38,14 @@ from pathlib import Path
 import pytest
 
 from r1hpc.rewards import sandbox as sandbox_module
-from r1hpc.rewards.sandbox import _MARKER, _remove_orphaned_dirs, SandboxConfig, SandboxLimits, SandboxResult, run_python
+from r1hpc.rewards.sandbox import (
+    _MARKER,
+    SandboxConfig,
+    SandboxLimits,
+    SandboxResult,
+    _remove_orphaned_dirs,
+    run_python,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 LIMITS = SandboxLimits(wall_s=1.5, memory_mb=256, max_procs=32, max_stdout_bytes=1 << 16)
@@ -125,8 +132,7 @@ def _summary(request):
     yield
     per_mode = ", ".join(f"{m} {a}/{c}" for m, (a, c) in _TALLY.items())
     total = [sum(v[i] for v in _TALLY.values()) for i in (0, 1)]
-    line = (f"sandbox attacks: {total[0]} attempted, {total[1]} contained "
-            f"(attempted/contained per mode: {per_mode})")
+    line = f"sandbox attacks: {total[0]} attempted, {total[1]} contained (attempted/contained per mode: {per_mode})"
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     if capture is not None:
         with capture.global_and_fixture_disabled():  # shown without -s
@@ -168,35 +174,51 @@ def _leftovers(uid: int | None) -> list[str]:
             status = Path(f"/proc/{entry.name}/status").read_text()
         except OSError:
             continue
-        state = next((l for l in status.splitlines() if l.startswith("State:")), "")
+        state = next((line for line in status.splitlines() if line.startswith("State:")), "")
         if "Z" in state.split()[1:2]:
             continue  # a zombie holds no resources
-        puid = int(next(l for l in status.splitlines() if l.startswith("Uid:")).split()[1])
-        if (_MARKER.encode() in cmdline or (uid is not None and puid == uid)
-                or (ROOT and puid == NOBODY and int(entry.name) not in _NOBODY_BEFORE)):
+        puid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
+        if (
+            _MARKER.encode() in cmdline
+            or (uid is not None and puid == uid)
+            or (ROOT and puid == NOBODY and int(entry.name) not in _NOBODY_BEFORE)
+        ):
             found.append(f"{entry.name}: {cmdline[:80]!r}")
     return found
 
 
-def _in_caller_process(mode: str, program: str, stdin: str, limits: SandboxLimits,
-                       env: dict | None = None) -> tuple[SandboxResult, float]:
+def _in_caller_process(
+    mode: str, program: str, stdin: str, limits: SandboxLimits, env: dict | None = None
+) -> tuple[SandboxResult, float]:
     """Run ``run_python`` in a separate caller process (uid 65534 for the unprivileged modes when
     we are root), with ``env`` as that caller's whole starting environment."""
     config, root_caller = MODES[mode]
     as_nobody = ROOT and not root_caller
-    job = {"program": program, "stdin": stdin, "limits": dataclasses.asdict(limits),
-           "config": dataclasses.asdict(config)}
+    job = {
+        "program": program,
+        "stdin": stdin,
+        "limits": dataclasses.asdict(limits),
+        "config": dataclasses.asdict(config),
+    }
     kw = dict(user=NOBODY, group=NOBODY, extra_groups=[]) if as_nobody else {}
-    out = subprocess.run([_RUNNER_PYTHON, "-I", "-c", _RUNNER, _RUNNER_MODULE],
-                         input=json.dumps(job), capture_output=True, text=True, cwd="/",
-                         env=env or {"PATH": "/usr/bin:/bin"}, timeout=limits.wall_s + 30, **kw)
+    out = subprocess.run(
+        [_RUNNER_PYTHON, "-I", "-c", _RUNNER, _RUNNER_MODULE],
+        input=json.dumps(job),
+        capture_output=True,
+        text=True,
+        cwd="/",
+        env=env or {"PATH": "/usr/bin:/bin"},
+        timeout=limits.wall_s + 30,
+        **kw,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     d = json.loads(out.stdout)
     return SandboxResult(**d["result"]), d["elapsed"]
 
 
-def _attack(mode: str, program: str, stdin: str = "", limits: SandboxLimits = LIMITS,
-            env: dict | None = None) -> SandboxResult:
+def _attack(
+    mode: str, program: str, stdin: str = "", limits: SandboxLimits = LIMITS, env: dict | None = None
+) -> SandboxResult:
     """Run one attack; asserts the time bound and that nothing of it survives."""
     config, root_caller = MODES[mode]
     if env is not None or (ROOT and not root_caller):
@@ -246,11 +268,13 @@ def test_modes_are_what_they_claim(mode):
 def test_unprivileged_namespaces_drop_their_capabilities(mode):
     """The user namespace gives the bootstrap every capability inside it (needed for the mounts);
     the program must hold none (here with Landlock off, so /proc/self/status can be read)."""
-    prog = ("import os\n"
-            "print([l for l in open('/proc/self/status') if l.startswith(('CapEff', 'CapPrm', 'CapAmb'))])\n"
-            "for f in (lambda: os.chroot('/tmp'), lambda: os.chown('.', 0, 0)):\n"
-            "    try:\n        f(); print('did it')\n"
-            "    except Exception as e:\n        print(type(e).__name__)\n")
+    prog = (
+        "import os\n"
+        "print([l for l in open('/proc/self/status') if l.startswith(('CapEff', 'CapPrm', 'CapAmb'))])\n"
+        "for f in (lambda: os.chroot('/tmp'), lambda: os.chown('.', 0, 0)):\n"
+        "    try:\n        f(); print('did it')\n"
+        "    except Exception as e:\n        print(type(e).__name__)\n"
+    )
     MODES["user_caps"] = (SandboxConfig(landlock=False), False)
     try:
         res = _attack("user_caps", prog)
@@ -290,10 +314,12 @@ def test_infinite_loop(mode):
 
 @safe_modes
 def test_busy_threads_and_ignored_cpu_signal(mode):
-    prog = ("import signal, threading\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\n"
-            "def spin():\n    while True:\n        pass\n"
-            "for _ in range(16):\n    threading.Thread(target=spin, daemon=True).start()\n"
-            "spin()\n")
+    prog = (
+        "import signal, threading\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\n"
+        "def spin():\n    while True:\n        pass\n"
+        "for _ in range(16):\n    threading.Thread(target=spin, daemon=True).start()\n"
+        "spin()\n"
+    )
     res = _attack(mode, prog, limits=SandboxLimits(wall_s=1.5, cpu_s=1, memory_mb=512))
     # Either the wall limit kills the spinners, or the thread limit (RLIMIT_NPROC counts threads)
     # stops the program first ("can't start new thread"): contained both ways, as checked below.
@@ -316,19 +342,26 @@ def victim_dir():
 @all_modes
 def test_write_outside_workdir(mode, victim_dir):
     tag = uuid.uuid4().hex
-    targets = [f"/tmp/pwned_{tag}", f"/var/tmp/pwned_{tag}", f"/dev/shm/pwned_{tag}",
-               str(victim_dir / f"pwned_{tag}"),
-               str(REPO / f"pwned_{tag}"), str(REPO / "tests" / f"pwned_{tag}")]
-    prog = (f"import os\nT = {targets!r}\n"
-            "for t in T:\n"
-            "    try:\n        open(t, 'w').write('x'); print('wrote', t)\n"
-            "    except Exception as e:\n        print('open', type(e).__name__)\n"
-            "    try:\n        fd = os.open(t + '_os', os.O_CREAT | os.O_WRONLY); print('os.open', t)\n"
-            "    except Exception as e:\n        print('os.open', type(e).__name__)\n"
-            "try:\n    import subprocess\n    subprocess.run(['/bin/sh', '-c', 'touch ' + ' '.join(x + '_sh' for x in T)])\n"
-            "except Exception as e:\n    print('sh', type(e).__name__)\n"
-            "os.mkdir('d'); os.rename('d', 'e'); os.rmdir('e')\n"  # ordinary file work still works
-            "open('inside.txt', 'w').write('allowed'); print(open('inside.txt').read())\n")
+    targets = [
+        f"/tmp/pwned_{tag}",
+        f"/var/tmp/pwned_{tag}",
+        f"/dev/shm/pwned_{tag}",
+        str(victim_dir / f"pwned_{tag}"),
+        str(REPO / f"pwned_{tag}"),
+        str(REPO / "tests" / f"pwned_{tag}"),
+    ]
+    prog = (
+        f"import os\nT = {targets!r}\n"
+        "for t in T:\n"
+        "    try:\n        open(t, 'w').write('x'); print('wrote', t)\n"
+        "    except Exception as e:\n        print('open', type(e).__name__)\n"
+        "    try:\n        fd = os.open(t + '_os', os.O_CREAT | os.O_WRONLY); print('os.open', t)\n"
+        "    except Exception as e:\n        print('os.open', type(e).__name__)\n"
+        "try:\n    import subprocess\n    subprocess.run(['/bin/sh', '-c', 'touch ' + ' '.join(x + '_sh' for x in T)])\n"
+        "except Exception as e:\n    print('sh', type(e).__name__)\n"
+        "os.mkdir('d'); os.rename('d', 'e'); os.rmdir('e')\n"  # ordinary file work still works
+        "open('inside.txt', 'w').write('allowed'); print(open('inside.txt').read())\n"
+    )
     try:
         res = _attack(mode, prog)
         assert "allowed" in res.stdout, res  # writing in the working directory still works
@@ -348,39 +381,40 @@ def test_dir_fd_escapes(mode, victim_dir):
     a directory fd, and symlinks read through a directory fd must not lead out of the sandbox."""
     tag = uuid.uuid4().hex
     W = "os.O_WRONLY | os.O_CREAT"
-    prog = (f"import os\nTAG = {tag!r}\nV = {str(victim_dir)!r}\nHOME = os.getcwd()\n"
-            "def t(name, f, escape=True):\n"
-            "    try:\n        f(); print('ESCAPED' if escape else 'done', name)\n"
-            "    except Exception as e:\n        print(name, type(e).__name__, e)\n"
-            f"t('dir_fd /tmp', lambda: os.open('a_' + TAG, {W}, dir_fd=os.open('/tmp', os.O_RDONLY)))\n"
-            f"t('dir_fd victim', lambda: os.open('b_' + TAG, {W}, dir_fd=os.open(V, os.O_RDONLY)))\n"
-            f"t('O_PATH victim', lambda: os.open('c_' + TAG, {W}, dir_fd=os.open(V, os.O_PATH)))\n"
-            "t('O_DIRECTORY mkdir', lambda: os.mkdir('d_' + TAG, dir_fd=os.open(V, os.O_RDONLY | os.O_DIRECTORY)))\n"
-            "open('f', 'w').write('x')\n"
-            "t('rename dst_dir_fd', lambda: os.rename('f', 'e_' + TAG, dst_dir_fd=os.open(V, os.O_RDONLY)))\n"
-            "t('fchdir', lambda: (os.chdir(os.open(V, os.O_RDONLY)), open('g_' + TAG, 'w')))\n"
-            "t('chdir', lambda: (os.chdir(V), open('h_' + TAG, 'w')))\n"
-            # ".." from a directory fd whose depth differs from the cwd's
-            "os.chdir(HOME)\n"
-            "os.makedirs('a/b/c/d/e/f/g/h'); wfd = os.open('.', os.O_RDONLY); os.chdir('a/b/c/d/e/f/g/h')\n"
-            "up = '../' * (os.getcwd().count('/') - 8)  # from the work dir (wfd) up to /\n"
-            f"t('.. from dir_fd', lambda: os.open(up + V.lstrip('/') + '/i_' + TAG, {W}, dir_fd=wfd))\n"
-            f"t('.. from dir_fd to /tmp', lambda: os.open(up + 'tmp/j_' + TAG, {W}, dir_fd=wfd))\n"
-            "os.chdir(wfd)\n"
-            # a symlink under a directory fd, where the cwd has no such name
-            "os.mkdir('s'); sfd = os.open('s', os.O_RDONLY)\n"
-            # making the link is harmless in itself (Landlock judges the target); using it is not
-            "t('symlink', lambda: os.symlink(V, 'l', dir_fd=sfd), False)\n"
-            "t('symlink cwd', lambda: os.symlink(V, 's/l'), False)\n"
-            f"t('through symlink', lambda: os.open('l/k_' + TAG, {W}, dir_fd=sfd))\n"
-            "t('listdir fd', lambda: os.listdir(os.open('/', os.O_RDONLY)))\n"
-            "t('read /proc via dir_fd', lambda: os.read(os.open(str(os.getppid()) + '/environ', os.O_RDONLY, dir_fd=os.open('/proc', os.O_RDONLY)), 99))\n"
-            "t('read / via dir_fd', lambda: os.read(os.open('etc/passwd', os.O_RDONLY, dir_fd=os.open('/', os.O_PATH)), 99))\n")
+    prog = (
+        f"import os\nTAG = {tag!r}\nV = {str(victim_dir)!r}\nHOME = os.getcwd()\n"
+        "def t(name, f, escape=True):\n"
+        "    try:\n        f(); print('ESCAPED' if escape else 'done', name)\n"
+        "    except Exception as e:\n        print(name, type(e).__name__, e)\n"
+        f"t('dir_fd /tmp', lambda: os.open('a_' + TAG, {W}, dir_fd=os.open('/tmp', os.O_RDONLY)))\n"
+        f"t('dir_fd victim', lambda: os.open('b_' + TAG, {W}, dir_fd=os.open(V, os.O_RDONLY)))\n"
+        f"t('O_PATH victim', lambda: os.open('c_' + TAG, {W}, dir_fd=os.open(V, os.O_PATH)))\n"
+        "t('O_DIRECTORY mkdir', lambda: os.mkdir('d_' + TAG, dir_fd=os.open(V, os.O_RDONLY | os.O_DIRECTORY)))\n"
+        "open('f', 'w').write('x')\n"
+        "t('rename dst_dir_fd', lambda: os.rename('f', 'e_' + TAG, dst_dir_fd=os.open(V, os.O_RDONLY)))\n"
+        "t('fchdir', lambda: (os.chdir(os.open(V, os.O_RDONLY)), open('g_' + TAG, 'w')))\n"
+        "t('chdir', lambda: (os.chdir(V), open('h_' + TAG, 'w')))\n"
+        # ".." from a directory fd whose depth differs from the cwd's
+        "os.chdir(HOME)\n"
+        "os.makedirs('a/b/c/d/e/f/g/h'); wfd = os.open('.', os.O_RDONLY); os.chdir('a/b/c/d/e/f/g/h')\n"
+        "up = '../' * (os.getcwd().count('/') - 8)  # from the work dir (wfd) up to /\n"
+        f"t('.. from dir_fd', lambda: os.open(up + V.lstrip('/') + '/i_' + TAG, {W}, dir_fd=wfd))\n"
+        f"t('.. from dir_fd to /tmp', lambda: os.open(up + 'tmp/j_' + TAG, {W}, dir_fd=wfd))\n"
+        "os.chdir(wfd)\n"
+        # a symlink under a directory fd, where the cwd has no such name
+        "os.mkdir('s'); sfd = os.open('s', os.O_RDONLY)\n"
+        # making the link is harmless in itself (Landlock judges the target); using it is not
+        "t('symlink', lambda: os.symlink(V, 'l', dir_fd=sfd), False)\n"
+        "t('symlink cwd', lambda: os.symlink(V, 's/l'), False)\n"
+        f"t('through symlink', lambda: os.open('l/k_' + TAG, {W}, dir_fd=sfd))\n"
+        "t('listdir fd', lambda: os.listdir(os.open('/', os.O_RDONLY)))\n"
+        "t('read /proc via dir_fd', lambda: os.read(os.open(str(os.getppid()) + '/environ', os.O_RDONLY, dir_fd=os.open('/proc', os.O_RDONLY)), 99))\n"
+        "t('read / via dir_fd', lambda: os.read(os.open('etc/passwd', os.O_RDONLY, dir_fd=os.open('/', os.O_PATH)), 99))\n"
+    )
     try:
         res = _attack(mode, prog)
     finally:
-        made = sorted(p.name for p in victim_dir.iterdir()) + sorted(
-            str(p) for p in Path("/tmp").glob(f"*_{tag}"))
+        made = sorted(p.name for p in victim_dir.iterdir()) + sorted(str(p) for p in Path("/tmp").glob(f"*_{tag}"))
         for p in Path("/tmp").glob(f"*_{tag}"):  # an escape's litter (victim_dir cleans itself)
             p.rmdir() if p.is_dir() else p.unlink()
     assert not made, f"created outside the sandbox: {made}\n{res.stdout}{res.stderr_tail}"
@@ -394,9 +428,11 @@ def test_cannot_read_outside_files(mode):
     repository (tests, data) nor /etc. (hook_only does not restrict reading ordinary files.)"""
     if _ABI == 0:
         pytest.skip("no Landlock in this kernel")
-    prog = (f"import os\nfor p in ({str(REPO / 'README.md')!r}, '/etc/passwd', '/proc/self/environ', '/root'):\n"
-            "    try:\n        print('GOT', p, len(open(p).read()) if not os.path.isdir(p) else os.listdir(p))\n"
-            "    except Exception as e:\n        print(p, type(e).__name__)\n")
+    prog = (
+        f"import os\nfor p in ({str(REPO / 'README.md')!r}, '/etc/passwd', '/proc/self/environ', '/root'):\n"
+        "    try:\n        print('GOT', p, len(open(p).read()) if not os.path.isdir(p) else os.listdir(p))\n"
+        "    except Exception as e:\n        print(p, type(e).__name__)\n"
+    )
     res = _attack(mode, prog)
     assert res.status == "ok" and "GOT" not in res.stdout.split(), res
     _contained()
@@ -407,22 +443,24 @@ def test_parent_environment_is_not_visible(mode):
     """The secret is in the starting environment of the process that calls the sandbox (so it is
     in /proc/<caller>/environ), not just in os.environ."""
     secret = "s3cr3t-" + uuid.uuid4().hex
-    prog = ("import os\nprint(dict(os.environ))\n"
-            "C = '@CALLER_PID@'\n"
-            "def t(name, f):\n"
-            "    try:\n        print(name, f())\n"
-            "    except Exception as e:\n        print(name, type(e).__name__)\n"
-            "try:\n    gpp = open(f'/proc/{os.getppid()}/stat').read().split(')')[1].split()[1]\n"
-            "except Exception:\n    gpp = C\n"
-            "for p in [C, str(os.getppid()), gpp, 'self', '1']:\n"
-            "    t(p, lambda: open(f'/proc/{p}/environ', 'rb').read())\n"
-            "    t('dir_fd ' + p, lambda: os.read(os.open(f'{p}/environ', os.O_RDONLY, dir_fd=os.open('/proc', os.O_RDONLY)), 1 << 16))\n"
-            "    t('dir_fd / ' + p, lambda: os.read(os.open(f'proc/{p}/environ', os.O_RDONLY, dir_fd=os.open('/', os.O_PATH)), 1 << 16))\n"
-            "    t('chdir ' + p, lambda: (os.chdir('/proc'), open(f'{p}/environ', 'rb').read()))\n"
-            "try:\n    procs = os.listdir('/proc')\nexcept Exception:\n    procs = []\n"
-            "for p in procs:\n"
-            "    try:\n        print(p, open(f'/proc/{p}/environ', 'rb').read())\n"
-            "    except Exception:\n        pass\n")
+    prog = (
+        "import os\nprint(dict(os.environ))\n"
+        "C = '@CALLER_PID@'\n"
+        "def t(name, f):\n"
+        "    try:\n        print(name, f())\n"
+        "    except Exception as e:\n        print(name, type(e).__name__)\n"
+        "try:\n    gpp = open(f'/proc/{os.getppid()}/stat').read().split(')')[1].split()[1]\n"
+        "except Exception:\n    gpp = C\n"
+        "for p in [C, str(os.getppid()), gpp, 'self', '1']:\n"
+        "    t(p, lambda: open(f'/proc/{p}/environ', 'rb').read())\n"
+        "    t('dir_fd ' + p, lambda: os.read(os.open(f'{p}/environ', os.O_RDONLY, dir_fd=os.open('/proc', os.O_RDONLY)), 1 << 16))\n"
+        "    t('dir_fd / ' + p, lambda: os.read(os.open(f'proc/{p}/environ', os.O_RDONLY, dir_fd=os.open('/', os.O_PATH)), 1 << 16))\n"
+        "    t('chdir ' + p, lambda: (os.chdir('/proc'), open(f'{p}/environ', 'rb').read()))\n"
+        "try:\n    procs = os.listdir('/proc')\nexcept Exception:\n    procs = []\n"
+        "for p in procs:\n"
+        "    try:\n        print(p, open(f'/proc/{p}/environ', 'rb').read())\n"
+        "    except Exception:\n        pass\n"
+    )
     res = _attack(mode, prog, env={"PATH": "/usr/bin:/bin", "R1HPC_TEST_SECRET": secret})
     assert res.status == "ok", res
     assert secret not in res.stdout + res.stderr_tail, res.stdout
@@ -437,15 +475,17 @@ def test_no_connection_to_a_local_listener(mode):
     listener.listen(16)
     listener.setblocking(False)
     port = listener.getsockname()[1]
-    prog = (f"import socket, os\nPORT = {port}\n"
-            "try:\n    s = socket.create_connection(('127.0.0.1', PORT), timeout=0.5); s.sendall(b'hi'); print('connected')\n"
-            "except Exception as e:\n    print('socket', type(e).__name__, e)\n"
-            "try:\n    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b'x', ('127.0.0.1', PORT))\n"
-            "except Exception as e:\n    print('udp', type(e).__name__)\n"
-            "for cmd in (['/usr/bin/python3', '-c', f'import socket; socket.create_connection((\"127.0.0.1\", {PORT}), 0.5)'],\n"
-            "            ['/bin/bash', '-c', f'echo hi > /dev/tcp/127.0.0.1/{PORT}']):\n"
-            "    try:\n        import subprocess\n        print(subprocess.run(cmd, capture_output=True, timeout=1).returncode)\n"
-            "    except Exception as e:\n        print('spawn', type(e).__name__)\n")
+    prog = (
+        f"import socket, os\nPORT = {port}\n"
+        "try:\n    s = socket.create_connection(('127.0.0.1', PORT), timeout=0.5); s.sendall(b'hi'); print('connected')\n"
+        "except Exception as e:\n    print('socket', type(e).__name__, e)\n"
+        "try:\n    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b'x', ('127.0.0.1', PORT))\n"
+        "except Exception as e:\n    print('udp', type(e).__name__)\n"
+        "for cmd in (['/usr/bin/python3', '-c', f'import socket; socket.create_connection((\"127.0.0.1\", {PORT}), 0.5)'],\n"
+        "            ['/bin/bash', '-c', f'echo hi > /dev/tcp/127.0.0.1/{PORT}']):\n"
+        "    try:\n        import subprocess\n        print(subprocess.run(cmd, capture_output=True, timeout=1).returncode)\n"
+        "    except Exception as e:\n        print('spawn', type(e).__name__)\n"
+    )
     try:
         res = _attack(mode, prog)
         time.sleep(0.05)
@@ -475,10 +515,12 @@ def bystander(request):
 def test_cannot_kill_the_caller(mode, bystander):
     # The caller is this test process or, for unprivileged modes under root, the runner (uid 65534,
     # like the bystander: only the sandbox stands between them and the program).
-    prog = ("import os\n"
-            f"for target in (@CALLER_PID@, {bystander.pid}, {-os.getpgid(0)}, -1, os.getppid()):\n"
-            "    try:\n        os.kill(target, 9); print('sent', target)\n"
-            "    except Exception as e:\n        print(target, type(e).__name__)\n")
+    prog = (
+        "import os\n"
+        f"for target in (@CALLER_PID@, {bystander.pid}, {-os.getpgid(0)}, -1, os.getppid()):\n"
+        "    try:\n        os.kill(target, 9); print('sent', target)\n"
+        "    except Exception as e:\n        print(target, type(e).__name__)\n"
+    )
     res = _attack(mode, prog)  # a killed caller would fail _attack (no result from the runner)
     assert bystander.poll() is None, "the sandbox killed a process outside it"
     assert res.status in ("ok", "killed"), res
@@ -489,7 +531,7 @@ def test_cannot_kill_the_caller(mode, bystander):
 def test_cannot_signal_outside_in_same_uid_mode(mode):
     p = subprocess.Popen(["sleep", "60"])
     try:
-        prog = (f"import os\ntry:\n    os.kill({p.pid}, 15)\nexcept Exception as e:\n    print(type(e).__name__)\n")
+        prog = f"import os\ntry:\n    os.kill({p.pid}, 15)\nexcept Exception as e:\n    print(type(e).__name__)\n"
         res = _attack("same_uid", prog)
         assert p.poll() is None and "PermissionError" in res.stdout, res
     finally:
@@ -514,12 +556,14 @@ def test_cannot_delete_outside_files(mode):
     victim = victim_dir / "keep.txt"
     victim.write_text("precious")
     victim.chmod(0o666)
-    prog = (f"import os, shutil\nV = {str(victim)!r}\n"
-            "for f in (lambda: os.remove(V), lambda: shutil.rmtree(os.path.dirname(V)),\n"
-            "          lambda: open(V, 'w'), lambda: os.rename(V, 'stolen'), lambda: os.truncate(V, 0),\n"
-            "          lambda: os.remove('keep.txt', dir_fd=os.open(os.path.dirname(V), os.O_RDONLY))):\n"
-            "    try:\n        f(); print('did it')\n"
-            "    except Exception as e:\n        print(type(e).__name__)\n")
+    prog = (
+        f"import os, shutil\nV = {str(victim)!r}\n"
+        "for f in (lambda: os.remove(V), lambda: shutil.rmtree(os.path.dirname(V)),\n"
+        "          lambda: open(V, 'w'), lambda: os.rename(V, 'stolen'), lambda: os.truncate(V, 0),\n"
+        "          lambda: os.remove('keep.txt', dir_fd=os.open(os.path.dirname(V), os.O_RDONLY))):\n"
+        "    try:\n        f(); print('did it')\n"
+        "    except Exception as e:\n        print(type(e).__name__)\n"
+    )
     try:
         _attack(mode, prog)
         assert victim.read_text() == "precious"
@@ -533,16 +577,18 @@ def test_cannot_delete_outside_files(mode):
 @safe_modes
 def test_daemonized_grandchild_does_not_survive(mode):
     tag = uuid.uuid4().hex
-    prog = ("import os, time\n"
-            "try:\n    child = os.fork()\n"
-            "except PermissionError:\n    child = -1; print('fork refused')\n"
-            "if child == 0:\n"
-            "    os.setsid()\n"
-            "    if os.fork() == 0:\n"
-            "        os.close(0); os.close(1); os.close(2)\n"
-            f"        time.sleep(3); open('/tmp/late_{tag}', 'w').write('survived')\n"
-            "    os._exit(0)\n"
-            "print('main done')\n")
+    prog = (
+        "import os, time\n"
+        "try:\n    child = os.fork()\n"
+        "except PermissionError:\n    child = -1; print('fork refused')\n"
+        "if child == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        os.close(0); os.close(1); os.close(2)\n"
+        f"        time.sleep(3); open('/tmp/late_{tag}', 'w').write('survived')\n"
+        "    os._exit(0)\n"
+        "print('main done')\n"
+    )
     res = _attack(mode, prog)  # _attack asserts that nothing is left
     assert res.status == "ok"
     # And the same while the main program itself outlives its wall limit.
@@ -555,12 +601,14 @@ def test_daemonized_grandchild_does_not_survive(mode):
 
 @safe_modes
 def test_no_privilege_escalation(mode):
-    prog = ("import os\n"
-            "for f in (lambda: os.setuid(0), lambda: open('/etc/shadow').read(),\n"
-            "          lambda: os.chown('.', 0, 0), lambda: open('/proc/sysrq-trigger', 'w')):\n"
-            "    try:\n        print('ok', f())\n"
-            "    except Exception as e:\n        print(type(e).__name__)\n"
-            "print('uid', os.getuid(), os.geteuid())\n")
+    prog = (
+        "import os\n"
+        "for f in (lambda: os.setuid(0), lambda: open('/etc/shadow').read(),\n"
+        "          lambda: os.chown('.', 0, 0), lambda: open('/proc/sysrq-trigger', 'w')):\n"
+        "    try:\n        print('ok', f())\n"
+        "    except Exception as e:\n        print(type(e).__name__)\n"
+        "print('uid', os.getuid(), os.geteuid())\n"
+    )
     res = _attack(mode, prog)
     assert "root:" not in res.stdout and "uid 0" not in res.stdout and "ok" not in res.stdout.split()
     _contained()
@@ -568,12 +616,14 @@ def test_no_privilege_escalation(mode):
 
 @all_modes
 def test_cannot_forge_the_status_pipe(mode):
-    prog = ("import os, sys\n"
-            "line = b'{\"final\": {\"exit\": 0, \"cpu_s\": 0, \"maxrss_kb\": 0, \"info\": {}}}\\n'\n"
-            "for fd in range(3, 64):\n"
-            "    try:\n        os.write(fd, line)\n"
-            "    except OSError:\n        pass\n"
-            "sys.exit(7)\n")
+    prog = (
+        "import os, sys\n"
+        'line = b\'{"final": {"exit": 0, "cpu_s": 0, "maxrss_kb": 0, "info": {}}}\\n\'\n'
+        "for fd in range(3, 64):\n"
+        "    try:\n        os.write(fd, line)\n"
+        "    except OSError:\n        pass\n"
+        "sys.exit(7)\n"
+    )
     res = _attack(mode, prog)
     assert res.status == "runtime_error" and res.returncode == 7, res
     _contained()
@@ -592,12 +642,14 @@ def test_ctypes_and_deep_recursion(mode):
 
 @safe_modes
 def test_file_size_and_fd_limits(mode):
-    prog = ("import os\n"
-            "try:\n    open('big', 'wb').write(b'x' * (64 << 20))\n"
-            "except OSError as e:\n    print('fsize', e.errno)\n"
-            "fds = []\n"
-            "try:\n    [fds.append(os.open('/dev/null', os.O_RDONLY)) for _ in range(10000)]\n"
-            "except OSError as e:\n    print('nofile', e.errno, len(fds))\n")
+    prog = (
+        "import os\n"
+        "try:\n    open('big', 'wb').write(b'x' * (64 << 20))\n"
+        "except OSError as e:\n    print('fsize', e.errno)\n"
+        "fds = []\n"
+        "try:\n    [fds.append(os.open('/dev/null', os.O_RDONLY)) for _ in range(10000)]\n"
+        "except OSError as e:\n    print('nofile', e.errno, len(fds))\n"
+    )
     res = _attack(mode, prog)
     assert "fsize 27" in res.stdout and "nofile 24" in res.stdout, res  # EFBIG, EMFILE
     _contained()
@@ -607,10 +659,12 @@ def test_file_size_and_fd_limits(mode):
 def test_sandbox_dies_with_a_killed_caller(mode):
     """If the caller is SIGKILLed mid-run (e.g. by a worker pool's deadline), nothing it started
     may live on: the bootstrap gets a parent-death signal and kills everything of its uid."""
-    code = ("import sys, time\nfrom r1hpc.rewards.sandbox import *\n"
-            f"cfg = SandboxConfig(namespaces={mode == 'full'})\n"
-            "print('start', flush=True)\n"
-            "run_python('import os, time\\nos.fork()\\ntime.sleep(60)', limits=SandboxLimits(wall_s=30), config=cfg)\n")
+    code = (
+        "import sys, time\nfrom r1hpc.rewards.sandbox import *\n"
+        f"cfg = SandboxConfig(namespaces={mode == 'full'})\n"
+        "print('start', flush=True)\n"
+        "run_python('import os, time\\nos.fork()\\ntime.sleep(60)', limits=SandboxLimits(wall_s=30), config=cfg)\n"
+    )
     caller = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, cwd=REPO)
     assert caller.stdout.readline().strip() == b"start"
     deadline = time.monotonic() + 10

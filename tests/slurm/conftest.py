@@ -22,23 +22,27 @@ SlurmClient helpers (all raise pytest.fail with the command's output on error):
 
 States are sacct's first word ("CANCELLED by 0" -> "CANCELLED"). Job output should go to tmp_path.
 """
+
 from __future__ import annotations
 
 import os
 import subprocess
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import pytest
 
 HERE = Path(__file__).resolve().parent
-START_HINT = ("run the tests via `make test`, or start the test cluster with "
-              "`python3 slurm/testcluster/cluster.py start` and export the SLURM_CONF it prints")
+START_HINT = (
+    "run the tests via `make test`, or start the test cluster with "
+    "`python3 slurm/testcluster/cluster.py start` and export the SLURM_CONF it prints"
+)
 # sacct field separator that no job name/comment in these tests contains (sacct's default "|" might).
 SEP = "\x1f"
-FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
-                          "PREEMPTED", "BOOT_FAIL", "DEADLINE"})
+FINAL_STATES = frozenset(
+    {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -55,8 +59,9 @@ class SlurmClient:
 
     def cmd(self, argv: list[str], timeout: float = 60, cwd: Path | None = None) -> str:
         """Run a Slurm client command; return its stdout, or fail the test with its output."""
-        res = subprocess.run(argv, env=self.env, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
-                             text=True, timeout=timeout)
+        res = subprocess.run(
+            argv, env=self.env, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
+        )
         if res.returncode != 0:
             pytest.fail(f"`{' '.join(argv)}` exited {res.returncode}:\n{res.stdout}{res.stderr}")
         return res.stdout
@@ -68,8 +73,9 @@ class SlurmClient:
         out = self.cmd(["sbatch", "--parsable", *args, str(path)], cwd=cwd).strip()
         return out.split(";")[0]  # --parsable prints "id" or "id;cluster"
 
-    def sacct_rows(self, job_id: str, fields: Iterable[str], duplicates: bool = False,
-                   allocations: bool = True) -> list[dict[str, str]]:
+    def sacct_rows(
+        self, job_id: str, fields: Iterable[str], duplicates: bool = False, allocations: bool = True
+    ) -> list[dict[str, str]]:
         """sacct rows for job_id as dicts keyed by field name.
 
         allocations=True (-X) gives one row per job or array task, no steps; duplicates=True (-D) also shows
@@ -93,12 +99,14 @@ class SlurmClient:
 
     def controller_states(self, job_id: str) -> dict[str, str]:
         """{JobID: State} from slurmctld (squeue -t all: finished jobs stay listed for MinJobAge, 300 s)."""
-        res = subprocess.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%i %T"], env=self.env,
-                             capture_output=True, text=True)
+        res = subprocess.run(
+            ["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%i %T"], env=self.env, capture_output=True, text=True
+        )
         return dict(line.split() for line in res.stdout.splitlines()) if res.returncode == 0 else {}
 
-    def wait_for_state(self, job_id: str, states: Iterable[str], timeout: float = 60,
-                       poll: float = 0.2) -> dict[str, str]:
+    def wait_for_state(
+        self, job_id: str, states: Iterable[str], timeout: float = 60, poll: float = 0.2
+    ) -> dict[str, str]:
         """Wait until every row of job_id (each array task) is in one of `states`; return {JobID: State}.
 
         slurmctld (squeue) decides. sacct lags it: a short job's row first appears from its end record with
@@ -124,15 +132,17 @@ class SlurmClient:
             elif seen and set(seen.values()) <= FINAL_STATES:
                 break  # finished, some rows in an unwanted final state: waiting longer cannot help
             time.sleep(poll)
-        detail = subprocess.run(["scontrol", "show", "job", job_id], env=self.env, capture_output=True,
-                                text=True).stdout
-        pytest.fail(f"job {job_id}: states {seen}, wanted all in {sorted(wanted)} (timeout {timeout} s)\n"
-                    f"sacct: {self.states(job_id)}\n{detail}")
+        detail = subprocess.run(
+            ["scontrol", "show", "job", job_id], env=self.env, capture_output=True, text=True
+        ).stdout
+        pytest.fail(
+            f"job {job_id}: states {seen}, wanted all in {sorted(wanted)} (timeout {timeout} s)\n"
+            f"sacct: {self.states(job_id)}\n{detail}"
+        )
 
     def squeue_field(self, job_id: str, fmt: str) -> str:
         """One squeue -o field for job_id (e.g. "%T" state, "%r" reason); "" once the job left the queue."""
-        res = subprocess.run(["squeue", "-h", "-j", job_id, "-o", fmt], env=self.env, capture_output=True,
-                             text=True)
+        res = subprocess.run(["squeue", "-h", "-j", job_id, "-o", fmt], env=self.env, capture_output=True, text=True)
         return res.stdout.strip() if res.returncode == 0 else ""
 
 
@@ -150,8 +160,7 @@ def slurm_env() -> dict[str, str]:
     except (OSError, subprocess.TimeoutExpired) as err:
         pytest.fail(f"`scontrol ping` failed ({err}); {START_HINT}")
     if res.returncode != 0 or "is UP" not in res.stdout:
-        pytest.fail(f"the Slurm test cluster does not answer (`scontrol ping`: {res.stdout}{res.stderr}); "
-                    f"{START_HINT}")
+        pytest.fail(f"the Slurm test cluster does not answer (`scontrol ping`: {res.stdout}{res.stderr}); {START_HINT}")
     return env
 
 

@@ -14,17 +14,29 @@ def slurm_launcher(tmp_path, slurm_env, monkeypatch):
     monkeypatch.setenv("SLURM_CONF", slurm_env["SLURM_CONF"])
 
     def make(*overrides):
-        cfg = load_config(None, [f"runs_dir={tmp_path}", "name=slt", "launch.executor=slurm",
-                                 "launch.rollout.cpus_per_task=1", "launch.rollout.mem_gb=1",
-                                 "launch.train.cpus_per_task=1", "launch.train.mem_gb=1", *overrides])
+        cfg = load_config(
+            None,
+            [
+                f"runs_dir={tmp_path}",
+                "name=slt",
+                "launch.executor=slurm",
+                "launch.rollout.cpus_per_task=1",
+                "launch.rollout.mem_gb=1",
+                "launch.train.cpus_per_task=1",
+                "launch.train.mem_gb=1",
+                *overrides,
+            ],
+        )
         return Launcher(cfg)
+
     return make
 
 
 def test_array_then_afterok_job_on_slurm(slurm_launcher, slurm, tmp_path):
     launcher = slurm_launcher("launch.rollout.gpus_per_node=1", "launch.account=research")
-    array = launcher.submit_array("r1_zero", "rollout", "jobfns:record_env",
-                                  [{"path": str(tmp_path / f"env{i}.json")} for i in range(3)], step=2)
+    array = launcher.submit_array(
+        "r1_zero", "rollout", "jobfns:record_env", [{"path": str(tmp_path / f"env{i}.json")} for i in range(3)], step=2
+    )
     train = launcher.submit("r1_zero", "train", "jobfns:square", {"x": 7}, step=2, after=[array])
     # The dependent job waits on the whole array in Slurm itself (not in this process).
     assert train.results() == [49]
@@ -68,8 +80,7 @@ def test_time_limit_checkpoint_requeue_resumes(slurm_launcher, slurm, tmp_path):
     (tmp_path / "template").mkdir()
     template_job = submit_over_time_limit(slurm.env, tmp_path / "template")
     launcher = slurm_launcher("launch.signal_delay_s=30", "launch.train.time_min=1", "launch.max_requeues=4")
-    sub = launcher.submit("s", "train", "jobfns:resumable_count",
-                          {"state_dir": str(tmp_path), "n": 8, "step_s": 4.0})
+    sub = launcher.submit("s", "train", "jobfns:resumable_count", {"state_dir": str(tmp_path), "n": 8, "step_s": 4.0})
     assert sub.results() == [list(range(8))]
     attempts = read_jsonl(tmp_path / "attempts.jsonl")
     assert sorted(a["step"] for a in attempts) == list(range(8)), attempts
@@ -91,8 +102,10 @@ def test_run_refuses_while_its_slurm_jobs_are_live(tmp_path, slurm, slurm_env, m
     held = slurm.sbatch("#!/bin/bash\nsleep 60\n", "--hold", "-J", "r1hpc:smoke:r1_zero:3", cwd=tmp_path)
     try:
         (tmp_path / "smoke").mkdir()
-        append_jsonl(tmp_path / "smoke" / "jobs.jsonl", {"stage": "r1_zero", "step": 3, "kind": "train",
-                                                         "job_id": held, "executor": "slurm"})
+        append_jsonl(
+            tmp_path / "smoke" / "jobs.jsonl",
+            {"stage": "r1_zero", "step": 3, "kind": "train", "job_id": held, "executor": "slurm"},
+        )
         slurm.wait_for_state(held, {"PENDING"}, timeout=30)
         assert main(args) == 2
         err = capsys.readouterr().err

@@ -35,11 +35,22 @@ def _check_ranks(seen: list[dict], world: int, launcher: str, job_id: str) -> No
 
 def test_launcher_job_with_three_tasks_forms_one_process_group(tmp_path, slurm_env, monkeypatch):
     monkeypatch.setenv("SLURM_CONF", slurm_env["SLURM_CONF"])
-    cfg = load_config(None, [f"runs_dir={tmp_path}", "name=mt", "launch.executor=slurm",
-                             "launch.train.nodes=1", "launch.train.tasks_per_node=3",
-                             "launch.train.cpus_per_task=1", "launch.train.mem_gb=3", "launch.train.time_min=5"])
-    sub = Launcher(cfg).submit("smoke", "train", "r1hpc.distributed:allreduce_check", {"timeout_s": 90},
-                               distributed=True)
+    cfg = load_config(
+        None,
+        [
+            f"runs_dir={tmp_path}",
+            "name=mt",
+            "launch.executor=slurm",
+            "launch.train.nodes=1",
+            "launch.train.tasks_per_node=3",
+            "launch.train.cpus_per_task=1",
+            "launch.train.mem_gb=3",
+            "launch.train.time_min=5",
+        ],
+    )
+    sub = Launcher(cfg).submit(
+        "smoke", "train", "r1hpc.distributed:allreduce_check", {"timeout_s": 90}, distributed=True
+    )
     seen = sub.jobs[0].results()  # one result per task (submitit's result() is task 0's only)
     _check_ranks(seen, 3, "slurm", sub.job_id)
     assert seen[0]["master"] == f"{seen[0]['hosts'][0]}:{master_port_for_job(sub.job_id, '0')}"
@@ -52,19 +63,32 @@ def _json_lines(path: Path) -> list[dict]:
 
 def _sbatch(env: dict, cwd: Path, options: list[str], command: list[str]) -> str:
     """sbatch the template with `command` as its arguments (after the script, where sbatch passes them on)."""
-    res = subprocess.run(["sbatch", "--parsable", *options, str(TEMPLATE), *command], env=env, cwd=cwd,
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        ["sbatch", "--parsable", *options, str(TEMPLATE), *command],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 0, f"sbatch failed: {res.stdout}{res.stderr}"
     return res.stdout.strip().split(";")[0]
 
 
 def test_sbatch_template_both_launch_styles(tmp_path, slurm, slurm_env):
     common = ["--nodes=1", "--gpus-per-node=0", "--cpus-per-task=1", "--mem=3G", "--time=5"]
-    tasks = _sbatch(slurm_env, tmp_path, [*common, "--ntasks-per-node=3", f"--output={tmp_path}/tasks.out"],
-                    [sys.executable, "-u", "-m", "r1hpc.distributed", "check", "--timeout", "90"])
-    torchrun = _sbatch({**slurm_env, "LAUNCH": "torchrun", "NPROC_PER_NODE": "2", "PYTHON": sys.executable},
-                       tmp_path, [*common, "--ntasks-per-node=1", f"--output={tmp_path}/torchrun.out"],
-                       ["-m", "r1hpc.distributed", "check", "--timeout", "90"])
+    tasks = _sbatch(
+        slurm_env,
+        tmp_path,
+        [*common, "--ntasks-per-node=3", f"--output={tmp_path}/tasks.out"],
+        [sys.executable, "-u", "-m", "r1hpc.distributed", "check", "--timeout", "90"],
+    )
+    torchrun = _sbatch(
+        {**slurm_env, "LAUNCH": "torchrun", "NPROC_PER_NODE": "2", "PYTHON": sys.executable},
+        tmp_path,
+        [*common, "--ntasks-per-node=1", f"--output={tmp_path}/torchrun.out"],
+        ["-m", "r1hpc.distributed", "check", "--timeout", "90"],
+    )
     slurm.wait_for_state(tasks, {"COMPLETED"}, timeout=120)
     slurm.wait_for_state(torchrun, {"COMPLETED"}, timeout=120)
     _check_ranks(_json_lines(tmp_path / "tasks.out"), 3, "slurm", tasks)
@@ -73,7 +97,8 @@ def test_sbatch_template_both_launch_styles(tmp_path, slurm, slurm_env):
     assert all(s["master"].endswith(f":{master_port_for_job(torchrun, '0')}") for s in seen)
 
 
-@pytest.mark.parametrize("hostlist", ["vm", "node[01-03,07]", "a1,b[8-11],c", "rack[1-2]-n[09-10]",
-                                      "gpu[098-101],login", "n[1,03,8-10]"])
+@pytest.mark.parametrize(
+    "hostlist", ["vm", "node[01-03,07]", "a1,b[8-11],c", "rack[1-2]-n[09-10]", "gpu[098-101],login", "n[1,03,8-10]"]
+)
 def test_hostlist_expansion_matches_scontrol(slurm, hostlist):
     assert expand_hostlist(hostlist) == slurm.cmd(["scontrol", "show", "hostnames", hostlist]).split()

@@ -52,7 +52,9 @@ def test_smoke_recipe_on_slurm_survives_a_requeue(tmp_path, slurm, slurm_env, mo
     for stage in ("base", "r1_zero", "cold_start", "sft", "distill"):
         a, b = latest_model(ours, stage, verify="sha256"), latest_model(ref, stage, verify="sha256")
         assert a.version == b.version
-        assert {f["path"]: f["sha256"] for f in a.manifest["files"]} == {f["path"]: f["sha256"] for f in b.manifest["files"]}, stage
+        assert {f["path"]: f["sha256"] for f in a.manifest["files"]} == {
+            f["path"]: f["sha256"] for f in b.manifest["files"]
+        }, stage
     strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]  # noqa: E731
     assert strip(read_metrics(run_dir, "r1_zero")) == strip(read_metrics(smoke_run_local, "r1_zero"))
     assert all((run_dir / "models" / s).is_dir() for s in MODEL_STAGES)
@@ -65,4 +67,6 @@ def test_smoke_recipe_on_slurm_survives_a_requeue(tmp_path, slurm, slurm_env, mo
     for job in summary["jobs"]:
         assert job["states"] == ["COMPLETED"] * max(1, job["array_size"]), job
     cfg = read_run_config(run_dir)
-    assert summary["stages"]["r1_zero"]["steps_done"] == summary["stages"]["r1_zero"]["steps_planned"] == cfg.r1_zero.steps
+    assert (
+        summary["stages"]["r1_zero"]["steps_done"] == summary["stages"]["r1_zero"]["steps_planned"] == cfg.r1_zero.steps
+    )

@@ -3,6 +3,7 @@
 Arrays, afterok dependencies (and their cancellation on failure), requeue with SLURM_RESTART_COUNT,
 time-limit kills after a warning signal, GPU gres and per-account accounting in sacct.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -57,10 +58,22 @@ echo "$SLURM_ARRAY_TASK_ID $SLURM_ARRAY_JOB_ID $SLURM_ARRAY_TASK_COUNT" > task_$
 
 
 def test_afterok_dependency_waits_for_the_whole_array(slurm, tmp_path: Path) -> None:
-    array = slurm.sbatch("#!/bin/bash\nsleep 2\ndate +%s.%N > done_$SLURM_ARRAY_TASK_ID\n",
-                         "--array=0-2", "-o", "/dev/null", cwd=tmp_path, name="array.sh")
-    dep = slurm.sbatch("#!/bin/bash\ndate +%s.%N > dep_started\n", f"--dependency=afterok:{array}",
-                       "-o", "/dev/null", cwd=tmp_path, name="dep.sh")
+    array = slurm.sbatch(
+        "#!/bin/bash\nsleep 2\ndate +%s.%N > done_$SLURM_ARRAY_TASK_ID\n",
+        "--array=0-2",
+        "-o",
+        "/dev/null",
+        cwd=tmp_path,
+        name="array.sh",
+    )
+    dep = slurm.sbatch(
+        "#!/bin/bash\ndate +%s.%N > dep_started\n",
+        f"--dependency=afterok:{array}",
+        "-o",
+        "/dev/null",
+        cwd=tmp_path,
+        name="dep.sh",
+    )
     assert slurm.squeue_field(dep, "%T %r") == "PENDING Dependency"
     slurm.wait_for_state(dep, {"COMPLETED"})
     assert set(slurm.states(array).values()) == {"COMPLETED"}
@@ -69,10 +82,12 @@ def test_afterok_dependency_waits_for_the_whole_array(slurm, tmp_path: Path) -> 
 
 
 def test_failed_task_cancels_afterok_dependent(slurm, tmp_path: Path) -> None:
-    array = slurm.sbatch("#!/bin/bash\nexit $SLURM_ARRAY_TASK_ID\n", "--array=0-1", "-o", "/dev/null",
-                         cwd=tmp_path, name="array.sh")
-    dep = slurm.sbatch("#!/bin/bash\ntouch dep_ran\n", f"--dependency=afterok:{array}", "-o", "/dev/null",
-                       cwd=tmp_path, name="dep.sh")
+    array = slurm.sbatch(
+        "#!/bin/bash\nexit $SLURM_ARRAY_TASK_ID\n", "--array=0-1", "-o", "/dev/null", cwd=tmp_path, name="array.sh"
+    )
+    dep = slurm.sbatch(
+        "#!/bin/bash\ntouch dep_ran\n", f"--dependency=afterok:{array}", "-o", "/dev/null", cwd=tmp_path, name="dep.sh"
+    )
     slurm.wait_for_state(dep, {"CANCELLED"})
     assert slurm.states(array) == {f"{array}_0": "COMPLETED", f"{array}_1": "FAILED"}
     assert not (tmp_path / "dep_ran").exists()
@@ -97,8 +112,16 @@ if [ "${SLURM_RESTART_COUNT:-0}" = 0 ]; then sleep 300; fi
 
 def test_gpu_gres_account_partition_and_comment_reach_sacct(slurm, tmp_path: Path) -> None:
     script = '#!/bin/bash\necho "$CUDA_VISIBLE_DEVICES" > gpus\n'
-    job = slurm.sbatch(script, "--gres=gpu:2", "--account=research", "--partition=long",
-                       "--comment=r1hpc test comment", "-o", "out.txt", cwd=tmp_path)
+    job = slurm.sbatch(
+        script,
+        "--gres=gpu:2",
+        "--account=research",
+        "--partition=long",
+        "--comment=r1hpc test comment",
+        "-o",
+        "out.txt",
+        cwd=tmp_path,
+    )
     slurm.wait_for_state(job, {"COMPLETED"})
     assert len((tmp_path / "gpus").read_text().strip().split(",")) == 2
     [row] = slurm.sacct_rows(job, ["Account", "Partition", "AllocTRES", "Comment"])
@@ -113,8 +136,9 @@ def test_default_account_and_too_many_gpus(slurm, tmp_path: Path) -> None:
     slurm.wait_for_state(job, {"COMPLETED"})
     [row] = slurm.sacct_rows(job, ["Account", "Partition"])
     assert row == {"Account": "test", "Partition": "debug"}
-    res = subprocess.run(["sbatch", "--gres=gpu:5", str(tmp_path / "job.sh")], env=slurm.env,
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        ["sbatch", "--gres=gpu:5", str(tmp_path / "job.sh")], env=slurm.env, capture_output=True, text=True
+    )
     assert res.returncode != 0
     assert "Requested node configuration is not available" in res.stderr
 
@@ -124,8 +148,9 @@ def test_cluster_status_and_idempotent_start(slurm_env: dict[str, str]) -> None:
     before = subprocess.run([sys.executable, str(CLUSTER_PY), "status"], env=env, capture_output=True, text=True)
     assert before.returncode == 0, before.stdout + before.stderr
     assert "ping ok" in before.stdout
-    again = subprocess.run([sys.executable, str(CLUSTER_PY), "start"], env=env, capture_output=True, text=True,
-                           timeout=60)
+    again = subprocess.run(
+        [sys.executable, str(CLUSTER_PY), "start"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip() == f"export SLURM_CONF={slurm_env['SLURM_CONF']}"
     after = subprocess.run([sys.executable, str(CLUSTER_PY), "status"], env=env, capture_output=True, text=True)

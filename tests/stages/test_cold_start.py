@@ -21,8 +21,9 @@ def test_readable_steps_and_format():
     # numbering and tags removed, the repeated step and the answer line dropped, no split at "1.5"
     assert readable_steps(raw) == ["3 + 4 = 7", "7 * 2 = 14", "1.5 stays one step"]
     completion = readable_completion(["3 + 4 = 7", "7 * 2 = 14"], "14")
-    assert completion == (" Step 1: 3 + 4 = 7.\nStep 2: 7 * 2 = 14. </think> <answer> 7 * 2 = 14. The answer is 14. "
-                          "</answer>")
+    assert completion == (
+        " Step 1: 3 + 4 = 7.\nStep 2: 7 * 2 = 14. </think> <answer> 7 * 2 = 14. The answer is 14. </answer>"
+    )
     assert format_reward(completion, EXAMPLE) == 1.0  # a string check; safe outside the worker pool
     with pytest.raises(ValueError, match="no reasoning steps"):
         readable_completion([], "1")
@@ -30,9 +31,12 @@ def test_readable_steps_and_format():
 
 def _sample(problem: dict, correct: bool, text: str | None = None) -> dict:
     answer = problem["answer"] if correct else "999"
-    return {"problem_id": problem["id"], "rewards": {"accuracy_math": 1.0 if correct else 0.0, "format": 0.0},
-            "text": text or f" {' '.join(problem['solution_steps'])} </think> The answer is {answer}",
-            "finish_reason": "stop"}
+    return {
+        "problem_id": problem["id"],
+        "rewards": {"accuracy_math": 1.0 if correct else 0.0, "format": 0.0},
+        "text": text or f" {' '.join(problem['solution_steps'])} </think> The answer is {answer}",
+        "finish_reason": "stop",
+    }
 
 
 def test_build_from_r1_zero_shards_with_human_fill_up(tmp_path):
@@ -43,7 +47,16 @@ def test_build_from_r1_zero_shards_with_human_fill_up(tmp_path):
     # p2 solved but unreadable (a loop), p3 solved in step 6 only, p4 solved with no </think>.
     loop = " 1 + 1 = 2. " * 12 + "</think> <answer> 2 </answer>"
     publish_shard(ctx.run, "r1_zero", 7, 0, [_sample(p[0], True), _sample(p[1], False)])
-    publish_shard(ctx.run, "r1_zero", 7, 1, [_sample(p[2], True, loop), _sample(p[4], True, f" {p[4]['solution_steps'][0]} <answer> {p[4]['answer']} </answer>")])
+    publish_shard(
+        ctx.run,
+        "r1_zero",
+        7,
+        1,
+        [
+            _sample(p[2], True, loop),
+            _sample(p[4], True, f" {p[4]['solution_steps'][0]} <answer> {p[4]['answer']} </answer>"),
+        ],
+    )
     publish_shard(ctx.run, "r1_zero", 6, 0, [_sample(p[0], True), _sample(p[3], True)])
     publish_shard(ctx.run, "r1_zero", 6, 1, [_sample(p[1], False)])
     info = build_cold_start(str(run))
@@ -51,7 +64,11 @@ def test_build_from_r1_zero_shards_with_human_fill_up(tmp_path):
     assert info["r1_zero_steps_read"] == [7, 6] and info["r1_zero_samples"] == 7
     assert info["r1_zero_correct"] == 5 and info["r1_zero_unreadable"] == 1
     rows = [json.loads(x) for x in (run / "data" / "cold_start.jsonl").read_text().splitlines()]
-    assert [(r["problem_id"], r["r1_zero_step"]) for r in rows[:3]] == [(p[0]["id"], 7), (p[4]["id"], 7), (p[3]["id"], 6)]
+    assert [(r["problem_id"], r["r1_zero_step"]) for r in rows[:3]] == [
+        (p[0]["id"], 7),
+        (p[4]["id"], 7),
+        (p[3]["id"], 6),
+    ]
     assert {r["source"] for r in rows[3:]} == {"human"}
     assert len({r["problem_id"] for r in rows}) == 24  # one example per problem
     assert all(format_reward(r["completion"], EXAMPLE) == 1.0 for r in rows)
@@ -66,7 +83,9 @@ def test_build_without_r1_zero_rollouts_is_all_human(tmp_path):
 
 def test_unknown_problem_id_in_a_shard_is_a_clear_error(tmp_path):
     run = clone_run(tmp_path)
-    publish_shard(StageContext(run).run, "r1_zero", 0, 0, [{"problem_id": "nope", "text": "x", "rewards": {"accuracy_math": 1.0}}])
+    publish_shard(
+        StageContext(run).run, "r1_zero", 0, 0, [{"problem_id": "nope", "text": "x", "rewards": {"accuracy_math": 1.0}}]
+    )
     publish_shard(StageContext(run).run, "r1_zero", 0, 1, [])
     with pytest.raises(ValueError, match="problem_id 'nope'.*problems_train"):
         build_cold_start(str(run))
@@ -96,8 +115,16 @@ def test_cold_start_sft_teaches_the_format(tmp_path):
     from r1hpc.stages.cold_start import probe_samples
     from r1hpc.stages.common import stage_seed
 
-    run = clone_run(tmp_path, ["cold_start.examples=60", "cold_start.sft.epochs=40", "cold_start.sft.batch_size=16",
-                               "cold_start.sft.micro_batch_size=16", "cold_start.sft.save_every=1000"])
+    run = clone_run(
+        tmp_path,
+        [
+            "cold_start.examples=60",
+            "cold_start.sft.epochs=40",
+            "cold_start.sft.batch_size=16",
+            "cold_start.sft.micro_batch_size=16",
+            "cold_start.sft.save_every=1000",
+        ],
+    )
     ctx = StageContext(run)
     heldout = read_data(ctx, "problems_heldout")[:16]
     before = probe_samples(ctx, latest_model(ctx.run, "base").path, heldout, stage_seed(0, "cold_start", "probe"))

@@ -22,8 +22,9 @@ def _expected_overlong(tokens: int, max_length: int, cache: int) -> float:
 
 def test_grpo_step_scores_overlong_in_tokens_and_logs_metrics_once(tmp_path):
     # 64 new tokens at most; the last 48 are the soft window, so most tiny-model samples are in it.
-    run_dir = clone_run(tmp_path, ["grpo.overlong_cache=48",
-                                   "r1_zero.rewards={accuracy_math: 1.0, format: 0.5, overlong: 1.0}"])
+    run_dir = clone_run(
+        tmp_path, ["grpo.overlong_cache=48", "r1_zero.rewards={accuracy_math: 1.0, format: 0.5, overlong: 1.0}"]
+    )
     ctx = StageContext(run_dir)
     prepare_stage(str(run_dir), "r1_zero")
     for shard in range(ctx.cfg.grpo.rollout_shards):

@@ -9,11 +9,23 @@ import pytest
 from tiny_stage_run import clone_run
 
 from r1hpc.stages.common import StageContext
-from r1hpc.stages.filters import (has_code_block, is_mixed_language, is_repetitive, normalize_text,
-                                  repeated_ngram_fraction, target_language_share)
-from r1hpc.stages.rejection import (STAT_KEYS, general_fallback, merge_records, rejection_items, rejection_merge,
-                                    rejection_task)
-from r1hpc.store import publish_model, latest_model, publish_shard, read_step_shards
+from r1hpc.stages.filters import (
+    has_code_block,
+    is_mixed_language,
+    is_repetitive,
+    normalize_text,
+    repeated_ngram_fraction,
+    target_language_share,
+)
+from r1hpc.stages.rejection import (
+    STAT_KEYS,
+    general_fallback,
+    merge_records,
+    rejection_items,
+    rejection_merge,
+    rejection_task,
+)
+from r1hpc.store import latest_model, publish_model, publish_shard, read_step_shards
 
 # ---------------------------------------------------------------- filters
 
@@ -31,7 +43,9 @@ def test_repeated_ngram_fraction_hand_cases():
 
 
 def test_is_repetitive_separates_loops_from_worked_steps():
-    steps = "Step 1: 12 + 7 = 19.\nStep 2: 19 - 4 = 15.\nStep 3: 15 * 2 = 30. </think> <answer> The answer is 30 </answer>"
+    steps = (
+        "Step 1: 12 + 7 = 19.\nStep 2: 19 - 4 = 15.\nStep 3: 15 * 2 = 30. </think> <answer> The answer is 30 </answer>"
+    )
     loop = "So 3 + 4 = 7. " * 10
     assert not is_repetitive(steps)
     assert is_repetitive(loop)
@@ -59,24 +73,33 @@ def test_dedup_normalisation_and_code_blocks():
 # ---------------------------------------------------------------- merge
 
 
-def _rec(item: str, text: str, correct: bool = True, kind: str = "reasoning", lang: float | None = 1.0,
-         finish: str = "stop") -> dict:
-    return {"kind": kind, "item_id": item, "text": text, "correct": correct, "finish_reason": finish,
-            "prompt": f"q {item}", "answer": "1", "rewards": {"language_consistency": lang}}
+def _rec(
+    item: str, text: str, correct: bool = True, kind: str = "reasoning", lang: float | None = 1.0, finish: str = "stop"
+) -> dict:
+    return {
+        "kind": kind,
+        "item_id": item,
+        "text": text,
+        "correct": correct,
+        "finish_reason": finish,
+        "prompt": f"q {item}",
+        "answer": "1",
+        "rewards": {"language_consistency": lang},
+    }
 
 
 GOOD = " Step 1: 1 + 0 = 1. </think> <answer> The answer is 1. </answer>"
 HAND_RECORDS = [
-    _rec("p1", GOOD),                                    # kept
-    _rec("p1", GOOD.upper()),                            # duplicate after normalisation
+    _rec("p1", GOOD),  # kept
+    _rec("p1", GOOD.upper()),  # duplicate after normalisation
     _rec("p1", " Step 1: 0 + 1 = 1. </think> <answer> 1 </answer>"),  # capped (keep 1 per prompt)
     _rec("p1", " wrong </think> <answer> 2 </answer>", correct=False),
     _rec("p2", " Schritt: 1 加 0 </think> <answer> 1 </answer>", lang=0.5),  # mixed language (reward)
     _rec("p2", " 1 plus 0 = 1 это </think> <answer> 1 </answer>", lang=None),  # mixed (script check)
-    _rec("p2", " So 1 = 1. " * 8, finish="length"),      # overlong (checked before repetition)
+    _rec("p2", " So 1 = 1. " * 8, finish="length"),  # overlong (checked before repetition)
     _rec("p2", " So 1 = 1 and 1 = 1. " * 6 + "</think> <answer> 1 </answer>"),  # repetitive
     _rec("p3", " ```\nprint(1)\n``` </think> <answer> 1 </answer>"),  # code block
-    _rec("p3", GOOD),                                    # kept (other prompt: not a duplicate)
+    _rec("p3", GOOD),  # kept (other prompt: not a duplicate)
     _rec("g1", " ok </think> <answer> fine </answer>", kind="general"),  # kept
     _rec("g1", " no </think> <answer> no </answer>", kind="general", correct=False),
 ]
@@ -84,9 +107,17 @@ HAND_RECORDS = [
 
 def test_merge_records_counts_each_sample_in_its_first_failing_filter():
     kept, stats = merge_records(HAND_RECORDS, keep_per_prompt=1)
-    assert stats["total"] == {"sampled": 12, "correct": 10, "dropped_mixed_language": 2, "dropped_overlong": 1,
-                              "dropped_repetitive": 1, "dropped_code_block": 1, "dropped_duplicate": 1,
-                              "capped": 1, "kept": 3}
+    assert stats["total"] == {
+        "sampled": 12,
+        "correct": 10,
+        "dropped_mixed_language": 2,
+        "dropped_overlong": 1,
+        "dropped_repetitive": 1,
+        "dropped_code_block": 1,
+        "dropped_duplicate": 1,
+        "capped": 1,
+        "kept": 3,
+    }
     assert stats["general"] == {**dict.fromkeys(STAT_KEYS, 0), "sampled": 2, "correct": 1, "kept": 1}
     assert [(r["item_id"], r["text"]) for r in kept] == [("p1", GOOD), ("p3", GOOD), ("g1", HAND_RECORDS[10]["text"])]
     _, stats2 = merge_records(HAND_RECORDS, keep_per_prompt=2)
@@ -110,17 +141,33 @@ def test_rejection_merge_on_hand_written_shards(tmp_path):
         r.update(prompt=item["prompt"], answer=item["answer"])
         return r
 
-    shard0 = [rec(reasoning[0], GOOD), rec(reasoning[0], GOOD + " "), rec(reasoning[1], " x </think> <answer> 9 </answer>", False),
-              rec(general[0], " fine </think> <answer> ok </answer>"), rec(general[1], " no", False)]
-    shard1 = [rec(reasoning[2], " 1 加 1 </think> <answer> 2 </answer>", lang=0.5),
-              rec(reasoning[2], " So 2. " * 9, finish="length"), rec(reasoning[3], GOOD)]
+    shard0 = [
+        rec(reasoning[0], GOOD),
+        rec(reasoning[0], GOOD + " "),
+        rec(reasoning[1], " x </think> <answer> 9 </answer>", False),
+        rec(general[0], " fine </think> <answer> ok </answer>"),
+        rec(general[1], " no", False),
+    ]
+    shard1 = [
+        rec(reasoning[2], " 1 加 1 </think> <answer> 2 </answer>", lang=0.5),
+        rec(reasoning[2], " So 2. " * 9, finish="length"),
+        rec(reasoning[3], GOOD),
+    ]
     publish_shard(ctx.run, "rejection", 0, 0, shard0)
     publish_shard(ctx.run, "rejection", 0, 1, shard1)
 
     stats = rejection_merge(str(run))
-    assert {k: stats[k] for k in STAT_KEYS} == {"sampled": 8, "correct": 6, "dropped_mixed_language": 1,
-                                                "dropped_overlong": 1, "dropped_repetitive": 0, "dropped_code_block": 0,
-                                                "dropped_duplicate": 1, "capped": 0, "kept": 3}
+    assert {k: stats[k] for k in STAT_KEYS} == {
+        "sampled": 8,
+        "correct": 6,
+        "dropped_mixed_language": 1,
+        "dropped_overlong": 1,
+        "dropped_repetitive": 0,
+        "dropped_code_block": 0,
+        "dropped_duplicate": 1,
+        "capped": 0,
+        "kept": 3,
+    }
     assert stats["general_from_samples"] == 1 and stats["general_fallback"] == 3  # 4 general prompts, 1 approved
     sft_reasoning = [json.loads(x) for x in (run / "data" / "sft_reasoning.jsonl").read_text().splitlines()]
     sft_general = [json.loads(x) for x in (run / "data" / "sft_general.jsonl").read_text().splitlines()]
@@ -175,7 +222,10 @@ def test_rejection_round_samples_scores_and_merges(tmp_path):
     assert again["skipped"] == "already complete"
     stats = rejection_merge(str(run))
     assert stats["sampled"] == 20
-    assert stats["correct"] == sum(stats[k] for k in STAT_KEYS if k.startswith("dropped_")) + stats["capped"] + stats["kept"]
+    assert (
+        stats["correct"]
+        == sum(stats[k] for k in STAT_KEYS if k.startswith("dropped_")) + stats["capped"] + stats["kept"]
+    )
     assert stats["sft_general"] >= 4  # every general prompt contributes (a sample or its reference)
     with pytest.raises(ValueError, match="outside 0..rejection.shards-1"):
         rejection_task(str(run), 2)

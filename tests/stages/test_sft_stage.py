@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from tiny_stage_run import clone_run
 
+from r1hpc.fsio import StoreError
 from r1hpc.stages.common import StageContext, load_policy, read_data, read_metrics
 from r1hpc.stages.rejection import general_fallback
-from r1hpc.fsio import StoreError
 from r1hpc.stages.sft_stage import read_sft_records, run_distill, run_sft, write_sft_records
 from r1hpc.store import latest_model
 
@@ -17,11 +17,21 @@ def _write_sets(run, n_reasoning: int = 10, n_general: int = 6) -> None:
     ctx = StageContext(run)
     problems = read_data(ctx, "problems_train")[:n_reasoning]
     general = read_data(ctx, "general_train")[:n_general]
-    write_sft_records(run / "data" / "sft_reasoning.jsonl", [
-        {"prompt": p["prompt"], "completion": f" {p['solution_steps'][-1]} </think> <answer> {p['answer']} </answer>",
-         "source": "rejection"} for p in problems])
-    write_sft_records(run / "data" / "sft_general.jsonl", [
-        {"prompt": g["prompt"], "completion": general_fallback(g["answer"]), "source": "reference"} for g in general])
+    write_sft_records(
+        run / "data" / "sft_reasoning.jsonl",
+        [
+            {
+                "prompt": p["prompt"],
+                "completion": f" {p['solution_steps'][-1]} </think> <answer> {p['answer']} </answer>",
+                "source": "rejection",
+            }
+            for p in problems
+        ],
+    )
+    write_sft_records(
+        run / "data" / "sft_general.jsonl",
+        [{"prompt": g["prompt"], "completion": general_fallback(g["answer"]), "source": "reference"} for g in general],
+    )
 
 
 @pytest.mark.parametrize("job, stage, layers", [(run_sft, "sft", 2), (run_distill, "distill", 1)])
@@ -35,8 +45,11 @@ def test_sft_jobs_publish_a_loadable_model(tmp_path, job, stage, layers):
     assert result["init_from"] == ("base/v0000" if stage == "sft" else "student_base/v0000")
     model, tokenizer = load_policy(latest_model(StageContext(run).run, stage, verify="sha256"))
     assert model.config.num_hidden_layers == layers  # the student is the smaller model
-    out = model.generate(**tokenizer(["User: Compute 1 + 1.\nAssistant: <think>"], return_tensors="pt"),
-                         max_new_tokens=4, do_sample=False)
+    out = model.generate(
+        **tokenizer(["User: Compute 1 + 1.\nAssistant: <think>"], return_tensors="pt"),
+        max_new_tokens=4,
+        do_sample=False,
+    )
     assert out.shape[1] > 0
     rows = read_metrics(run, stage)
     assert [r["step"] for r in rows] == [1, 2] and all(r["stage"] == stage for r in rows)
