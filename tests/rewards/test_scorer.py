@@ -39,7 +39,9 @@ def test_hostile_inputs_end_within_limit_and_are_counted(pool):
     wall = time.monotonic() - t0
     st = res.statuses["accuracy_math"]
     assert all(s in ("ok", "timeout", "memory") for s in st), st
-    assert res.counts["accuracy_math"]["timeout"] + res.counts["accuracy_math"]["memory"] >= 2  # the towers
+    # The towers used to run into the limit; accuracy_math now compares answers whose value would
+    # be huge as written, without evaluating them (issue 13), so they may also end "ok" with 0.
+    assert all(s in ("ok", "timeout", "memory") for s in st[:3]), st
     assert res.counts["accuracy_math"]["timeout"] == st.count("timeout")
     assert res.values["accuracy_math"] == [0.0] * len(HOSTILE)
     assert res.totals == [0.0] * len(HOSTILE)
@@ -53,14 +55,16 @@ def test_hostile_inputs_end_within_limit_and_are_counted(pool):
 
 def test_pool_survives_killed_and_crashing_workers(pool):
     before = pool.restarts
-    out = pool.run([
-        (os.abort, ()),                # worker crashes (SIGABRT)
-        (time.sleep, (60,)),           # stuck: killed at the deadline
-        (bytearray, (10**10,)),        # 10 GB > RLIMIT_AS: MemoryError inside the worker
-        (pow, (10, 10**10**2)),        # memory bomb in C: MemoryError or deadline
-        (int, ("not a number",)),      # ordinary exception
-        (abs, (-3,)),
-    ])
+    out = pool.run(
+        [
+            (os.abort, ()),  # worker crashes (SIGABRT)
+            (time.sleep, (60,)),  # stuck: killed at the deadline
+            (bytearray, (10**10,)),  # 10 GB > RLIMIT_AS: MemoryError inside the worker
+            (pow, (10, 10**10**2)),  # memory bomb in C: MemoryError or deadline
+            (int, ("not a number",)),  # ordinary exception
+            (abs, (-3,)),
+        ]
+    )
     assert [o.status for o in out[:3]] == ["error", "timeout", "memory"]
     assert "exit code" in out[0].message and "killed after" in out[1].message
     assert out[3].status in ("memory", "timeout")
@@ -88,8 +92,9 @@ def test_per_reward_aggregation(pool):
     res = score_batch(completions, examples, weights, pool=pool, progress=False)
     assert res.values["accuracy_math"] == [1.0, 0.0, 1.0, 0.0]
     assert res.statuses["accuracy_math"][:3] == ["ok"] * 3
-    assert res.statuses["accuracy_math"][3] in ("timeout", "memory")
-    assert res.counts["accuracy_math"]["ok"] == 3
+    # The tower is compared as written since issue 13 (no evaluation): "ok" with 0, or cut at the limit.
+    assert res.statuses["accuracy_math"][3] in ("ok", "timeout", "memory")
+    assert res.counts["accuracy_math"]["ok"] == 3 + (res.statuses["accuracy_math"][3] == "ok")
     # The format reward must tell the well-formed completions from the bare one.
     fmt = res.values["format"]
     assert fmt[0] == fmt[1] and fmt[0] is not None and fmt[2] is not None and fmt[0] > fmt[2]
@@ -103,15 +108,15 @@ def test_per_reward_aggregation(pool):
 
 def test_errors_and_not_applicable_are_counted(pool):
     # An example without "answer" makes accuracy_math raise: counted as error, scores 0.
-    res = score_batch(["\\boxed{1}", "\\boxed{1}"], [{"answer": "1"}, {}], {"accuracy_math": 1.0},
-                      pool=pool, progress=False)
+    res = score_batch(
+        ["\\boxed{1}", "\\boxed{1}"], [{"answer": "1"}, {}], {"accuracy_math": 1.0}, pool=pool, progress=False
+    )
     assert res.statuses["accuracy_math"] == ["ok", "error"]
     assert res.values["accuracy_math"] == [1.0, 0.0]
     assert res.counts["accuracy_math"]["error"] == 1
     assert 'no "answer" key' in res.messages["accuracy_math"][0]
     # The code reward does not apply to a math example: None, not a failure.
-    res = score_batch(["\\boxed{1}"], [{"answer": "1"}], {"accuracy_math": 1.0, "code": 1.0},
-                      pool=pool, progress=False)
+    res = score_batch(["\\boxed{1}"], [{"answer": "1"}], {"accuracy_math": 1.0, "code": 1.0}, pool=pool, progress=False)
     assert res.values["code"] == [None] and res.statuses["code"] == ["not_applicable"]
     assert res.totals == [1.0]
 
@@ -134,7 +139,10 @@ def test_score_batch_with_its_own_pool_and_progress_bar(capsys):
 @pytest.mark.parametrize(
     "weights, message",
     [
-        ({"acuracy_math": 1.0}, "reward_weights.acuracy_math: unknown reward 'acuracy_math'; did you mean 'accuracy_math'"),
+        (
+            {"acuracy_math": 1.0},
+            "reward_weights.acuracy_math: unknown reward 'acuracy_math'; did you mean 'accuracy_math'",
+        ),
         ({"formatt": 1.0}, "did you mean 'format'"),
         ({"zzz": 1.0}, "unknown reward 'zzz' (valid:"),
         ({"format": float("nan")}, "reward_weights.format: weight must be a finite number"),
@@ -186,8 +194,9 @@ def test_code_reward_runs_in_the_pool_with_its_own_limit(pool):
     completion = "<think>\ndouble it\n</think>\n<answer>\n```python\nprint(int(input()) * 2)\n```\n</answer>"
     example = {"tests": [{"input": "2\n", "output": "4"}, {"input": "5\n", "output": "10"}]}
     slow = "<think>\nwait\n</think>\n<answer>\n```python\nimport time\ntime.sleep(30)\n```\n</answer>"
-    res = score_batch([completion, slow], [example, example], {"code": 1.0}, pool=pool, progress=False,
-                      timeouts={"code": 1.0})
+    res = score_batch(
+        [completion, slow], [example, example], {"code": 1.0}, pool=pool, progress=False, timeouts={"code": 1.0}
+    )
     assert res.statuses["code"][1] == "timeout" and "limit 1.0 s" in res.messages["code"][0]
     assert res.statuses["code"][0] in ("ok", "timeout")  # two sandbox starts may exceed 1 s on a busy node
     res = score_batch([completion], [example], {"code": 1.0}, pool=pool, progress=False, timeouts={"code": 30.0})
