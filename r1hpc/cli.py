@@ -1,13 +1,13 @@
 """The `r1hpc` command: one entry point, each subcommand a thin call into the library.
 
-    r1hpc run configs/tiny.yaml                         the whole R1 recipe (make demo runs this)
-    r1hpc plan configs/deepseek_v3_671b.yaml            layout, memory per GPU, GPU-hours per stage
-    r1hpc config configs/tiny.yaml grpo.group_size=16     validate and print the resolved config
-    r1hpc sbatch configs/tiny.yaml --kind rollout --array 4   print the sbatch script a job would get
-    r1hpc preflight configs/tiny.yaml launch.executor=slurm   check nodes, GPUs and the shared run dir
-    r1hpc status runs/tiny                                 stages, steps, jobs and their states
-    r1hpc exec r1hpc.preflight:node_report report_dir=/tmp/p task=0   run one task here
-    r1hpc gpu-hours --since now-7days --by user,run        GPU-hours and cost from Slurm accounting
+r1hpc run configs/tiny.yaml                         the whole R1 recipe (make demo runs this)
+r1hpc plan configs/deepseek_v3_671b.yaml            layout, memory per GPU, GPU-hours per stage
+r1hpc config configs/tiny.yaml grpo.group_size=16     validate and print the resolved config
+r1hpc sbatch configs/tiny.yaml --kind rollout --array 4   print the sbatch script a job would get
+r1hpc preflight configs/tiny.yaml launch.executor=slurm   check nodes, GPUs and the shared run dir
+r1hpc status runs/tiny                                 stages, steps, jobs and their states
+r1hpc exec r1hpc.preflight:node_report report_dir=/tmp/p task=0   run one task here
+r1hpc gpu-hours --since now-7days --by user,run        GPU-hours and cost from Slurm accounting
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable
 
 from r1hpc.config import ConfigError, load_config
+from r1hpc.inputs import check_inputs
 
 __all__ = ["main"]
 
@@ -33,8 +34,17 @@ def _cmd_sbatch(args: argparse.Namespace) -> int:
     from r1hpc.launch import render_sbatch
 
     cfg = load_config(args.config, args.overrides)
-    sys.stdout.write(render_sbatch(cfg, kind=args.kind, stage=args.stage, step=args.step, distributed=args.distributed,
-                                   array_size=args.array, dependency=args.dependency))
+    sys.stdout.write(
+        render_sbatch(
+            cfg,
+            kind=args.kind,
+            stage=args.stage,
+            step=args.step,
+            distributed=args.distributed,
+            array_size=args.array,
+            dependency=args.dependency,
+        )
+    )
     return 0
 
 
@@ -42,6 +52,7 @@ def _cmd_preflight(args: argparse.Namespace) -> int:
     from r1hpc.preflight import run_preflight
 
     cfg = load_config(args.config, args.overrides)
+    check_inputs(cfg)  # the run's datasets, checkpoints and custom rewards, as `r1hpc run` checks them
     return run_preflight(cfg, tasks=args.tasks, kind=args.kind)
 
 
@@ -69,8 +80,9 @@ def _cmd_exec(args: argparse.Namespace) -> int:
     if args.array_arg:  # e.g. shard=<this array task's index>, for `sbatch --array`
         index = os.environ.get("SLURM_ARRAY_TASK_ID")
         if index is None or not index.isdigit():
-            raise SystemExit(f"r1hpc exec --array-arg {args.array_arg}: SLURM_ARRAY_TASK_ID is "
-                             f"{index!r}; submit with sbatch --array")
+            raise SystemExit(
+                f"r1hpc exec --array-arg {args.array_arg}: SLURM_ARRAY_TASK_ID is {index!r}; submit with sbatch --array"
+            )
         kwargs[args.array_arg] = int(index)
     result = StageTask(args.target)(**kwargs)
     print(json.dumps(result, default=str))
@@ -83,11 +95,15 @@ def _with_config(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="r1hpc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="r1hpc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the R1 recipe: submit its DAG of jobs (see r1hpc run -h)")
     sub.add_parser("plan", help="dry run at full size: layout, memory per GPU, GPU-hours per stage (see r1hpc plan -h)")
-    sub.add_parser("gpu-hours", help="GPU-hours and cost per user/account/run/stage/day from sacct (see r1hpc gpu-hours -h)")
+    sub.add_parser(
+        "gpu-hours", help="GPU-hours and cost per user/account/run/stage/day from sacct (see r1hpc gpu-hours -h)"
+    )
     commands: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
         "config": (_cmd_config, "validate a config and print it resolved"),
         "sbatch": (_cmd_sbatch, "print the sbatch script the slurm executor would submit"),
@@ -95,7 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
         "status": (_cmd_status, "show a run's stages, steps, jobs and progress"),
         "exec": (_cmd_exec, "run one task (module:function key=value ...) in this process, e.g. inside sbatch"),
     }
-    parsers = {name: sub.add_parser(name, help=text, ) for name, (_, text) in commands.items()}
+    parsers = {
+        name: sub.add_parser(
+            name,
+            help=text,
+        )
+        for name, (_, text) in commands.items()
+    }
     for name, (func, _) in commands.items():
         parsers[name].set_defaults(func=func)
     _with_config(parsers["config"])
@@ -105,8 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["sbatch"].add_argument("--step", type=int, default=None)
     parsers["sbatch"].add_argument("--array", type=int, default=0, help="array size (0 = a single job)")
     parsers["sbatch"].add_argument("--dependency", default=None, help="e.g. afterok:1234")
-    parsers["sbatch"].add_argument("--distributed", action="store_true",
-                                   help="one process per rank on all the kind's nodes (a Megatron train job)")
+    parsers["sbatch"].add_argument(
+        "--distributed", action="store_true", help="one process per rank on all the kind's nodes (a Megatron train job)"
+    )
     _with_config(parsers["preflight"])
     parsers["preflight"].add_argument("--tasks", type=int, default=2, help="array tasks to run")
     parsers["preflight"].add_argument("--kind", choices=["train", "rollout", "eval"], default="rollout")
@@ -114,8 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["status"].add_argument("--no-slurm", action="store_true", help="do not ask squeue/sacct")
     parsers["exec"].add_argument("target", help="package.module:function")
     parsers["exec"].add_argument("kwargs", nargs="*", help="key=value arguments (values parsed as YAML)")
-    parsers["exec"].add_argument("--array-arg", default=None, metavar="NAME",
-                                 help="also pass NAME=<SLURM_ARRAY_TASK_ID> (e.g. shard, for a rollout array)")
+    parsers["exec"].add_argument(
+        "--array-arg",
+        default=None,
+        metavar="NAME",
+        help="also pass NAME=<SLURM_ARRAY_TASK_ID> (e.g. shard, for a rollout array)",
+    )
     return parser
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from r1hpc import configio
+from r1hpc import configio, recipe
 from r1hpc.configio import ConfigError, Origin, Origins
 
 __all__ = ["Config", "ConfigError", "load_config", "validate", "write_resolved", "code_revision"]
@@ -65,6 +65,10 @@ class ModelConfig:
     """The policy's architecture (used when building from scratch) or the checkpoint to start from."""
 
     init_from: str = ""  # an HF model directory; empty = the `base` stage pretrains one
+    # Tokens of a released checkpoint (model.init_from); empty = what its tokenizer and
+    # generation_config.json say. pad falls back to eos when the tokenizer has none.
+    pad_token: str = ""
+    eos_tokens: list[str] = field(default_factory=list)  # extra tokens that end a completion
     arch: Literal["qwen2", "qwen3_moe", "deepseek_v3"] = "qwen2"
     num_layers: int = 4
     hidden_size: int = 128
@@ -126,7 +130,9 @@ class GRPOConfig:
     dual_clip: float = 0.0  # 0 = off; else c > 1 bounds the loss of negative advantages
     kl_coef: float = 0.001
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
-    loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"] = "token-mean"
+    loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"] = (
+        "token-mean"
+    )
     scale_adv_by_std: bool = True  # false = Dr. GRPO
     dynamic_sampling: bool = False  # DAPO: drop groups whose rewards are all equal
     overlong_cache: int = 0  # DAPO's soft overlong window, tokens before max_new_tokens (reward "overlong")
@@ -158,14 +164,43 @@ class SFTStageConfig:
 
 
 @dataclass
+class DataSource:
+    """One dataset file of the user's (r1hpc.datasets): which rows, which columns, how many."""
+
+    path: str = ""  # .jsonl / .json / .parquet file, or a directory written by datasets' save_to_disk
+    preset: Literal["", "verl", "openr1", "gsm8k", "math"] = ""  # a peer's column layout
+    split: str = ""  # a saved DatasetDict's split (empty: its only split, or "train"/"test")
+    # Columns (a dotted path reaches into a nested column: reward_model.ground_truth); empty = the preset's.
+    prompt: str = ""  # question text, or a list of chat messages
+    answer: str = ""  # reference answer: a bare value, a MATH solution (last \boxed{}), GSM8K's "#### 42"
+    answer_format: Literal["auto", "boxed", "gsm8k", "raw"] = "auto"
+    choices: str = ""
+    language: str = ""
+    tests: str = ""  # code problems: list of {input, output}
+    data_source: str = ""  # column holding a tag; empty = the tag is `name`
+    name: str = ""  # the source's tag in reports; empty = the file's stem
+    samples: int = 0  # rows drawn from this source (seeded, without replacement); 0 = all rows
+    weight: float = 1.0  # rows used = weight x rows available when samples = 0 (2.0 = each row twice)
+
+
+@dataclass
 class DataConfig:
-    """The generated task (r1hpc.tasks): math problems with checkable answers + general examples."""
+    """The run's problems: the generated task (r1hpc.tasks) by default, or the user's dataset files.
+
+    With `train` / `heldout` sources given, the problems come from those files and the counts
+    below apply to the generated task only (general examples stay generated).
+    """
 
     train_problems: int = 2000
     heldout_problems: int = 100
     general_train: int = 300
     general_heldout: int = 50
     difficulties: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    train: list[DataSource] = field(default_factory=list)
+    heldout: list[DataSource] = field(default_factory=list)  # eval's benchmarks
+    # Held-out problems found in the train set (R1 decontaminates): exact prompt match, or a shared
+    # word n-gram of this length (0 = exact only). Contaminated held-out problems are dropped.
+    decontam_ngram: int = 13
 
 
 @dataclass
@@ -177,6 +212,7 @@ class StudentConfig:
     num_heads: int = 2
     num_kv_heads: int = 1
     intermediate_size: int = 192
+    init_from: str = ""  # a released HF checkpoint as the student (its own tokenizer); empty = pretrained here
 
 
 @dataclass
@@ -211,6 +247,7 @@ class RewardModelConfig:
     reward and the rejection stage's judge for non-verifiable prompts (trained right after base)."""
 
     pairs: int = 600
+    init_from: str = ""  # an HF checkpoint as the backbone; empty = the run's base model
     train: SFTStageConfig = field(default_factory=lambda: SFTStageConfig(epochs=2.0, lr=5e-4))
 
 
@@ -232,6 +269,24 @@ class RewardsConfig:
 
     timeout_s: float = 5.0  # per item, enforced by killing the worker
     memory_mb: int = 1024  # address-space limit of each scoring worker
+    # Rewards of the user's by import path, usable by name in every stage's rewards:
+    # {my_reward: "package.module:function"} or {my_reward: "path/to/file.py:function"}.
+    custom: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class PromptConfig:
+    """How a problem becomes the text the model continues, the same in every stage.
+
+    r1: R1's plain template "User: {question}\nAssistant: <think>". chat: the checkpoint's chat
+    template (tokenizer.apply_chat_template) with an optional system message, then "<think>"
+    when open_think is set.
+    """
+
+    format: Literal["r1", "chat"] = "r1"
+    system: str = ""  # chat only
+    open_think: bool = True  # chat only: the assistant turn starts with "<think>" (R1's template does)
+    stop: list[str] = field(default_factory=list)  # extra stop strings for every generation
 
 
 @dataclass
@@ -256,14 +311,21 @@ class Config:
     student: StudentConfig = field(default_factory=StudentConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     rewards: RewardsConfig = field(default_factory=RewardsConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
     r1_zero: RLStageConfig = field(default_factory=RLStageConfig)
     cold_start: ColdStartConfig = field(default_factory=ColdStartConfig)
-    reasoning_rl: RLStageConfig = field(default_factory=lambda: RLStageConfig(
-        rewards={"accuracy_math": 1.0, "format": 0.5, "language_consistency": 0.2}))
+    reasoning_rl: RLStageConfig = field(
+        default_factory=lambda: RLStageConfig(
+            rewards={"accuracy_math": 1.0, "format": 0.5, "language_consistency": 0.2}
+        )
+    )
     rejection: RejectionConfig = field(default_factory=RejectionConfig)
     sft: SFTStageConfig = field(default_factory=lambda: SFTStageConfig(epochs=2.0, lr=5e-4))
-    rl_all: RLStageConfig = field(default_factory=lambda: RLStageConfig(
-        rewards={"accuracy_math": 1.0, "format": 0.5, "language_consistency": 0.2}, reward_model_weight=0.5))
+    rl_all: RLStageConfig = field(
+        default_factory=lambda: RLStageConfig(
+            rewards={"accuracy_math": 1.0, "format": 0.5, "language_consistency": 0.2}, reward_model_weight=0.5
+        )
+    )
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
     distill: SFTStageConfig = field(default_factory=lambda: SFTStageConfig(epochs=2.0, lr=1e-3))
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -274,7 +336,7 @@ class Config:
         return Path(self.runs_dir) / self.name
 
 
-RL_STAGES = ("r1_zero", "reasoning_rl", "rl_all")
+RL_STAGES = recipe.grpo_sections()  # config sections of the GRPO stages (r1hpc.recipe)
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -286,8 +348,12 @@ def _problems(cfg: Config) -> list[tuple[str, str]]:
         if not ok:
             out.append((key, msg))
 
-    need(bool(_RUN_NAME.match(cfg.name)), "name",
-         f"run name {cfg.name!r} must be 1-64 of letters, digits, '_', '.', '-' (it is a directory and a Slurm job-name field)")
+    need(
+        bool(_RUN_NAME.match(cfg.name)),
+        "name",
+        f"run name {cfg.name!r} must be 1-64 of letters, digits, '_', '.', '-' "
+        "(it is a directory and a Slurm job-name field)",
+    )
     need(cfg.seed >= 0, "seed", f"must be >= 0, got {cfg.seed}")
 
     launch = cfg.launch
@@ -301,75 +367,157 @@ def _problems(cfg: Config) -> list[tuple[str, str]]:
             need(value >= 1, f"launch.{kind}.{name}", f"must be >= 1, got {value}")
         need(res.gpus_per_node >= 0, f"launch.{kind}.gpus_per_node", f"must be >= 0, got {res.gpus_per_node}")
         need(res.mem_gb > 0, f"launch.{kind}.mem_gb", f"must be > 0, got {res.mem_gb}")
-        need(res.array_parallelism >= 0, f"launch.{kind}.array_parallelism", f"must be >= 0 (0 = no limit), got {res.array_parallelism}")
-        need(res.time_min * 60 > launch.signal_delay_s, f"launch.{kind}.time_min",
-             f"{res.time_min} min leaves no time before the requeue signal at launch.signal_delay_s={launch.signal_delay_s}")
+        need(
+            res.array_parallelism >= 0,
+            f"launch.{kind}.array_parallelism",
+            f"must be >= 0 (0 = no limit), got {res.array_parallelism}",
+        )
+        need(
+            res.time_min * 60 > launch.signal_delay_s,
+            f"launch.{kind}.time_min",
+            f"{res.time_min} min leaves no time before the requeue signal at "
+            f"launch.signal_delay_s={launch.signal_delay_s}",
+        )
 
     m = cfg.model
-    for name in ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "intermediate_size", "vocab_size", "max_seq_len"):
+    for name in (
+        "num_layers",
+        "hidden_size",
+        "num_heads",
+        "num_kv_heads",
+        "intermediate_size",
+        "vocab_size",
+        "max_seq_len",
+    ):
         need(getattr(m, name) >= 1, f"model.{name}", f"must be >= 1, got {getattr(m, name)}")
     if m.num_heads >= 1:
-        need(m.hidden_size % m.num_heads == 0, "model.hidden_size", f"{m.hidden_size} is not divisible by model.num_heads={m.num_heads}")
+        need(
+            m.hidden_size % m.num_heads == 0,
+            "model.hidden_size",
+            f"{m.hidden_size} is not divisible by model.num_heads={m.num_heads}",
+        )
     if m.num_kv_heads >= 1:
-        need(m.num_heads % m.num_kv_heads == 0, "model.num_kv_heads", f"model.num_heads={m.num_heads} is not divisible by {m.num_kv_heads}")
+        need(
+            m.num_heads % m.num_kv_heads == 0,
+            "model.num_kv_heads",
+            f"model.num_heads={m.num_heads} is not divisible by {m.num_kv_heads}",
+        )
     need(m.num_experts >= 0, "model.num_experts", f"must be >= 0, got {m.num_experts}")
     if m.num_experts:
-        need(1 <= m.experts_per_token <= m.num_experts, "model.experts_per_token",
-             f"must be in 1..model.num_experts={m.num_experts}, got {m.experts_per_token}")
-    need(m.arch == "qwen2" or m.num_experts > 0, "model.num_experts", f"arch {m.arch!r} is a mixture of experts: set num_experts > 0")
+        need(
+            1 <= m.experts_per_token <= m.num_experts,
+            "model.experts_per_token",
+            f"must be in 1..model.num_experts={m.num_experts}, got {m.experts_per_token}",
+        )
+    need(
+        m.arch == "qwen2" or m.num_experts > 0,
+        "model.num_experts",
+        f"arch {m.arch!r} is a mixture of experts: set num_experts > 0",
+    )
 
     p = cfg.parallel
     for name in ("tp", "pp", "ep", "cp", "vpp", "expert_tp"):
         need(getattr(p, name) >= 1, f"parallel.{name}", f"must be >= 1, got {getattr(p, name)}")
     if p.tp >= 1 and m.num_heads >= 1:
         need(m.num_heads % p.tp == 0, "parallel.tp", f"{p.tp} does not divide model.num_heads={m.num_heads}")
-        need(m.num_kv_heads % p.tp == 0 or p.tp % m.num_kv_heads == 0, "parallel.tp",
-             f"{p.tp} and model.num_kv_heads={m.num_kv_heads}: one must divide the other")
+        need(
+            m.num_kv_heads % p.tp == 0 or p.tp % m.num_kv_heads == 0,
+            "parallel.tp",
+            f"{p.tp} and model.num_kv_heads={m.num_kv_heads}: one must divide the other",
+        )
     if p.pp >= 1 and m.num_layers >= 1:
         need(m.num_layers >= p.pp, "parallel.pp", f"{p.pp} pipeline stages for model.num_layers={m.num_layers}")
     if p.ep > 1:
-        need(m.num_experts > 0 and m.num_experts % p.ep == 0, "parallel.ep",
-             f"{p.ep} must divide model.num_experts={m.num_experts} (and the model must be MoE)")
+        need(
+            m.num_experts > 0 and m.num_experts % p.ep == 0,
+            "parallel.ep",
+            f"{p.ep} must divide model.num_experts={m.num_experts} (and the model must be MoE)",
+        )
     if m.attention == "mla":
         for name in ("kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim"):
-            need(getattr(m, name) >= 1, f"model.{name}", f"attention 'mla' needs model.{name} >= 1, got {getattr(m, name)}")
-    need(0 <= m.first_dense_layers < m.num_layers or m.num_experts == 0, "model.first_dense_layers",
-         f"must be in 0..model.num_layers-1, got {m.first_dense_layers}")
+            need(
+                getattr(m, name) >= 1,
+                f"model.{name}",
+                f"attention 'mla' needs model.{name} >= 1, got {getattr(m, name)}",
+            )
+    need(
+        0 <= m.first_dense_layers < m.num_layers or m.num_experts == 0,
+        "model.first_dense_layers",
+        f"must be in 0..model.num_layers-1, got {m.first_dense_layers}",
+    )
     need(not p.sequence_parallel or p.tp > 1, "parallel.sequence_parallel", "needs parallel.tp > 1")
     need(p.zero_stage in (0, 1, 2, 3), "parallel.zero_stage", f"must be 0, 1, 2 or 3, got {p.zero_stage}")
     for name in ("first_stage_layers", "last_stage_layers"):
-        need(0 <= getattr(p, name) < max(m.num_layers, 1), f"parallel.{name}",
-             f"must be in 0..model.num_layers-1 (0 = even split), got {getattr(p, name)}")
+        need(
+            0 <= getattr(p, name) < max(m.num_layers, 1),
+            f"parallel.{name}",
+            f"must be in 0..model.num_layers-1 (0 = even split), got {getattr(p, name)}",
+        )
     for name in ("tp", "pp", "ep", "cp"):
-        need(p.backend == "megatron" or getattr(p, name) == 1, f"parallel.{name}",
-             f"{getattr(p, name)} > 1 needs parallel.backend 'megatron', got {p.backend!r}")
+        need(
+            p.backend == "megatron" or getattr(p, name) == 1,
+            f"parallel.{name}",
+            f"{getattr(p, name)} > 1 needs parallel.backend 'megatron', got {p.backend!r}",
+        )
     gpus = launch.train.gpus_per_node * launch.train.nodes
     if gpus and p.tp * p.pp >= 1:
-        need(gpus % (p.tp * p.pp) == 0, "launch.train.gpus_per_node",
-             f"{gpus} training GPUs are not a multiple of parallel.tp*parallel.pp={p.tp * p.pp}")
+        need(
+            gpus % (p.tp * p.pp) == 0,
+            "launch.train.gpus_per_node",
+            f"{gpus} training GPUs are not a multiple of parallel.tp*parallel.pp={p.tp * p.pp}",
+        )
 
     g = cfg.grpo
     for name in ("prompts_per_step", "rollout_shards", "max_new_tokens", "micro_batch_size", "mini_batches"):
         need(getattr(g, name) >= 1, f"grpo.{name}", f"must be >= 1, got {getattr(g, name)}")
-    need(g.group_size >= 2, "grpo.group_size", f"must be >= 2 (a group of 1 has no relative advantage), got {g.group_size}")
+    need(
+        g.group_size >= 2,
+        "grpo.group_size",
+        f"must be >= 2 (a group of 1 has no relative advantage), got {g.group_size}",
+    )
     if g.rollout_shards >= 1:
-        need(g.prompts_per_step % g.rollout_shards == 0, "grpo.rollout_shards",
-             f"grpo.prompts_per_step={g.prompts_per_step} is not divisible into {g.rollout_shards} shards")
+        need(
+            g.prompts_per_step % g.rollout_shards == 0,
+            "grpo.rollout_shards",
+            f"grpo.prompts_per_step={g.prompts_per_step} is not divisible into {g.rollout_shards} shards",
+        )
     if g.mini_batches >= 1:
-        need(g.prompts_per_step * g.group_size >= g.mini_batches, "grpo.mini_batches",
-             f"{g.mini_batches} mini-batches for {g.prompts_per_step * g.group_size} samples per step")
+        need(
+            g.prompts_per_step * g.group_size >= g.mini_batches,
+            "grpo.mini_batches",
+            f"{g.mini_batches} mini-batches for {g.prompts_per_step * g.group_size} samples per step",
+        )
     need(0 < g.temperature <= 10, "grpo.temperature", f"must be in (0, 10], got {g.temperature}")
     need(0 < g.top_p <= 1, "grpo.top_p", f"must be in (0, 1], got {g.top_p}")
     need(0 <= g.clip_low < 1, "grpo.clip_low", f"must be in [0, 1), got {g.clip_low}")
     need(g.clip_high >= 0, "grpo.clip_high", f"must be >= 0, got {g.clip_high}")
     need(g.dual_clip == 0 or g.dual_clip > 1, "grpo.dual_clip", f"must be 0 (off) or > 1, got {g.dual_clip}")
     need(g.kl_coef >= 0, "grpo.kl_coef", f"must be >= 0, got {g.kl_coef}")
-    need(g.max_staleness in (0, 1), "grpo.max_staleness", f"must be 0 (on-policy) or 1 (one-step overlap), got {g.max_staleness}")
+    need(
+        g.max_staleness in (0, 1),
+        "grpo.max_staleness",
+        f"must be 0 (on-policy) or 1 (one-step overlap), got {g.max_staleness}",
+    )
+    # The Megatron train job computes the ratio's old log-probs with v(N) itself, which is right only
+    # on-policy; the lagged behaviour policy is loaded by the torch backend alone (stages/grpo.py).
+    need(
+        g.max_staleness == 0 or p.backend != "megatron",
+        "grpo.max_staleness",
+        "1 (one-step overlap) needs the behaviour policy's log-probs, which parallel.backend 'megatron' "
+        "does not compute yet",
+    )
     need(g.ref_refresh_steps >= 0, "grpo.ref_refresh_steps", f"must be >= 0 (0 = never), got {g.ref_refresh_steps}")
     need(g.max_grad_norm > 0, "grpo.max_grad_norm", f"must be > 0, got {g.max_grad_norm}")
     if m.max_seq_len >= 1:
-        for key, tokens in (("grpo.max_new_tokens", g.max_new_tokens), ("eval.max_new_tokens", cfg.eval.max_new_tokens)):
-            need(tokens < m.max_seq_len, key, f"{tokens} leaves no room for the prompt in model.max_seq_len={m.max_seq_len}")
+        for key, tokens in (
+            ("grpo.max_new_tokens", g.max_new_tokens),
+            ("eval.max_new_tokens", cfg.eval.max_new_tokens),
+        ):
+            need(
+                tokens < m.max_seq_len,
+                key,
+                f"{tokens} leaves no room for the prompt in model.max_seq_len={m.max_seq_len}",
+            )
 
     for stage in RL_STAGES:
         st: RLStageConfig = getattr(cfg, stage)
@@ -379,12 +527,23 @@ def _problems(cfg: Config) -> list[tuple[str, str]]:
         for name, weight in st.rewards.items():
             need(weight >= 0, f"{stage}.rewards.{name}", f"must be >= 0, got {weight}")
         # Completions stop at max_new_tokens, so without a soft window the penalty never applies.
-        need(st.rewards.get("overlong", 0) == 0 or g.overlong_cache > 0, f"{stage}.rewards.overlong",
-             "the soft overlong penalty needs a window: set grpo.overlong_cache > 0 (tokens before grpo.max_new_tokens)")
-    need(0 <= g.overlong_cache <= g.max_new_tokens, "grpo.overlong_cache",
-         f"must be in [0, grpo.max_new_tokens={g.max_new_tokens}], got {g.overlong_cache}")
-    for key, sft in (("base.train", cfg.base.train), ("cold_start.sft", cfg.cold_start.sft), ("sft", cfg.sft),
-                     ("reward_model.train", cfg.reward_model.train), ("distill", cfg.distill)):
+        need(
+            st.rewards.get("overlong", 0) == 0 or g.overlong_cache > 0,
+            f"{stage}.rewards.overlong",
+            "the soft overlong penalty needs a window: set grpo.overlong_cache > 0 (tokens before grpo.max_new_tokens)",
+        )
+    need(
+        0 <= g.overlong_cache <= g.max_new_tokens,
+        "grpo.overlong_cache",
+        f"must be in [0, grpo.max_new_tokens={g.max_new_tokens}], got {g.overlong_cache}",
+    )
+    for key, sft in (
+        ("base.train", cfg.base.train),
+        ("cold_start.sft", cfg.cold_start.sft),
+        ("sft", cfg.sft),
+        ("reward_model.train", cfg.reward_model.train),
+        ("distill", cfg.distill),
+    ):
         need(sft.epochs > 0, f"{key}.epochs", f"must be > 0, got {sft.epochs}")
         need(0 < sft.lr < 1, f"{key}.lr", f"must be in (0, 1), got {sft.lr}")
         for name in ("batch_size", "micro_batch_size", "max_len", "save_every"):
@@ -393,21 +552,62 @@ def _problems(cfg: Config) -> list[tuple[str, str]]:
     d = cfg.data
     for name in ("train_problems", "heldout_problems", "general_train", "general_heldout"):
         need(getattr(d, name) >= 1, f"data.{name}", f"must be >= 1, got {getattr(d, name)}")
-    need(bool(d.difficulties) and set(d.difficulties) <= {1, 2, 3, 4}, "data.difficulties",
-         f"must be a non-empty subset of [1, 2, 3, 4], got {d.difficulties}")
+    need(
+        bool(d.difficulties) and set(d.difficulties) <= {1, 2, 3, 4},
+        "data.difficulties",
+        f"must be a non-empty subset of [1, 2, 3, 4], got {d.difficulties}",
+    )
+    need(
+        bool(d.heldout) or not d.train,
+        "data.heldout",
+        "data.train is given: give the held-out problems as data.heldout sources too",
+    )
+    need(
+        bool(d.train) or not d.heldout,
+        "data.train",
+        "data.heldout is given: give the train problems as data.train sources too (the sources replace both sets)",
+    )
+    need(
+        cfg.prompt.format == "r1" or bool(m.init_from),
+        "prompt.format",
+        "'chat' renders the checkpoint's chat template: set model.init_from (the tokenizer trained here has none)",
+    )
+    need(d.decontam_ngram >= 0, "data.decontam_ngram", f"must be >= 0 (0 = exact match only), got {d.decontam_ngram}")
+    for which, sources in (("train", d.train), ("heldout", d.heldout)):
+        for i, src in enumerate(sources):
+            need(bool(src.path), f"data.{which}[{i}].path", "must name a .jsonl/.json/.parquet file or a saved dataset")
+            need(src.samples >= 0, f"data.{which}[{i}].samples", f"must be >= 0 (0 = by weight), got {src.samples}")
+            need(src.weight > 0, f"data.{which}[{i}].weight", f"must be > 0, got {src.weight}")
     e = cfg.eval
-    for name in ("k", "problems", "shards", "max_new_tokens"):
+    for name in ("k", "shards", "max_new_tokens"):
         need(getattr(e, name) >= 1, f"eval.{name}", f"must be >= 1, got {getattr(e, name)}")
-    need(0 < e.temperature <= 10 and 0 < e.top_p <= 1, "eval.temperature", "temperature must be in (0, 10] and top_p in (0, 1]")
-    need(e.problems <= d.heldout_problems, "eval.problems", f"{e.problems} > data.heldout_problems={d.heldout_problems}")
+    need(e.problems >= 0, "eval.problems", f"must be >= 0 (0 = all held-out problems), got {e.problems}")
+    need(
+        0 < e.temperature <= 10 and 0 < e.top_p <= 1,
+        "eval.temperature",
+        "temperature must be in (0, 10] and top_p in (0, 1]",
+    )
+    need(
+        bool(d.train) or e.problems <= d.heldout_problems,
+        "eval.problems",
+        f"{e.problems} > data.heldout_problems={d.heldout_problems}",
+    )
     rj = cfg.rejection
     for name in ("prompts", "samples_per_prompt", "shards", "keep_per_prompt"):
         need(getattr(rj, name) >= 1, f"rejection.{name}", f"must be >= 1, got {getattr(rj, name)}")
-    need(rj.prompts <= d.train_problems, "rejection.prompts", f"{rj.prompts} > data.train_problems={d.train_problems}")
+    need(
+        bool(d.train) or rj.prompts <= d.train_problems,
+        "rejection.prompts",
+        f"{rj.prompts} > data.train_problems={d.train_problems}",
+    )
     need(cfg.base.tokenizer_vocab >= 300, "base.tokenizer_vocab", f"must be >= 300, got {cfg.base.tokenizer_vocab}")
     st = cfg.student
-    need(st.hidden_size % st.num_heads == 0 and st.num_heads % st.num_kv_heads == 0, "student.hidden_size",
-         f"student heads must divide hidden ({st.hidden_size}/{st.num_heads}) and kv heads must divide heads ({st.num_heads}/{st.num_kv_heads})")
+    need(
+        st.hidden_size % st.num_heads == 0 and st.num_heads % st.num_kv_heads == 0,
+        "student.hidden_size",
+        f"student heads must divide hidden ({st.hidden_size}/{st.num_heads}) and kv heads must divide heads "
+        f"({st.num_heads}/{st.num_kv_heads})",
+    )
 
     r = cfg.rewards
     need(r.timeout_s > 0, "rewards.timeout_s", f"must be > 0, got {r.timeout_s}")
@@ -449,10 +649,18 @@ def _reward_name_problems(cfg: Config) -> list[tuple[str, str]]:
     from r1hpc.rewards import REWARD_FUNCS
     from r1hpc.rewards.combine import validate_weights
 
-    out = []
+    # Custom rewards (rewards.custom) are valid names too; whether they import is checked at
+    # submit time (r1hpc.rewards.custom.custom_reward_problems), not here.
+    custom = cfg.rewards.custom or {}
+    out = [
+        (f"rewards.custom.{name}", f"shadows the built-in reward {name!r}; choose another name")
+        for name in custom
+        if name in REWARD_FUNCS
+    ]
+    valid = [*REWARD_FUNCS, *custom]
     for stage in RL_STAGES:
         try:
-            validate_weights(getattr(cfg, stage).rewards, REWARD_FUNCS, where=f"{stage}.rewards")
+            validate_weights(getattr(cfg, stage).rewards, valid, where=f"{stage}.rewards")
         except ValueError as e:
             key, _, message = str(e).partition(": ")
             out.append((key, message))
@@ -472,8 +680,13 @@ def code_revision() -> str:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
@@ -497,14 +710,19 @@ def write_resolved(cfg: Config, argv: list[str] | None = None) -> Path:
         diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
         if diff:
             shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:8])
-            raise ConfigError(f"{path}: run '{cfg.name}' exists with a different config ({shown}); "
-                              "use a new run name, or the same config to resume")
+            raise ConfigError(
+                f"{path}: run '{cfg.name}' exists with a different config ({shown}); "
+                "use a new run name, or the same config to resume"
+            )
         return path
-    stamped = dataclasses.replace(cfg, provenance=Provenance(
-        code_revision=code_revision(),
-        written_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        command=" ".join(argv if argv is not None else sys.argv),
-    ))
+    stamped = dataclasses.replace(
+        cfg,
+        provenance=Provenance(
+            code_revision=code_revision(),
+            written_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            command=" ".join(argv if argv is not None else sys.argv),
+        ),
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, "# r1hpc resolved config: written once at submit time\n" + configio.to_yaml(stamped))
     return path

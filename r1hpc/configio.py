@@ -72,9 +72,7 @@ def _plain(value: Any) -> Any:
     """Strip the Origin annotations from a _located() value."""
     if isinstance(value, dict):
         return {k: _plain(v) for k, (v, _) in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
+    return value  # sequences are plain already (_located)
 
 
 def _type_name(tp: Any) -> str:
@@ -99,13 +97,19 @@ def _coerce(value: Any, tp: Any, key: str, origin: Origin) -> Any:
                 return _coerce(value, option, key, origin)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(f"{origin}: {key}: expected {' or '.join(_type_name(a) for a in get_args(tp))}, got {value!r}")
+        raise ConfigError(
+            f"{origin}: {key}: expected {' or '.join(_type_name(a) for a in get_args(tp))}, got {value!r}"
+        )
     if origin_tp is Literal:
         if value not in get_args(tp):
             close = difflib.get_close_matches(str(value), [str(a) for a in get_args(tp)], n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"{origin}: {key}: expected {_type_name(tp)}, got {value!r}{hint}")
         return value
+    if dataclasses.is_dataclass(tp):  # an item of a list of sections (e.g. data.train sources)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{origin}: {key}: expected {_type_name(tp)}, got {value!r}")
+        return _merge(tp(), {str(k): (v, origin) for k, v in value.items()}, key + ".", {})
     if origin_tp is list:
         if not isinstance(value, list):
             raise ConfigError(f"{origin}: {key}: expected a list, got {value!r}")

@@ -9,15 +9,21 @@ Launch styles understood (checked in this order; `detect()` is the pure part, un
 - `env`: torchrun (or any launcher that sets RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT;
   LOCAL_RANK / LOCAL_WORLD_SIZE when present). torchrun started inside a Slurm job still has the
   SLURM_* variables of its own task, so this must win over `slurm`.
-- `slurm`: `srun` with one task per GPU across nodes (also how submitit runs `tasks_per_node`
-  tasks). Rank = SLURM_PROCID, world = SLURM_STEP_NUM_TASKS (SLURM_NTASKS), local rank =
+- a task submitit started (r1hpc.launch's jobs): rank, world, local rank, node and hosts come
+  from `submitit.JobEnvironment` -- launcher `slurm` for its Slurm executor (the master is its
+  first host), `submitit-local` for its local executor (tests, laptops; master 127.0.0.1).
+- `slurm`: a plain `srun` (slurm/templates/train_multinode.sbatch), which submitit knows nothing
+  of. Rank = SLURM_PROCID, world = SLURM_STEP_NUM_TASKS (SLURM_NTASKS), local rank =
   SLURM_LOCALID; the master is the first host of SLURM_STEP_NODELIST (SLURM_JOB_NODELIST),
-  expanded in Python (no `scontrol` needed inside containers); the port is derived from the job
-  and step id so concurrent jobs on one node do not collide. MASTER_ADDR / MASTER_PORT set by the
-  user (e.g. exported in the sbatch script) take precedence.
-- `submitit-local`: submitit's local executor with tasks_per_node > 1 (tests, laptops).
+  expanded in Python (no `scontrol` needed inside containers).
 - `single`: anything else, including the batch step of an sbatch script (which has SLURM_NTASKS
   of the whole allocation but is ONE process: only `srun` starts the other tasks).
+
+The port (both Slurm styles) is derived from the job AND step id, so concurrent jobs or steps on
+one node do not collide; submitit's `helpers.TorchDistributedEnvironment` is not used for it: its
+port is a function of the job id only, drawn from 20000-60000 (Linux's ephemeral range starts at
+32768), and its export() refuses to run when RANK etc. are already set. MASTER_ADDR / MASTER_PORT
+set by the user (e.g. exported in the sbatch script) take precedence.
 
 A world of one gets a process group on an in-memory store, so code that calls collectives needs
 no special case. The rendezvous variables are exported to os.environ afterwards, so libraries that
@@ -26,9 +32,11 @@ read them (DeepSpeed, accelerate) agree with this module.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime
 import itertools
+import json
 import os
 import re
 import shlex
@@ -37,11 +45,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import submitit
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "RendezvousError", "detect", "init_from_env", "shutdown", "expand_hostlist",
-           "parse_tasks_per_node", "master_port_for_job", "torchrun_command", "allreduce_check"]
+__all__ = [
+    "DistInfo",
+    "RendezvousError",
+    "detect",
+    "init_from_env",
+    "shutdown",
+    "expand_hostlist",
+    "parse_tasks_per_node",
+    "master_port_for_job",
+    "torchrun_command",
+    "allreduce_check",
+]
 
 Launcher = Literal["env", "slurm", "submitit-local", "single"]
 
@@ -91,8 +110,10 @@ class DistInfo:
 
     def describe(self) -> str:
         job = f"Slurm job {self.slurm_job_id}" if self.slurm_job_id else "not in a Slurm job"
-        return (f"rank {self.rank} of world size {self.world_size} (local rank {self.local_rank}, node {self.node_rank}), "
-                f"rendezvous {self.master_addr}:{self.master_port}, {self.launcher} launch, {job}")
+        return (
+            f"rank {self.rank} of world size {self.world_size} (local rank {self.local_rank}, node {self.node_rank}), "
+            f"rendezvous {self.master_addr}:{self.master_port}, {self.launcher} launch, {job}"
+        )
 
 
 # --- Slurm's compact notations ---------------------------------------------------------------
@@ -181,6 +202,7 @@ def master_port_for_job(job_id: str, step_id: str = "") -> int:
 
 # --- detection (pure) ------------------------------------------------------------------------
 
+
 def _int(env: Mapping[str, str], key: str) -> int:
     value = env.get(key, "")
     try:
@@ -198,17 +220,55 @@ def _port(env: Mapping[str, str], job_id: str, step_id: str) -> int:
     return master_port_for_job(job_id, step_id)
 
 
+def _submitit_task(env: Mapping[str, str]) -> DistInfo | None:
+    """Where a task that submitit started sits, from ``submitit.JobEnvironment`` (which reads this
+    process's environment); None outside one (and in a Slurm batch step, which is no task)."""
+    executor = env.get("SUBMITIT_EXECUTOR", "")
+    if executor not in ("slurm", "local") or (executor == "slurm" and not env.get("SLURM_STEP_ID")):
+        return None
+    job = submitit.JobEnvironment()
+    if executor == "local":  # one machine: the tasks meet on loopback
+        launcher, master, port = "submitit-local", "127.0.0.1", _port(env, job.raw_job_id, "")
+    else:
+        launcher, master = "slurm", env.get("MASTER_ADDR") or job.hostnames[0]
+        port = _port(env, job.raw_job_id, env.get("SLURM_STEP_ID", ""))
+    return DistInfo(
+        rank=job.global_rank,
+        world_size=job.num_tasks,
+        local_rank=job.local_rank,
+        local_world_size=job.num_tasks // max(job.num_nodes, 1),
+        node_rank=job.node,
+        master_addr=master,
+        master_port=port,
+        launcher=launcher,
+        job_id=job.raw_job_id,
+    )
+
+
 def detect(env: Mapping[str, str] | None = None) -> DistInfo:
-    """Rank, world and rendezvous address from the environment; starts nothing (backend unset)."""
+    """Rank, world and rendezvous address from the environment; starts nothing (backend unset).
+
+    ``env`` given: a pure reading of that mapping (torchrun, plain srun, single); a task submitit
+    started is recognised only in this process's own environment (``env`` None)."""
+    live = env is None
     env = os.environ if env is None else env
+    submitit_task = None
     if all(env.get(k) for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")):
         world = _int(env, "WORLD_SIZE")
         local_world = _int(env, "LOCAL_WORLD_SIZE") if env.get("LOCAL_WORLD_SIZE") else world
-        info = DistInfo(rank=_int(env, "RANK"), world_size=world,
-                        local_rank=_int(env, "LOCAL_RANK") if env.get("LOCAL_RANK") else 0,
-                        local_world_size=local_world, node_rank=_int(env, "GROUP_RANK") if env.get("GROUP_RANK") else 0,
-                        master_addr=env["MASTER_ADDR"], master_port=_port(env, "", ""), launcher="env",
-                        job_id=env.get("TORCHELASTIC_RUN_ID", ""))
+        info = DistInfo(
+            rank=_int(env, "RANK"),
+            world_size=world,
+            local_rank=_int(env, "LOCAL_RANK") if env.get("LOCAL_RANK") else 0,
+            local_world_size=local_world,
+            node_rank=_int(env, "GROUP_RANK") if env.get("GROUP_RANK") else 0,
+            master_addr=env["MASTER_ADDR"],
+            master_port=_port(env, "", ""),
+            launcher="env",
+            job_id=env.get("TORCHELASTIC_RUN_ID", ""),
+        )
+    elif live and (submitit_task := _submitit_task(env)) is not None:
+        info = submitit_task
     elif env.get("SLURM_STEP_ID") and env.get("SLURM_PROCID"):
         job_id = env.get("SLURM_JOB_ID", "")
         step_id = env.get("SLURM_STEP_ID", "")
@@ -219,30 +279,40 @@ def detect(env: Mapping[str, str] | None = None) -> DistInfo:
         node = _int(env, "SLURM_NODEID") if env.get("SLURM_NODEID") else 0
         per_node_spec = env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE") or str(world)
         per_node = parse_tasks_per_node(per_node_spec)
-        info = DistInfo(rank=_int(env, "SLURM_PROCID"), world_size=world, local_rank=_int(env, "SLURM_LOCALID"),
-                        local_world_size=per_node[node] if node < len(per_node) else per_node[-1], node_rank=node,
-                        master_addr=env.get("MASTER_ADDR") or expand_hostlist(nodelist)[0],
-                        master_port=_port(env, job_id, step_id), launcher="slurm", job_id=job_id)
-    elif env.get("SUBMITIT_LOCAL_NTASKS") and env.get("SUBMITIT_LOCAL_GLOBALID"):
-        job_id = env.get("SUBMITIT_LOCAL_JOB_ID", "")
-        world = _int(env, "SUBMITIT_LOCAL_NTASKS")
-        info = DistInfo(rank=_int(env, "SUBMITIT_LOCAL_GLOBALID"), world_size=world,
-                        local_rank=_int(env, "SUBMITIT_LOCAL_LOCALID"), local_world_size=world, node_rank=0,
-                        master_addr="127.0.0.1", master_port=_port(env, job_id, ""), launcher="submitit-local",
-                        job_id=job_id)
+        info = DistInfo(
+            rank=_int(env, "SLURM_PROCID"),
+            world_size=world,
+            local_rank=_int(env, "SLURM_LOCALID"),
+            local_world_size=per_node[node] if node < len(per_node) else per_node[-1],
+            node_rank=node,
+            master_addr=env.get("MASTER_ADDR") or expand_hostlist(nodelist)[0],
+            master_port=_port(env, job_id, step_id),
+            launcher="slurm",
+            job_id=job_id,
+        )
     else:
-        info = DistInfo(rank=0, world_size=1, local_rank=0, local_world_size=1, node_rank=0,
-                        master_addr="127.0.0.1", master_port=0, launcher="single")
+        info = DistInfo(
+            rank=0,
+            world_size=1,
+            local_rank=0,
+            local_world_size=1,
+            node_rank=0,
+            master_addr="127.0.0.1",
+            master_port=0,
+            launcher="single",
+        )
     info = dataclasses.replace(info, slurm_job_id=env.get("SLURM_JOB_ID", ""))
     if not 0 <= info.rank < info.world_size:
         raise ValueError(f"{info.launcher} launch: rank {info.rank} is outside world size {info.world_size}")
     if not 0 <= info.local_rank < max(info.local_world_size, 1):
-        raise ValueError(f"{info.launcher} launch: local rank {info.local_rank} is outside local world size "
-                         f"{info.local_world_size}")
+        raise ValueError(
+            f"{info.launcher} launch: local rank {info.local_rank} is outside local world size {info.local_world_size}"
+        )
     return info
 
 
 # --- process group ---------------------------------------------------------------------------
+
 
 def _pick_device(info: DistInfo, backend: str) -> str:
     if backend != "nccl":
@@ -254,19 +324,28 @@ def _pick_device(info: DistInfo, backend: str) -> str:
         return "cuda:0"
     if info.local_rank < count:
         return f"cuda:{info.local_rank}"
-    raise RuntimeError(f"{info.describe()}: local rank {info.local_rank} but only {count} visible GPUs "
-                       f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r})")
+    raise RuntimeError(
+        f"{info.describe()}: local rank {info.local_rank} but only {count} visible GPUs "
+        f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r})"
+    )
 
 
 def _export(info: DistInfo) -> None:
-    os.environ.update({"RANK": str(info.rank), "WORLD_SIZE": str(info.world_size),
-                       "LOCAL_RANK": str(info.local_rank), "LOCAL_WORLD_SIZE": str(info.local_world_size)})
+    os.environ.update(
+        {
+            "RANK": str(info.rank),
+            "WORLD_SIZE": str(info.world_size),
+            "LOCAL_RANK": str(info.local_rank),
+            "LOCAL_WORLD_SIZE": str(info.local_world_size),
+        }
+    )
     if info.world_size > 1:  # a world of one has no rendezvous address (and children must not inherit one)
         os.environ.update({"MASTER_ADDR": info.master_addr, "MASTER_PORT": str(info.master_port)})
 
 
-def init_from_env(backend: str | None = None, timeout_s: float = 300,
-                  collective_timeout_s: float | None = None) -> DistInfo:
+def init_from_env(
+    backend: str | None = None, timeout_s: float = 300, collective_timeout_s: float | None = None
+) -> DistInfo:
     """Create the default process group for this launch; return where this process sits.
 
     backend: None = nccl when CUDA is available, else gloo. timeout_s bounds the rendezvous (all
@@ -277,14 +356,19 @@ def init_from_env(backend: str | None = None, timeout_s: float = 300,
     info = detect()
     backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
     if info.launcher == "single" and int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:
-        print(f"r1hpc.distributed: SLURM_NTASKS={os.environ['SLURM_NTASKS']} but this process is not inside an "
-              f"srun step: running as ONE process (start the script with `srun` to use every task)", file=sys.stderr)
+        print(
+            f"r1hpc.distributed: SLURM_NTASKS={os.environ['SLURM_NTASKS']} but this process is not inside an "
+            f"srun step: running as ONE process (start the script with `srun` to use every task)",
+            file=sys.stderr,
+        )
     device = _pick_device(info, backend)
     info = dataclasses.replace(info, backend=backend, device=device)
     if dist.is_available() and dist.is_initialized():
         if dist.get_world_size() != info.world_size or dist.get_rank() != info.rank:
-            raise RuntimeError(f"a process group already exists (rank {dist.get_rank()} of {dist.get_world_size()}) "
-                               f"that does not match this launch ({info.describe()})")
+            raise RuntimeError(
+                f"a process group already exists (rank {dist.get_rank()} of {dist.get_world_size()}) "
+                f"that does not match this launch ({info.describe()})"
+            )
         return info
     if backend == "nccl":
         for key, value in NCCL_DEFAULTS.items():
@@ -302,10 +386,14 @@ def init_from_env(backend: str | None = None, timeout_s: float = 300,
         # The store first, with its own timeout: rank 0's TCPStore waits for all world_size clients,
         # so a missing rank shows up here within timeout_s instead of as a hang in the first
         # collective. env:// also covers torchrun, whose agent already hosts the store.
-        store, _, _ = next(dist.rendezvous("env://", rank=info.rank, world_size=info.world_size,
-                                           timeout=datetime.timedelta(seconds=timeout_s)))
-        dist.init_process_group(backend, store=store, rank=info.rank, world_size=info.world_size,
-                                timeout=collective, device_id=device_id)
+        store, _, _ = next(
+            dist.rendezvous(
+                "env://", rank=info.rank, world_size=info.world_size, timeout=datetime.timedelta(seconds=timeout_s)
+            )
+        )
+        dist.init_process_group(
+            backend, store=store, rank=info.rank, world_size=info.world_size, timeout=collective, device_id=device_id
+        )
     except (RuntimeError, OSError) as e:  # DistStoreError / DistNetworkError are RuntimeErrors
         raise RendezvousError(_rendezvous_message(info, timeout_s, e)) from e
     return info
@@ -314,14 +402,18 @@ def init_from_env(backend: str | None = None, timeout_s: float = 300,
 def _rendezvous_message(info: DistInfo, timeout_s: float, error: BaseException) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     if "address already in use" in text.lower() or "EADDRINUSE" in text:
-        hint = (f"port {info.master_port} on {info.master_addr} is taken (another job? a leftover process?); "
-                f"set MASTER_PORT to a free port")
+        hint = (
+            f"port {info.master_port} on {info.master_addr} is taken (another job? a leftover process?); "
+            f"set MASTER_PORT to a free port"
+        )
     elif info.rank == 0:
         hint = "the master waited for the other ranks; some never connected (did every task start? same job/step?)"
     else:
         hint = "this rank could not reach the master, or the master gave up (is rank 0 running and the port reachable?)"
-    return (f"rendezvous failed after {timeout_s:g} s: {info.describe()}; expected world size {info.world_size}. "
-            f"{hint}. Cause: {type(error).__name__}: {text}")
+    return (
+        f"rendezvous failed after {timeout_s:g} s: {info.describe()}; expected world size {info.world_size}. "
+        f"{hint}. Cause: {type(error).__name__}: {text}"
+    )
 
 
 def shutdown() -> None:
@@ -332,8 +424,13 @@ def shutdown() -> None:
 
 # --- one launcher per node -------------------------------------------------------------------
 
-def torchrun_command(script_and_args: Sequence[str], nproc_per_node: int, env: Mapping[str, str] | None = None,
-                     python: str = sys.executable) -> list[str]:
+
+def torchrun_command(
+    script_and_args: Sequence[str],
+    nproc_per_node: int,
+    env: Mapping[str, str] | None = None,
+    python: str = sys.executable,
+) -> list[str]:
     """The torchrun command line for THIS node, for `srun --ntasks-per-node=1` jobs.
 
     Every node's task computes the same master (first node of the step) and port, and passes its
@@ -351,13 +448,23 @@ def torchrun_command(script_and_args: Sequence[str], nproc_per_node: int, env: M
     nodes = expand_hostlist(env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", ""))
     per_node = parse_tasks_per_node(env.get("SLURM_STEP_TASKS_PER_NODE", "1"))
     if any(n != 1 for n in per_node):
-        raise ValueError(f"torchrun_command wants one srun task per node, got SLURM_STEP_TASKS_PER_NODE="
-                         f"{env.get('SLURM_STEP_TASKS_PER_NODE')!r} (use srun --ntasks-per-node=1)")
+        raise ValueError(
+            f"torchrun_command wants one srun task per node, got SLURM_STEP_TASKS_PER_NODE="
+            f"{env.get('SLURM_STEP_TASKS_PER_NODE')!r} (use srun --ntasks-per-node=1)"
+        )
     master = env.get("MASTER_ADDR") or nodes[0]
     port = _port(env, env.get("SLURM_JOB_ID", ""), env.get("SLURM_STEP_ID", ""))
-    return [python, "-m", "torch.distributed.run", f"--nnodes={len(nodes)}", f"--node_rank={_int(env, 'SLURM_NODEID')}",
-            f"--nproc_per_node={nproc_per_node}", f"--master_addr={master}", f"--master_port={port}",
-            *script_and_args]
+    return [
+        python,
+        "-m",
+        "torch.distributed.run",
+        f"--nnodes={len(nodes)}",
+        f"--node_rank={_int(env, 'SLURM_NODEID')}",
+        f"--nproc_per_node={nproc_per_node}",
+        f"--master_addr={master}",
+        f"--master_port={port}",
+        *script_and_args,
+    ]
 
 
 def format_command(argv: Sequence[str]) -> str:
@@ -365,6 +472,7 @@ def format_command(argv: Sequence[str]) -> str:
 
 
 # --- a job body: does the process group work? ------------------------------------------------
+
 
 def allreduce_check(timeout_s: float = 120) -> dict[str, Any]:
     """Join the job's process group, all-reduce the ranks, return what this rank saw.
@@ -381,18 +489,23 @@ def allreduce_check(timeout_s: float = 120) -> dict[str, Any]:
         dist.all_gather_object(hosts, os.uname().nodename)
     finally:
         shutdown()
-    return {"rank": info.rank, "world_size": info.world_size, "local_rank": info.local_rank,
-            "launcher": info.launcher, "master": f"{info.master_addr}:{info.master_port}",
-            "job_id": info.job_id, "slurm_job_id": info.slurm_job_id, "result": float(value.item()), "hosts": hosts}
+    return {
+        "rank": info.rank,
+        "world_size": info.world_size,
+        "local_rank": info.local_rank,
+        "launcher": info.launcher,
+        "master": f"{info.master_addr}:{info.master_port}",
+        "job_id": info.job_id,
+        "slurm_job_id": info.slurm_job_id,
+        "result": float(value.item()),
+        "hosts": hosts,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """`python -m r1hpc.distributed [check]`: every rank prints its allreduce_check() as JSON.
     `python -m r1hpc.distributed torchrun --nproc-per-node N -- SCRIPT ARGS`: exec this node's
     torchrun (run it under `srun --ntasks-per-node=1`)."""
-    import argparse
-    import json
-
     parser = argparse.ArgumentParser(prog="python -m r1hpc.distributed", description=main.__doc__)
     sub = parser.add_subparsers(dest="cmd")
     check = sub.add_parser("check", help="join the process group, all-reduce the ranks, print JSON")
@@ -404,8 +517,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.cmd == "torchrun":
         script = args.script[1:] if args.script[:1] == ["--"] else args.script
         command = torchrun_command(script, args.nproc_per_node)
-        print(f"r1hpc.distributed: node {os.environ.get('SLURM_NODEID', '?')}: {format_command(command)}",
-              file=sys.stderr, flush=True)
+        print(
+            f"r1hpc.distributed: node {os.environ.get('SLURM_NODEID', '?')}: {format_command(command)}",
+            file=sys.stderr,
+            flush=True,
+        )
         os.execv(command[0], command)
     timeout = args.timeout if args.cmd == "check" else 120.0
     # One write(2) per line: ranks share one output file, and print() under `python -u` issues the

@@ -23,6 +23,7 @@ import contextlib
 import datetime
 import importlib
 import os
+import shlex
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -34,9 +35,19 @@ import submitit
 
 from r1hpc.config import Config, JobResources
 from r1hpc.fsio import append_jsonl
+from r1hpc.preemption import defer_stop_signal
 
-__all__ = ["Launcher", "Submission", "StageTask", "JobFailed", "job_name", "parse_job_name", "executor_parameters",
-           "render_sbatch", "wait_all"]
+__all__ = [
+    "Launcher",
+    "Submission",
+    "StageTask",
+    "JobFailed",
+    "job_name",
+    "parse_job_name",
+    "executor_parameters",
+    "render_sbatch",
+    "wait_all",
+]
 
 JOB_NAME_PREFIX = "r1hpc"
 
@@ -86,8 +97,6 @@ class StageTask(submitit.helpers.Checkpointable):
             raise ValueError(f"task target {self.target!r} cannot be imported: {e}") from e
 
     def __call__(self, **kwargs: Any) -> Any:
-        from r1hpc.preemption import defer_stop_signal
-
         with defer_stop_signal(self.save_grace_s):
             return self.resolve()(**kwargs)
 
@@ -133,8 +142,9 @@ def _failure_message(sub: Submission, job: submitit.Job, error: BaseException) -
     return "\n".join(lines)
 
 
-def executor_parameters(cfg: Config, res: JobResources, name: str, comment: str,
-                        dependency: str | None, distributed: bool = False) -> dict[str, Any]:
+def executor_parameters(
+    cfg: Config, res: JobResources, name: str, comment: str, dependency: str | None, distributed: bool = False
+) -> dict[str, Any]:
     """submitit AutoExecutor parameters for one job of the run (all executors; slurm_* ignored locally).
 
     Only `distributed` jobs (one process per rank, e.g. a Megatron train job) get the kind's nodes
@@ -166,8 +176,12 @@ def executor_parameters(cfg: Config, res: JobResources, name: str, comment: str,
     }
     if res.array_parallelism:
         params["slurm_array_parallelism"] = res.array_parallelism
-    for key, value in (("slurm_partition", partition), ("slurm_account", cfg.launch.account),
-                       ("slurm_qos", cfg.launch.qos), ("slurm_constraint", cfg.launch.constraint)):
+    for key, value in (
+        ("slurm_partition", partition),
+        ("slurm_account", cfg.launch.account),
+        ("slurm_qos", cfg.launch.qos),
+        ("slurm_constraint", cfg.launch.constraint),
+    ):
         if value:
             params[key] = value
     return params
@@ -188,14 +202,16 @@ class Launcher:
         self._lock = threading.Lock()
         self.abort = threading.Event()  # set: submissions still waiting for dependencies give up
 
-    def _make_executor(self, kind: str, name: str, comment: str, after: Sequence[Submission],
-                       distributed: bool = False) -> submitit.AutoExecutor:
+    def _make_executor(
+        self, kind: str, name: str, comment: str, after: Sequence[Submission], distributed: bool = False
+    ) -> submitit.AutoExecutor:
         res: JobResources = getattr(self.cfg.launch, kind)
         dependency = None
         if after and self.executor == "slurm":
             dependency = "afterok:" + ":".join(sub.job_id for sub in after)
-        executor = submitit.AutoExecutor(folder=self.logs_dir / "%j", cluster=self.executor,
-                                         slurm_max_num_timeout=self.cfg.launch.max_requeues)
+        executor = submitit.AutoExecutor(
+            folder=self.logs_dir / "%j", cluster=self.executor, slurm_max_num_timeout=self.cfg.launch.max_requeues
+        )
         executor.update_parameters(**executor_parameters(self.cfg, res, name, comment, dependency, distributed))
         return executor
 
@@ -219,8 +235,16 @@ class Launcher:
         # Half the warning time to save at a step boundary; the requeue needs the other half.
         return StageTask(target, save_grace_s=self.cfg.launch.signal_delay_s / 2)
 
-    def submit(self, stage: str, kind: str, target: str, kwargs: dict[str, Any], step: int | None = None,
-               after: Sequence[Submission] = (), distributed: bool = False) -> Submission:
+    def submit(
+        self,
+        stage: str,
+        kind: str,
+        target: str,
+        kwargs: dict[str, Any],
+        step: int | None = None,
+        after: Sequence[Submission] = (),
+        distributed: bool = False,
+    ) -> Submission:
         """Submit one job running `target(**kwargs)` with the resources of `launch.<kind>`
         (all its nodes x tasks_per_node processes when `distributed`)."""
         name = job_name(self.cfg.name, stage, step)
@@ -233,8 +257,15 @@ class Launcher:
             self._record(sub, kind, target, after)
         return sub
 
-    def submit_array(self, stage: str, kind: str, target: str, kwargs_list: Sequence[dict[str, Any]],
-                     step: int | None = None, after: Sequence[Submission] = ()) -> Submission:
+    def submit_array(
+        self,
+        stage: str,
+        kind: str,
+        target: str,
+        kwargs_list: Sequence[dict[str, Any]],
+        step: int | None = None,
+        after: Sequence[Submission] = (),
+    ) -> Submission:
         """Submit a job array: task i runs `target(**kwargs_list[i])`."""
         if not kwargs_list:
             raise ValueError(f"{stage} step {step}: a job array needs at least one task")
@@ -264,19 +295,22 @@ class Launcher:
         return f"r1hpc run={self.cfg.name} stage={stage} step={'-' if step is None else step}"
 
     def _record(self, sub: Submission, kind: str, target: str, after: Sequence[Submission]) -> None:
-        append_jsonl(self.run_dir / "jobs.jsonl", {
-            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "stage": sub.stage,
-            "step": sub.step,
-            "kind": kind,
-            "target": target,
-            "executor": self.executor,
-            "name": sub.name,
-            "job_id": sub.job_id,
-            "task_ids": [str(job.job_id) for job in sub.jobs],
-            "array_size": len(sub.jobs) if sub.is_array else 0,
-            "after": [dep.job_id for dep in after],
-        })
+        append_jsonl(
+            self.run_dir / "jobs.jsonl",
+            {
+                "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "stage": sub.stage,
+                "step": sub.step,
+                "kind": kind,
+                "target": target,
+                "executor": self.executor,
+                "name": sub.name,
+                "job_id": sub.job_id,
+                "task_ids": [str(job.job_id) for job in sub.jobs],
+                "array_size": len(sub.jobs) if sub.is_array else 0,
+                "after": [dep.job_id for dep in after],
+            },
+        )
 
 
 def wait_all(subs: Sequence[Submission], poll_s: float = 1.0) -> None:
@@ -290,20 +324,81 @@ def wait_all(subs: Sequence[Submission], poll_s: float = 1.0) -> None:
         sub.results()
 
 
-def render_sbatch(cfg: Config, kind: str, stage: str, step: int | None = None, array_size: int = 0,
-                  dependency: str | None = None, folder: str | Path | None = None, distributed: bool = False) -> str:
-    """The sbatch script the slurm executor would submit for such a job (for --dry-run and the
-    golden test). Uses submitit's own renderer, so it is what `sbatch` really receives."""
-    from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
+# How executor_parameters' names become sbatch options (submitit's SlurmExecutor does the same
+# renaming; slurm_<name> is sbatch's --<name> with _ -> -).
+_SBATCH_NAMES = {
+    "name": "job_name",
+    "timeout_min": "time",
+    "nodes": "nodes",
+    "tasks_per_node": "ntasks_per_node",
+    "cpus_per_task": "cpus_per_task",
+    "gpus_per_node": "gpus_per_node",
+    "mem_gb": "mem",
+}
+# Parameters that are not #SBATCH lines: they shape the array, the signal and the script's body.
+_NOT_SBATCH = {"array_parallelism", "additional_parameters", "setup", "signal_delay_s"}
 
-    res: JobResources = getattr(cfg.launch, kind)
+
+def _sbatch_flag(key: str, value: Any) -> str:
+    key = key.replace("_", "-")
+    return f"#SBATCH --{key}" if value is True else f"#SBATCH --{key}={shlex.quote(str(value))}"
+
+
+def render_sbatch(
+    cfg: Config,
+    kind: str,
+    stage: str,
+    step: int | None = None,
+    array_size: int = 0,
+    dependency: str | None = None,
+    folder: str | Path | None = None,
+    distributed: bool = False,
+) -> str:
+    """The sbatch script the slurm executor submits for such a job (for --dry-run and the golden test).
+
+    submitit has no public renderer, so this is our own template of the script its SlurmExecutor
+    writes (submitit 1.5: parameters sorted, USR2 signal, per-task logs under `folder`, srun of
+    submitit's runner); the command is shown as `python` rather than this interpreter's path.
+    tests/slurm/test_sbatch_render.py compares it with the script a real submission wrote."""
     folder = Path(folder) if folder is not None else cfg.run_dir / "logs" / "%j"
-    auto = submitit.AutoExecutor(folder=folder, cluster="slurm")
-    params = executor_parameters(cfg, res, job_name(cfg.name, stage, step),
-                                 f"r1hpc run={cfg.name} stage={stage} step={'-' if step is None else step}", dependency,
-                                 distributed)
-    auto.update_parameters(**params)
-    slurm_executor: SlurmExecutor = auto._executor  # type: ignore[attr-defined]
-    extra = {"map_count": array_size} if array_size else {}
-    command = " ".join(["python", "-u -m submitit.core._submit", str(folder)])
-    return _make_sbatch_string(command=command, folder=folder, **slurm_executor.parameters, **extra)
+    res: JobResources = getattr(cfg.launch, kind)
+    params = executor_parameters(
+        cfg,
+        res,
+        job_name(cfg.name, stage, step),
+        f"r1hpc run={cfg.name} stage={stage} step={'-' if step is None else step}",
+        dependency,
+        distributed,
+    )
+    flags: dict[str, Any] = {}
+    for key, value in params.items():
+        name = _SBATCH_NAMES.get(key) or key.removeprefix("slurm_")
+        if name not in _NOT_SBATCH and value is not None:
+            flags[name] = value
+    flags["mem"] = f"{int(flags['mem'])}GB" if flags["mem"] == int(flags["mem"]) else f"{int(flags['mem'] * 1024)}MB"
+    flags["signal"] = f"USR2@{params['slurm_signal_delay_s']}"
+    # per task logs, as submitit's JobPaths names them (%t: the srun task); array tasks: %A_%a for %j
+    stdout, stderr = f"{folder}/%j_%t_log.out", f"{folder}/%j_%t_log.err"
+    if array_size:
+        flags["array"] = f"0-{array_size - 1}%{min(array_size, params.get('slurm_array_parallelism', 256))}"
+        stdout, stderr = stdout.replace("%j", "%A_%a"), stderr.replace("%j", "%A_%a")
+    flags["output"], flags["error"] = stdout.replace("%t", "0"), stderr.replace("%t", "0")
+    flags["open-mode"] = "append"
+    flags.update(params["slurm_additional_parameters"])
+    srun = " ".join(shlex.quote(a) for a in ["srun", "--unbuffered", "--output", stdout, "--error", stderr])
+    command = f"{srun} python -u -m submitit.core._submit {shlex.quote(str(folder))}"
+    lines = [
+        "#!/bin/bash",
+        "",
+        "# Parameters",
+        *(_sbatch_flag(k, flags[k]) for k in sorted(flags)),
+        "",
+        "# setup",
+        *params["slurm_setup"],
+        "",
+        "# command",
+        "export SUBMITIT_EXECUTOR=slurm",
+        command,
+        "",
+    ]
+    return "\n".join(lines)

@@ -25,50 +25,77 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any
 
+from r1hpc import recipe
 from r1hpc.config import Config, ConfigError, load_config, write_resolved
 from r1hpc.fsio import read_jsonl
+from r1hpc.inputs import check_inputs
 from r1hpc.launch import JobFailed, Launcher, Submission, wait_all
 from r1hpc.lease import Lease, LeaseHeldError
 from r1hpc.store import RunDir, list_versions
 
 __all__ = ["STAGES", "MODEL_STAGES", "submit_pipeline", "main"]
 
-STAGES = ("data", "base", "student_base", "reward_model", "r1_zero", "cold_start", "reasoning_rl",
-          "rejection", "sft", "rl_all", "distill", "distill_rl", "eval", "report")
+STAGES = recipe.names()  # the stages of the recipe's table (r1hpc.recipe), for the command line
 # Stages that publish a policy, in recipe order: each is evaluated on the held-out split.
-MODEL_STAGES = ("base", "r1_zero", "cold_start", "reasoning_rl", "sft", "rl_all", "student_base", "distill", "distill_rl")
+MODEL_STAGES = recipe.evaluated()
 
 
-def _train_target(cfg: Config) -> str:
+def _train_target(cfg: Config, stage_target: str) -> str:
     """The GRPO train job: Megatron-core (TP/PP/EP, launches its ranks) or plain torch."""
     if cfg.parallel.backend == "megatron":
-        return "r1hpc.megatron.train_job:train_task"
-    return "r1hpc.stages.grpo:train_task"
+        return "r1hpc.stages.grpo_megatron:train_task"
+    return recipe.sibling(stage_target, "train_task")
 
 
-def _grpo(launcher: Launcher, cfg: Config, stage: str, steps: int, after: Sequence[Submission]) -> Submission:
+def _grpo(launcher: Launcher, cfg: Config, stage: str, after: Sequence[Submission]) -> Submission:
     """Submit one GRPO stage; returns its last train job (what later stages wait on)."""
     run_dir = str(cfg.run_dir)
-    prep = launcher.submit(stage, "train", "r1hpc.stages.grpo:prepare_stage", {"run_dir": run_dir, "stage": stage},
-                           after=after)
+    entry = recipe.stage(stage)
+    steps = getattr(cfg, entry.section).steps
+    prep = launcher.submit(stage, "train", entry.target, {"run_dir": run_dir, "stage": stage}, after=after)
     trains: list[Submission] = []
     for step in range(steps):
         lag = cfg.grpo.max_staleness
         # Rollouts of step N use v(N - lag), published by the train job of step N - lag - 1.
         producer = trains[step - lag - 1] if step - lag - 1 >= 0 else prep
-        rollout = launcher.submit_array(stage, "rollout", "r1hpc.stages.grpo:rollout_task",
-                                        [{"run_dir": run_dir, "stage": stage, "step": step, "shard": k}
-                                         for k in range(cfg.grpo.rollout_shards)], step=step, after=[producer])
-        train = launcher.submit(stage, "train", _train_target(cfg),
-                                {"run_dir": run_dir, "stage": stage, "step": step}, step=step,
-                                after=[rollout] + ([trains[-1]] if trains else [prep]),
-                                # On Slurm one task per rank (srun); locally the job starts torchrun itself.
-                                distributed=cfg.parallel.backend == "megatron" and cfg.launch.executor == "slurm")
+        rollout = launcher.submit_array(
+            stage,
+            "rollout",
+            recipe.sibling(entry.target, "rollout_task"),
+            [{"run_dir": run_dir, "stage": stage, "step": step, "shard": k} for k in range(cfg.grpo.rollout_shards)],
+            step=step,
+            after=[producer],
+        )
+        train = launcher.submit(
+            stage,
+            "train",
+            _train_target(cfg, entry.target),
+            {"run_dir": run_dir, "stage": stage, "step": step},
+            step=step,
+            after=[rollout] + ([trains[-1]] if trains else [prep]),
+            # On Slurm one task per rank (srun); locally the job starts torchrun itself.
+            distributed=cfg.parallel.backend == "megatron" and cfg.launch.executor == "slurm",
+        )
         trains.append(train)
     return trains[-1] if trains else prep
 
 
-def submit_pipeline(cfg: Config, stages: Sequence[str] = STAGES) -> dict[str, Submission]:
+def _rejection(launcher: Launcher, cfg: Config, entry: recipe.Stage, after: Sequence[Submission]) -> Submission:
+    """The rejection round: a generation array, then the merge job that filters it into SFT sets."""
+    run_dir = str(cfg.run_dir)
+    samples = launcher.submit_array(
+        entry.name,
+        "rollout",
+        entry.target,
+        [{"run_dir": run_dir, "shard": k} for k in range(cfg.rejection.shards)],
+        after=after,
+    )
+    return launcher.submit(
+        entry.name, "train", recipe.sibling(entry.target, "rejection_merge"), {"run_dir": run_dir}, after=[samples]
+    )
+
+
+def submit_pipeline(cfg: Config, stages: Sequence[str] | None = None) -> dict[str, Submission]:
     """Submit the chosen stages; a dependency on a stage not chosen is taken as already complete.
 
     On Slurm (and the debug executor) stages are submitted one after another in DAG order: afterok
@@ -79,9 +106,11 @@ def submit_pipeline(cfg: Config, stages: Sequence[str] = STAGES) -> dict[str, Su
     raises JobFailed here at once; jobs already started keep running (as on Slurm), nothing more is
     submitted.
     """
-    unknown = [s for s in stages if s not in STAGES]
+    known = recipe.names()
+    stages = known if stages is None else stages
+    unknown = [s for s in stages if s not in known]
     if unknown:
-        raise ConfigError(f"--stages: unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+        raise ConfigError(f"--stages: unknown stage(s) {unknown}; stages are {', '.join(known)}")
     launcher = Launcher(cfg)
     run_dir = str(cfg.run_dir)
     threaded = launcher.executor == "local"
@@ -91,7 +120,9 @@ def submit_pipeline(cfg: Config, stages: Sequence[str] = STAGES) -> dict[str, Su
     # Tasks start in FIFO order and wait only on earlier ones, so the pool always makes progress.
     with ThreadPoolExecutor(max_workers=32 if threaded else 1, thread_name_prefix="r1hpc-submit") as pool:
 
-        def later(submit: Callable[[list[Submission]], Submission], after: list[Future[Submission]]) -> Future[Submission]:
+        def later(
+            submit: Callable[[list[Submission]], Submission], after: list[Future[Submission]]
+        ) -> Future[Submission]:
             if threaded:
                 return pool.submit(lambda: submit([f.result() for f in after]))
             now: Future[Submission] = Future()  # Slurm / debug: submit here, errors raise here (pdb)
@@ -101,59 +132,50 @@ def submit_pipeline(cfg: Config, stages: Sequence[str] = STAGES) -> dict[str, Su
         def dep(*names: str) -> list[Future[Submission]]:
             return [done[n] for n in names if n in done]
 
-        def job(stage: str, target: str, kwargs: dict[str, Any], after: list[Future[Submission]]) -> None:
-            if stage in stages:
-                done[stage] = later(lambda subs: launcher.submit(stage, "train", target, {"run_dir": run_dir, **kwargs},
-                                                                 after=subs), after)
-
-        def grpo(stage: str, steps: int, after: list[Future[Submission]]) -> None:
-            if stage in stages:
-                done[stage] = later(lambda subs: _grpo(launcher, cfg, stage, steps, subs), after)
+        def submit_stage(entry: recipe.Stage, after: list[Future[Submission]]) -> Future[Submission]:
+            """The jobs of one stage, by its kind (r1hpc.recipe)."""
+            args = {"run_dir": run_dir, **entry.kwargs}
+            if entry.kind == "grpo":
+                return later(lambda subs: _grpo(launcher, cfg, entry.name, subs), after)
+            if entry.kind == "rejection":
+                return later(lambda subs: _rejection(launcher, cfg, entry, subs), after)
+            if entry.kind == "report":
+                return later(
+                    lambda subs: launcher.submit(entry.name, "eval", entry.target, args, after=subs),
+                    evals + list(done.values()),
+                )
+            return later(lambda subs: launcher.submit(entry.name, "train", entry.target, args, after=subs), after)
 
         def evaluate(model_stage: str) -> None:
             # Evaluate what this submission produces, and what earlier submissions already published.
             published = bool(list_versions(RunDir(run_dir), model_stage)) if model_stage not in stages else True
             if "eval" in stages and published:
-                evals.append(later(lambda subs: launcher.submit_array(
-                    "eval", "eval", "r1hpc.stages.eval:eval_task",
-                    [{"run_dir": run_dir, "model_stage": model_stage, "shard": k} for k in range(cfg.eval.shards)],
-                    after=subs), dep(model_stage)))
-
-        def rejection(subs: list[Submission]) -> Submission:
-            samples = launcher.submit_array("rejection", "rollout", "r1hpc.stages.rejection:rejection_task",
-                                            [{"run_dir": run_dir, "shard": k} for k in range(cfg.rejection.shards)],
-                                            after=subs)
-            return launcher.submit("rejection", "train", "r1hpc.stages.rejection:rejection_merge",
-                                   {"run_dir": run_dir}, after=[samples])
+                entry = recipe.stage("eval")
+                evals.append(
+                    later(
+                        lambda subs: launcher.submit_array(
+                            entry.name,
+                            "eval",
+                            entry.target,
+                            [
+                                {"run_dir": run_dir, "model_stage": model_stage, "shard": k}
+                                for k in range(cfg.eval.shards)
+                            ],
+                            after=subs,
+                        ),
+                        dep(model_stage),
+                    )
+                )
 
         # The first failure (or Ctrl-C) stops the submissions still waiting, as a serial driver would.
+        # Stages are submitted in table order; each waits on its `after` stages that this run submits
+        # (a dependency not chosen is taken as already complete).
         try:
-            job("data", "r1hpc.stages.base:prepare_data", {}, [])
-            job("base", "r1hpc.stages.base:pretrain_base", {"which": "teacher"}, dep("data"))
-            job("student_base", "r1hpc.stages.base:pretrain_base", {"which": "student"}, dep("data"))
-            evaluate("base")
-            evaluate("student_base")
-            job("reward_model", "r1hpc.stages.reward_model:train_reward_model", {}, dep("base"))
-            grpo("r1_zero", cfg.r1_zero.steps, dep("base"))
-            evaluate("r1_zero")
-            grpo("distill_rl", cfg.r1_zero.steps, dep("student_base"))
-            evaluate("distill_rl")
-            job("cold_start", "r1hpc.stages.cold_start:run_cold_start", {}, dep("r1_zero"))
-            evaluate("cold_start")
-            grpo("reasoning_rl", cfg.reasoning_rl.steps, dep("cold_start"))
-            evaluate("reasoning_rl")
-            if "rejection" in stages:
-                done["rejection"] = later(rejection, dep("reasoning_rl", "reward_model"))
-            job("sft", "r1hpc.stages.sft_stage:run_sft", {}, dep("rejection"))
-            evaluate("sft")
-            job("distill", "r1hpc.stages.sft_stage:run_distill", {}, dep("rejection", "student_base"))
-            evaluate("distill")
-            grpo("rl_all", cfg.rl_all.steps, dep("sft", "reward_model"))
-            evaluate("rl_all")
-            if "report" in stages:
-                report_after = evals + list(done.values())
-                done["report"] = later(lambda subs: launcher.submit("report", "eval", "r1hpc.pipeline:finish_run",
-                                                                    {"run_dir": run_dir}, after=subs), report_after)
+            for entry in recipe.STAGES:
+                if entry.name in stages and entry.kind != "eval":
+                    done[entry.name] = submit_stage(entry, dep(*entry.after))
+                if entry.evaluated:
+                    evaluate(entry.name)
             finished, _ = wait([*done.values(), *evals], return_when=FIRST_EXCEPTION)
             for future in finished:
                 if future.exception() is not None:
@@ -171,7 +193,7 @@ def finish_run(run_dir: str) -> dict[str, Any]:
 
     run = RunDir(run_dir)
     summaries = {}
-    for stage in MODEL_STAGES:
+    for stage in recipe.evaluated():
         if run.step_dir(f"eval-{stage}", 0, create=False).is_dir():
             summaries[stage] = eval_summary(run_dir, stage)
     path = build_report(run_dir)
@@ -189,9 +211,12 @@ def live_slurm_jobs(run_dir: str) -> list[str]:
 
     jobs = [j for j in read_jsonl(RunDir(run_dir).jobs_path, missing_ok=True) if j.get("executor") == "slurm"]
     states = queued_states([j["job_id"] for j in jobs])
-    return [f"{j['stage']} step {'-' if j.get('step') is None else j['step']} job {j['job_id']}: "
-            f"{', '.join(sorted(set(states[j['job_id']])))}"
-            for j in jobs if j["job_id"] in states]
+    return [
+        f"{j['stage']} step {'-' if j.get('step') is None else j['step']} job {j['job_id']}: "
+        f"{', '.join(sorted(set(states[j['job_id']])))}"
+        for j in jobs
+        if j["job_id"] in states
+    ]
 
 
 @contextlib.contextmanager
@@ -212,14 +237,17 @@ def sole_submitter(cfg: Config) -> Iterator[None]:
         if cfg.launch.executor == "slurm":
             live = live_slurm_jobs(str(cfg.run_dir))
             if live:
-                raise RunBusy(f"{cfg.run_dir} has {len(live)} Slurm job(s) still queued or running; submitting "
-                              "again would run them twice. Wait for them (r1hpc status) or scancel them:\n  "
-                              + "\n  ".join(live))
+                raise RunBusy(
+                    f"{cfg.run_dir} has {len(live)} Slurm job(s) still queued or running; submitting "
+                    "again would run them twice. Wait for them (r1hpc status) or scancel them:\n  " + "\n  ".join(live)
+                )
         yield
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="r1hpc run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="r1hpc run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("config", help="a YAML config, e.g. configs/tiny.yaml")
     parser.add_argument("overrides", nargs="*", help="key=value overrides")
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of: " + ", ".join(STAGES))
@@ -227,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
+        check_inputs(cfg)  # datasets, checkpoints, custom rewards: before anything is written or submitted
         write_resolved(cfg, argv=["r1hpc", "run", *(argv if argv is not None else sys.argv[1:])])
         stages = [s.strip() for s in args.stages.split(",") if s.strip()]
         with sole_submitter(cfg):
@@ -243,14 +272,19 @@ def _submit_and_wait(cfg: Config, stages: list[str], no_wait: bool) -> int:
     started = time.time()
     try:
         subs = submit_pipeline(cfg, stages)
-        print(f"r1hpc run: {cfg.name}: submitted {', '.join(subs)} on the {cfg.launch.executor} executor; "
-              f"run directory {cfg.run_dir} (watch with: r1hpc status {cfg.run_dir})")
+        print(
+            f"r1hpc run: {cfg.name}: submitted {', '.join(subs)} on the {cfg.launch.executor} executor; "
+            f"run directory {cfg.run_dir} (watch with: r1hpc status {cfg.run_dir})"
+        )
         if no_wait:
             return 0
         wait_all(list(subs.values()), poll_s=cfg.launch.poll_interval_s)
     except JobFailed as e:  # the local executor also runs dependencies while submitting
-        print(f"r1hpc run: {cfg.name}: a job failed; fix the cause and run the same command again to "
-              f"continue (complete outputs are kept):\n{e}", file=sys.stderr)
+        print(
+            f"r1hpc run: {cfg.name}: a job failed; fix the cause and run the same command again to "
+            f"continue (complete outputs are kept):\n{e}",
+            file=sys.stderr,
+        )
         return 1
     report = f"; report: {cfg.run_dir / 'report.md'}" if "report" in subs else ""
     print(f"r1hpc run: {cfg.name} finished in {time.time() - started:.0f} s{report}")

@@ -21,24 +21,36 @@ import re
 import shutil
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
+from r1hpc import recipe
 from r1hpc.fsio import StoreError, atomic_write_text, read_json, read_jsonl
-from r1hpc.stages.eval import paired_difference
 from r1hpc.stages.common import read_metrics
+from r1hpc.stages.eval import DEFAULT_SOURCE, paired_difference
 
-__all__ = ["build_report", "main", "EVAL_STAGES", "RL_STAGES", "SFT_STAGES", "job_times", "compare_sentences"]
+__all__ = ["build_report", "main", "job_times", "compare_sentences"]
 
-# Evaluated models in recipe order; the student ones last so the distillation rows sit together.
-EVAL_STAGES = ("base", "r1_zero", "cold_start", "reasoning_rl", "sft", "rl_all",
-               "student_base", "distill", "distill_rl")
-RL_STAGES = ("r1_zero", "reasoning_rl", "rl_all", "distill_rl")
-SFT_STAGES = ("base", "student_base", "cold_start", "sft", "reward_model", "distill")
-# (after, before): what each stage is compared with in "What this shows" (the recipe's lineage).
-COMPARISONS = (("r1_zero", "base"), ("cold_start", "base"), ("reasoning_rl", "cold_start"),
-               ("sft", "base"), ("rl_all", "sft"), ("rl_all", "base"), ("distill", "student_base"),
-               ("distill_rl", "student_base"), ("distill", "distill_rl"))
+# Every list of stages comes from the recipe's table (r1hpc.recipe), read when a report is built:
+# recipe.evaluated() (models in recipe order, the student ones last so the distillation rows sit
+# together), recipe.comparisons() (what each stage is compared with in "What this shows").
+
+
+def _rl_stages() -> list[str]:
+    return [s.name for s in recipe.of_kind("grpo")]
+
+
+def _sft_stages() -> list[str]:
+    return [s.name for s in recipe.of_kind("pretrain", "sft", "reward_model")]
+
+
+# How the student table names a student stage, by the kind of training it had.
+_STUDENT_LABELS = {
+    "pretrain": "student base (no training)",
+    "sft": "distilled from the teacher (SFT)",
+    "grpo": "trained directly with RL",
+}
 _LOG_LINE = re.compile(r"^submitit \w+ \((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\) - (.*)$")
 
 
@@ -80,7 +92,7 @@ def _sacct_seconds(job_ids: Sequence[str]) -> dict[str, float]:
     base_ids = sorted({j.split("_")[0] for j in job_ids})
     out: dict[str, float] = defaultdict(float)
     for i in range(0, len(base_ids), 200):  # keep the command line short
-        cmd = ["sacct", "-P", "-D", "-X", "--format=" + ",".join(FIELDS), "-j", ",".join(base_ids[i:i + 200])]
+        cmd = ["sacct", "-P", "-D", "-X", "--format=" + ",".join(FIELDS), "-j", ",".join(base_ids[i : i + 200])]
         for row in parse_dump(run_sacct(cmd, timeout=60), "sacct"):
             out[row.job_id] += row.elapsed_s
     return dict(out)
@@ -102,8 +114,9 @@ def job_times(run_dir: Path) -> dict[str, dict[str, Any]]:
         stage, kind = job.get("stage"), job.get("kind", "job")
         if not isinstance(stage, str) or not isinstance(job.get("task_ids"), list):
             raise ValueError(f"{run_dir / 'jobs.jsonl'}:{i}: expected 'stage' (str) and 'task_ids' (list), got {job}")
-        entry = out.setdefault(stage, {"seconds": defaultdict(float), "jobs": 0, "tasks": 0, "unknown": 0,
-                                       "sources": set()})
+        entry = out.setdefault(
+            stage, {"seconds": defaultdict(float), "jobs": 0, "tasks": 0, "unknown": 0, "sources": set()}
+        )
         entry["jobs"] += 1
         for tid in job["task_ids"]:
             entry["tasks"] += 1
@@ -116,8 +129,10 @@ def job_times(run_dir: Path) -> dict[str, dict[str, Any]]:
                 entry["unknown"] += 1
             else:
                 entry["seconds"][kind] += secs
-                entry["sources"].add("submitit log timestamps" + (" (sacct: " + sacct_error + ")"
-                                                                 if job.get("executor") == "slurm" and sacct_error else ""))
+                entry["sources"].add(
+                    "submitit log timestamps"
+                    + (" (sacct: " + sacct_error + ")" if job.get("executor") == "slurm" and sacct_error else "")
+                )
     for entry in out.values():
         entry["seconds"] = dict(entry["seconds"])
         entry["sources"] = sorted(entry["sources"])
@@ -130,8 +145,9 @@ def job_times(run_dir: Path) -> dict[str, dict[str, Any]]:
 def _read_summaries(run_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """Eval summaries present ({stage: summary}) and unreadable ones ({stage: why})."""
     found, bad = {}, {}
-    names = list(EVAL_STAGES) + sorted(p.stem for p in (run_dir / "eval").glob("*.json")
-                                       if p.stem not in EVAL_STAGES)
+    names = list(recipe.evaluated()) + sorted(
+        p.stem for p in (run_dir / "eval").glob("*.json") if p.stem not in recipe.evaluated()
+    )
     for stage in names:
         path = run_dir / "eval" / f"{stage}.json"
         if not path.exists():
@@ -168,34 +184,44 @@ def _edge_mean(rows: list[dict[str, Any]], key: str, last: bool) -> tuple[float,
 def compare_sentences(summaries: dict[str, dict[str, Any]]) -> list[str]:
     """One sentence per comparison of the recipe whose two stages were both evaluated."""
     out = []
-    for after, before in COMPARISONS:
+    for after, before in recipe.comparisons():
         if after not in summaries or before not in summaries:
             continue
         a, b = summaries[after], summaries[before]
         (alo, ahi), (blo, bhi) = a["pass_at_1_ci"], b["pass_at_1_ci"]
         verb = "raised" if a["pass_at_1"] > b["pass_at_1"] else "lowered" if a["pass_at_1"] < b["pass_at_1"] else "left"
         overlap = alo <= bhi and blo <= ahi
-        noise = ("the 95% intervals overlap, so this is not clearly beyond the noise of "
-                 f"{a['k']} samples x {a.get('problems', '?')} problems" if overlap
-                 else "the 95% intervals do not overlap: a difference beyond sampling noise")
+        noise = (
+            "the 95% intervals overlap, so this is not clearly beyond the noise of "
+            f"{a['k']} samples x {a.get('problems', '?')} problems"
+            if overlap
+            else "the 95% intervals do not overlap: a difference beyond sampling noise"
+        )
         if after == "distill" and before == "distill_rl":
-            lead = (f"On the student, distillation reached pass@1 {_fmt_ci(a)} and RL directly "
-                    f"{_fmt_ci(b)}; ")
-            lead += "distillation is ahead; " if a["pass_at_1"] > b["pass_at_1"] else \
-                "RL on the student is ahead; " if a["pass_at_1"] < b["pass_at_1"] else "they tie; "
+            lead = f"On the student, distillation reached pass@1 {_fmt_ci(a)} and RL directly {_fmt_ci(b)}; "
+            lead += (
+                "distillation is ahead; "
+                if a["pass_at_1"] > b["pass_at_1"]
+                else "RL on the student is ahead; "
+                if a["pass_at_1"] < b["pass_at_1"]
+                else "they tie; "
+            )
             out.append(lead + noise + ".")
             continue
-        change = f"unchanged at {a['pass_at_1']:.3f}" if verb == "left" else \
-            f"from {_fmt_ci(b)} to {_fmt_ci(a)}"
+        change = f"unchanged at {a['pass_at_1']:.3f}" if verb == "left" else f"from {_fmt_ci(b)} to {_fmt_ci(a)}"
         paired = paired_difference(a, b)
         if paired is not None:
             lo, hi = paired["ci"]
             beyond = "excludes 0: beyond the noise" if lo > 0 or hi < 0 else "includes 0"
-            noise += (f"; paired over the same {paired['problems']} problems the change is "
-                      f"{paired['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}], an interval that {beyond}")
-        out.append(f"{after} {verb} held-out pass@1 {change} (vs {before}); {noise}. "
-                   f"Format rate {b['format_rate']:.2f} -> {a['format_rate']:.2f}, "
-                   f"cons@{a['k']} {b['cons_at_k']:.3f} -> {a['cons_at_k']:.3f}.")
+            noise += (
+                f"; paired over the same {paired['problems']} problems the change is "
+                f"{paired['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}], an interval that {beyond}"
+            )
+        out.append(
+            f"{after} {verb} held-out pass@1 {change} (vs {before}); {noise}. "
+            f"Format rate {b['format_rate']:.2f} -> {a['format_rate']:.2f}, "
+            f"cons@{a['k']} {b['cons_at_k']:.3f} -> {a['cons_at_k']:.3f}."
+        )
     if summaries:
         best = max(summaries, key=lambda s: summaries[s]["pass_at_1"])
         out.append(f"Best held-out pass@1: {best} at {_fmt_ci(summaries[best])}.")
@@ -206,8 +232,11 @@ def _training_sentences(rl: dict[str, list[dict[str, Any]]]) -> list[str]:
     out = []
     for stage, rows in rl.items():
         parts = []
-        for key, what, fmt in (("reward_mean", "mean reward", "{:.3f}"), ("reward_accuracy_math", "train accuracy", "{:.3f}"),
-                               ("response_length_mean", "mean response length", "{:.1f} tokens")):
+        for key, what, fmt in (
+            ("reward_mean", "mean reward", "{:.3f}"),
+            ("reward_accuracy_math", "train accuracy", "{:.3f}"),
+            ("response_length_mean", "mean response length", "{:.1f} tokens"),
+        ):
             first, last = _edge_mean(rows, key, False), _edge_mean(rows, key, True)
             if first and last:
                 if last[0] == first[0]:
@@ -228,8 +257,10 @@ def _compute_sentence(times: dict[str, dict[str, Any]]) -> list[str]:
     if grand <= 0:
         return []
     top = max(totals, key=totals.get)
-    return [f"Compute: {grand / 60:.1f} job-minutes in all; {top} took the most "
-            f"({totals[top] / 60:.1f} min, {100 * totals[top] / grand:.0f}%)."]
+    return [
+        f"Compute: {grand / 60:.1f} job-minutes in all; {top} took the most "
+        f"({totals[top] / 60:.1f} min, {100 * totals[top] / grand:.0f}%)."
+    ]
 
 
 # ---------------------------------------------------------------- markdown
@@ -237,41 +268,114 @@ def _compute_sentence(times: dict[str, dict[str, Any]]) -> list[str]:
 
 def _eval_tables(summaries: dict[str, dict[str, Any]], bad: dict[str, str]) -> list[str]:
     k = next((s["k"] for s in summaries.values()), None)
-    lines = ["| stage | pass@1 [95% interval] | cons@" + (str(k) if k else "k") + " | format rate | "
-             "mean response tokens | problems x k | model |", "|---|---|---|---|---|---|---|"]
-    stages = list(EVAL_STAGES) + [s for s in list(summaries) + list(bad) if s not in EVAL_STAGES]
+    lines = [
+        "| stage | pass@1 [95% interval] | cons@" + (str(k) if k else "k") + " | format rate | "
+        "mean response tokens | problems x k | model |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    stages = list(recipe.evaluated()) + [s for s in list(summaries) + list(bad) if s not in recipe.evaluated()]
     for stage in stages:
         if stage in summaries:
             s = summaries[stage]
             warn = " (!)" if s.get("warning") else ""
-            lines.append(f"| {stage} | {_fmt_ci(s)} | {s['cons_at_k']:.3f} | {s['format_rate']:.3f} | "
-                         f"{s.get('mean_response_tokens', float('nan')):.1f} | {s.get('problems', '?')} x {s['k']} | "
-                         f"{', '.join(s.get('model_versions', []))}{warn} |")
+            lines.append(
+                f"| {stage} | {_fmt_ci(s)} | {s['cons_at_k']:.3f} | {s['format_rate']:.3f} | "
+                f"{s.get('mean_response_tokens', float('nan')):.1f} | {s.get('problems', '?')} x {s['k']} | "
+                f"{', '.join(s.get('model_versions', []))}{warn} |"
+            )
         elif stage in bad:
             lines.append(f"| {stage} | unreadable: {bad[stage]} | | | | | |")
         else:
             lines.append(f"| {stage} | not run | | | | | |")
-    diffs = sorted({d for s in summaries.values() for d in s.get("by_difficulty", {})}, key=int)
-    lines += ["", "Per difficulty: pass@1 [95% interval] / cons@k.", "",
-              "| stage | " + " | ".join(f"difficulty {d}" for d in diffs) + " |",
-              "|---|" + "---|" * len(diffs)]
+    return lines + _breakdown_table(summaries, stages, by_source=False) + _source_tables(summaries, stages)
+
+
+def _cell(m: dict[str, Any]) -> str:
+    return f"{_fmt_ci(m)} / {m['cons_at_k']:.3f}"
+
+
+def _by_difficulty(s: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return s.get("by_difficulty", {})
+
+
+def _by_source(s: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per data source figures; a summary without by_source predates it: all its problems are "generated"."""
+    return s.get("by_source") or {DEFAULT_SOURCE: s}
+
+
+def _breakdown_table(summaries: dict[str, dict[str, Any]], stages: list[str], by_source: bool) -> list[str]:
+    """Stage x (data source | difficulty) table of pass@1 [interval] / cons@k; [] without columns."""
+    parts = _by_source if by_source else _by_difficulty
+    cols = sorted({c for s in summaries.values() for c in parts(s)}, key=str if by_source else int)
+    if not cols:
+        return []
+    if by_source:
+        what = "data source (problems)"
+        heads = [f"{c} ({max(parts(s)[c]['problems'] for s in summaries.values() if c in parts(s))})" for c in cols]
+    else:
+        what, heads = "difficulty", [f"difficulty {'unknown' if c == '0' else c}" for c in cols]
+    lines = [
+        "",
+        f"Per {what}: pass@1 [95% interval] / cons@k.",
+        "",
+        "| stage | " + " | ".join(heads) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
     for stage in stages:
         if stage not in summaries:
-            lines.append(f"| {stage} | " + " | ".join("not run" for _ in diffs) + " |")
+            lines.append(f"| {stage} | " + " | ".join("not run" for _ in cols) + " |")
             continue
-        by = summaries[stage].get("by_difficulty", {})
-        cells = [f"{_fmt_ci(by[d])} / {by[d]['cons_at_k']:.3f}" if d in by else "-" for d in diffs]
-        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+        by = parts(summaries[stage])
+        lines.append(f"| {stage} | " + " | ".join(_cell(by[c]) if c in by else "-" for c in cols) + " |")
+    return lines
+
+
+def _sources(summaries: dict[str, dict[str, Any]]) -> list[str]:
+    """Every data source evaluated."""
+    return sorted({src for s in summaries.values() for src in _by_source(s)})
+
+
+def _fmt_paired(d: dict[str, Any] | None) -> str:
+    if d is None:
+        return "-"
+    lo, hi = d["ci"]
+    return f"{d['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}] ({d['problems']})"
+
+
+def _source_tables(summaries: dict[str, dict[str, Any]], stages: list[str]) -> list[str]:
+    """Per data source results and paired changes along the recipe, when there is more than one source."""
+    sources = _sources(summaries)
+    if len(sources) <= 1:
+        return []
+    lines = _breakdown_table(summaries, stages, by_source=True)
+    pairs = [(a, b) for a, b in recipe.comparisons() if a in summaries and b in summaries]
+    if not pairs:
+        return lines
+    lines += [
+        "",
+        "Paired pass@1 change per data source over the problems both stages were evaluated on: "
+        "mean [95% interval] (problems).",
+        "",
+        "| change | " + " | ".join(sources) + " | all sources |",
+        "|---|" + "---|" * (len(sources) + 1),
+    ]
+    for after, before in pairs:
+        a, b = summaries[after], summaries[before]
+        cells = [_fmt_paired(paired_difference(a, b, src)) for src in sources]
+        cells.append(_fmt_paired(paired_difference(a, b)))
+        lines.append(f"| {after} vs {before} | " + " | ".join(cells) + " |")
     return lines
 
 
 def _student_table(summaries: dict[str, dict[str, Any]]) -> list[str]:
     lines = ["| student | pass@1 [95% interval] | cons@k | format rate |", "|---|---|---|---|"]
-    for stage, label in (("student_base", "student base (no training)"), ("distill", "distilled from the teacher (SFT)"),
-                         ("distill_rl", "trained directly with RL")):
+    for stage in (name for name in recipe.evaluated() if recipe.stage(name).student):
+        label = _STUDENT_LABELS[recipe.stage(stage).kind]
         s = summaries.get(stage)
-        lines.append(f"| {label} ({stage}) | " + (f"{_fmt_ci(s)} | {s['cons_at_k']:.3f} | {s['format_rate']:.3f} |"
-                                                  if s else "not run | | |"))
+        lines.append(
+            f"| {label} ({stage}) | "
+            + (f"{_fmt_ci(s)} | {s['cons_at_k']:.3f} | {s['format_rate']:.3f} |" if s else "not run | | |")
+        )
     return lines
 
 
@@ -284,19 +388,24 @@ def _training_table(rl: dict[str, list[dict[str, Any]]], sft: dict[str, list[dic
         vals = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
         return f"{vals[0]:.{digits}f} -> {vals[-1]:.{digits}f}" if vals else "-"
 
-    lines = ["| RL stage | steps | reward | train accuracy | response length | KL | entropy | "
-             "rollout / train / handoff s per step |", "|---|---|---|---|---|---|---|---|"]
-    for stage in RL_STAGES:
+    lines = [
+        "| RL stage | steps | reward | train accuracy | response length | KL | entropy | "
+        "rollout / train / handoff s per step |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for stage in _rl_stages():
         rows = rl.get(stage, [])
         if not rows:
             lines.append(f"| {stage} | not run | | | | | | |")
             continue
-        lines.append(f"| {stage} | {len(rows)} | {first_last(rows, 'reward_mean')} | "
-                     f"{first_last(rows, 'reward_accuracy_math')} | {first_last(rows, 'response_length_mean', 1)} | "
-                     f"{first_last(rows, 'kl')} | {first_last(rows, 'entropy')} | "
-                     f"{mean(rows, 'time_rollout_s')} / {mean(rows, 'time_train_s')} / {mean(rows, 'time_handoff_s')} |")
+        lines.append(
+            f"| {stage} | {len(rows)} | {first_last(rows, 'reward_mean')} | "
+            f"{first_last(rows, 'reward_accuracy_math')} | {first_last(rows, 'response_length_mean', 1)} | "
+            f"{first_last(rows, 'kl')} | {first_last(rows, 'entropy')} | "
+            f"{mean(rows, 'time_rollout_s')} / {mean(rows, 'time_train_s')} / {mean(rows, 'time_handoff_s')} |"
+        )
     lines += ["", "| SFT stage | logged steps | loss first -> last |", "|---|---|---|"]
-    for stage in SFT_STAGES:
+    for stage in _sft_stages():
         rows = sft.get(stage, [])
         lines.append(f"| {stage} | {len(rows)} | {first_last(rows, 'loss')} |" if rows else f"| {stage} | not run | |")
     return lines
@@ -309,8 +418,10 @@ def _compute_table(times: dict[str, dict[str, Any]]) -> list[str]:
     for stage, t in times.items():
         kinds = ", ".join(f"{k} {v / 60:.2f}" for k, v in sorted(t["seconds"].items()))
         unknown = f"; {t['unknown']} task(s) without a time" if t["unknown"] else ""
-        lines.append(f"| {stage} | {t['jobs']} | {t['tasks']} | {sum(t['seconds'].values()) / 60:.2f} | "
-                     f"{kinds or '-'} | {', '.join(t['sources']) or 'none'}{unknown} |")
+        lines.append(
+            f"| {stage} | {t['jobs']} | {t['tasks']} | {sum(t['seconds'].values()) / 60:.2f} | "
+            f"{kinds or '-'} | {', '.join(t['sources']) or 'none'}{unknown} |"
+        )
     return lines
 
 
@@ -321,45 +432,69 @@ def build_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: run directory does not exist")
-    rl = {s: rows for s in RL_STAGES if (rows := read_metrics(run_dir, s))}
-    sft = {s: rows for s in SFT_STAGES if (rows := read_metrics(run_dir, s))}
+    rl = {s: rows for s in _rl_stages() if (rows := read_metrics(run_dir, s))}
+    sft = {s: rows for s in _sft_stages() if (rows := read_metrics(run_dir, s))}
     summaries, bad = _read_summaries(run_dir)
     times = job_times(run_dir)
     k = next((s["k"] for s in summaries.values()), None)
     pdir = run_dir / "plots"
     plots.plot_rl_curves(rl, pdir / "reward_accuracy.png")
-    plots.plot_series(rl, "response_length_mean", "mean response length (tokens)", "response length per RL step",
-                      pdir / "response_length.png")
+    plots.plot_series(
+        rl,
+        "response_length_mean",
+        "mean response length (tokens)",
+        "response length per RL step",
+        pdir / "response_length.png",
+    )
     plots.plot_series(sft, "loss", "loss", "SFT loss per step", pdir / "sft_loss.png")
     plots.plot_heldout(summaries, k, pdir / "heldout_pass1.png")
     plots.plot_compute({s: t["seconds"] for s, t in times.items()}, pdir / "compute_time.png")
 
     first = next(iter(summaries.values()), {})
     shows = compare_sentences(summaries) + _training_sentences(rl) + _compute_sentence(times)
-    lines = [f"# Run report: {run_dir.name}", "",
-             f"Built {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')} from "
-             "metrics/, eval/, jobs.jsonl and logs/ by `python -m r1hpc.report`.", "",
-             "## What this shows", ""]
+    lines = [
+        f"# Run report: {run_dir.name}",
+        "",
+        f"Built {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')} from "
+        "metrics/, eval/, jobs.jsonl and logs/ by `python -m r1hpc.report`.",
+        "",
+        "## What this shows",
+        "",
+    ]
     lines += [f"- {s}" for s in shows] or ["- Nothing evaluated or trained yet."]
-    lines += ["", "## Held-out evaluation", "",
-              f"Settings: k = {first.get('k', '?')} samples per problem, T = {first.get('temperature', '?')}, "
-              f"top-p = {first.get('top_p', '?')}, at most {first.get('max_new_tokens', '?')} new tokens. "
-              "pass@1 = mean over problems of (correct samples / k). The interval is a 95% normal "
-              "approximation over problems (mean +- 1.96 sd / sqrt(n) of the per-problem pass rates), "
-              "which covers both the finite problem set and the k samples per problem; where every "
-              "problem scored the same (sd = 0) it is the Wilson interval for n problems. Non-overlapping "
-              "intervals mean a difference beyond that noise; overlapping ones do not rule a difference out. "
-              "cons@k = majority vote over the extracted answers (samples without one do not vote; ties "
-              "score the fraction of tied answers that are correct).", ""]
+    lines += [
+        "",
+        "## Held-out evaluation",
+        "",
+        f"Settings: k = {first.get('k', '?')} samples per problem, T = {first.get('temperature', '?')}, "
+        f"top-p = {first.get('top_p', '?')}, at most {first.get('max_new_tokens', '?')} new tokens. "
+        "pass@1 = mean over problems of (correct samples / k). The interval is a 95% normal "
+        "approximation over problems (mean +- 1.96 sd / sqrt(n) of the per-problem pass rates), "
+        "which covers both the finite problem set and the k samples per problem; where every "
+        "problem scored the same (sd = 0) it is the Wilson interval for n problems. Non-overlapping "
+        "intervals mean a difference beyond that noise; overlapping ones do not rule a difference out. "
+        "cons@k = majority vote over the extracted answers (samples without one do not vote; ties "
+        "score the fraction of tied answers that are correct).",
+        "",
+    ]
     lines += _eval_tables(summaries, bad)
     lines += ["", "### Distillation vs RL on the student", ""] + _student_table(summaries)
     lines += ["", "![held-out pass@1](plots/heldout_pass1.png)", "", "## Training", ""]
     lines += _training_table(rl, sft)
-    lines += ["", "![reward and accuracy](plots/reward_accuracy.png)", "",
-              "![response length](plots/response_length.png)", "", "![SFT loss](plots/sft_loss.png)", "",
-              "## Compute time", "",
-              "Wall time of every job and array task, summed per stage (Slurm: sacct ElapsedRaw of every "
-              "attempt; local jobs: submitit log timestamps, job body only).", ""]
+    lines += [
+        "",
+        "![reward and accuracy](plots/reward_accuracy.png)",
+        "",
+        "![response length](plots/response_length.png)",
+        "",
+        "![SFT loss](plots/sft_loss.png)",
+        "",
+        "## Compute time",
+        "",
+        "Wall time of every job and array task, summed per stage (Slurm: sacct ElapsedRaw of every "
+        "attempt; local jobs: submitit log timestamps, job body only).",
+        "",
+    ]
     lines += _compute_table(times) + ["", "![compute time](plots/compute_time.png)", ""]
     path = run_dir / "report.md"
     atomic_write_text(path, "\n".join(lines))

@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from r1hpc import recipe
 from r1hpc.fsio import read_jsonl
 from r1hpc.store import RunDir, list_versions
 
@@ -24,13 +25,17 @@ def slurm_states(job_ids: list[str]) -> dict[str, list[str]]:
     """job (or array) id -> states of its tasks, from sacct; {} when Slurm is not reachable."""
     if not job_ids or shutil.which("sacct") is None:
         return {}
-    proc = subprocess.run(["sacct", "-n", "-P", "-X", "--format=JobID,State", "-j", ",".join(job_ids)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["sacct", "-n", "-P", "-X", "--format=JobID,State", "-j", ",".join(job_ids)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return _states_by_job(proc.stdout) if proc.returncode == 0 else {}
 
 
 def _states_by_job(listing: str) -> dict[str, list[str]]:
-    """"<job id>|<state ...>" lines (sacct -P, squeue -o "%i|%T") -> job or array id -> states."""
+    """ "<job id>|<state ...>" lines (sacct -P, squeue -o "%i|%T") -> job or array id -> states."""
     states: dict[str, list[str]] = {}
     for line in listing.splitlines():
         if "|" not in line:
@@ -82,7 +87,9 @@ def summarize_run(run_dir: str | Path, ask_slurm: bool = True) -> dict[str, Any]
             job["states"] = _local_state(run, job.get("task_ids", [job["job_id"]]))
     planned = _planned_rl_steps(Path(run_dir))
     stages: dict[str, dict[str, Any]] = {}
-    for stage in sorted({j["stage"] for j in jobs} | _dirs(Path(run_dir) / "models") | _dirs(Path(run_dir) / "rollouts")):
+    for stage in sorted(
+        {j["stage"] for j in jobs} | _dirs(Path(run_dir) / "models") | _dirs(Path(run_dir) / "rollouts")
+    ):
         versions = list_versions(run, stage) if (Path(run_dir) / "models" / stage).is_dir() else []
         steps = sorted(_dirs(Path(run_dir) / "rollouts" / stage))
         metrics = read_jsonl(run.metrics_path(stage, create=False), missing_ok=True)
@@ -99,14 +106,12 @@ def summarize_run(run_dir: str | Path, ask_slurm: bool = True) -> dict[str, Any]
 
 def _planned_rl_steps(run_dir: Path) -> dict[str, int]:
     """GRPO stage -> configured steps, from the run's resolved config ({} without one)."""
-    from r1hpc.config import RL_STAGES, read_run_config
+    from r1hpc.config import read_run_config
 
     if not (run_dir / "config.yaml").exists():
         return {}
     cfg = read_run_config(run_dir)
-    planned = {stage: getattr(cfg, stage).steps for stage in RL_STAGES}
-    planned["distill_rl"] = cfg.r1_zero.steps  # the student's RL spends R1-Zero's budget
-    return planned
+    return {s.name: getattr(cfg, s.section).steps for s in recipe.of_kind("grpo")}
 
 
 def _dirs(path: Path) -> set[str]:
@@ -120,17 +125,27 @@ def format_status(summary: dict[str, Any]) -> str:
         metric = ""
         if info["last_metrics"]:
             shown = {k: v for k, v in info["last_metrics"].items() if isinstance(v, (int, float)) and k != "time"}
-            metric = "  " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(shown.items())[:6])
+            metric = "  " + " ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(shown.items())[:6]
+            )
         progress = f" steps={info['steps_done']}/{info['steps_planned']}" if "steps_planned" in info else ""
-        lines.append(f"  {stage:<14} models={len(info['versions'])} latest={latest}{progress} "
-                     f"rollout_steps={info['rollout_steps']}{metric}")
-    lines += ["", "jobs:", f"  {'submitted':<26} {'stage':<14} {'step':>4} {'kind':<8} {'job':>10} {'tasks':>5}  states"]
+        lines.append(
+            f"  {stage:<14} models={len(info['versions'])} latest={latest}{progress} "
+            f"rollout_steps={info['rollout_steps']}{metric}"
+        )
+    lines += [
+        "",
+        "jobs:",
+        f"  {'submitted':<26} {'stage':<14} {'step':>4} {'kind':<8} {'job':>10} {'tasks':>5}  states",
+    ]
     for job in summary["jobs"]:
         counts = Counter(job["states"])
         state = ", ".join(f"{s} x{n}" if n > 1 else s for s, n in sorted(counts.items()))
         step = "-" if job.get("step") is None else job["step"]
-        lines.append(f"  {job['time']:<26} {job['stage']:<14} {step:>4} {job['kind']:<8} {job['job_id']:>10} "
-                     f"{job.get('array_size') or 1:>5}  {state}")
+        lines.append(
+            f"  {job['time']:<26} {job['stage']:<14} {step:>4} {job['kind']:<8} {job['job_id']:>10} "
+            f"{job.get('array_size') or 1:>5}  {state}"
+        )
     return "\n".join(lines)
 
 

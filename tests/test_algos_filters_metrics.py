@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from r1hpc.algos import approx_kl, dynamic_sampling_mask, overlong_penalty, response_length_metrics, reward_metrics
+from r1hpc.algos import approx_kl, dynamic_sampling_mask, response_length_metrics, reward_metrics
 
 
 def test_dynamic_sampling_by_hand():
@@ -17,30 +17,6 @@ def test_dynamic_sampling_by_hand():
     keep = dynamic_sampling_mask(torch.tensor([1.0, 1.0, 0.0, 1.0]), torch.tensor([0, 1, 0, 1]))
     assert keep.tolist() == [True, False, True, False]
     assert not dynamic_sampling_mask(torch.ones(5), torch.zeros(5, dtype=torch.long)).any()
-
-
-def test_overlong_penalty_by_hand():
-    lengths = torch.tensor([10, 16, 17, 18, 20, 25])
-    pen = overlong_penalty(lengths, max_length=20, cache=4)
-    torch.testing.assert_close(pen, torch.tensor([0.0, 0.0, -0.25, -0.5, -1.0, -1.0]))
-    torch.testing.assert_close(overlong_penalty(lengths, 20, 4, factor=0.5), pen * 0.5)
-
-
-def test_overlong_penalty_matches_verl_dapo_within_max():
-    # verl DAPO reward manager: min(-(L - (max - buffer)) / buffer * factor, 0), for L <= max
-    lengths = torch.arange(0, 65)
-    ours = overlong_penalty(lengths, max_length=64, cache=16, factor=1.0)
-    verl = [min(-(L - (64 - 16)) / 16 * 1.0, 0.0) for L in lengths.tolist()]
-    torch.testing.assert_close(ours, torch.tensor(verl))
-
-
-def test_overlong_bad_inputs():
-    with pytest.raises(ValueError, match="cache"):
-        overlong_penalty(torch.tensor([1]), max_length=4, cache=5)
-    with pytest.raises(ValueError, match="lengths must be an integer"):
-        overlong_penalty(torch.tensor([1.0]), max_length=4, cache=2)
-    with pytest.raises(ValueError, match="max_length"):
-        overlong_penalty(torch.tensor([1]), max_length=0, cache=2)
 
 
 def test_reward_metrics_by_hand():
@@ -61,7 +37,10 @@ def test_reward_metrics_by_hand():
 def test_response_length_metrics():
     m = response_length_metrics(torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]]))
     assert (m["response_length_mean"].item(), m["response_length_max"].item(), m["response_length_min"].item()) == (
-        pytest.approx(4 / 3), 3.0, 0.0)
+        pytest.approx(4 / 3),
+        3.0,
+        0.0,
+    )
     with pytest.raises(ValueError, match="mask"):
         response_length_metrics(torch.ones(3))
 

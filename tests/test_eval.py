@@ -10,27 +10,46 @@ import pytest
 
 from r1hpc.config import load_config, write_resolved
 from r1hpc.stages.common import StageContext, publish_policy
-from r1hpc.stages.eval import (Z95, eval_stage_name, eval_summary, eval_task, majority_vote, mean_interval,
-                               score_samples, shard_slice, summarize, summary_path)
+from r1hpc.stages.eval import (
+    Z95,
+    eval_stage_name,
+    eval_summary,
+    eval_task,
+    majority_vote,
+    mean_interval,
+    paired_difference,
+    score_samples,
+    shard_slice,
+    summarize,
+    summary_path,
+)
 from r1hpc.store import read_shard, shard_is_complete
 
 
 def rec(pid: str, correct: float, answer: str | None, difficulty: int = 1, fmt: float = 1.0, tokens: int = 10):
-    return {"problem_id": pid, "difficulty": difficulty, "correct": correct, "format": fmt, "answer": answer,
-            "response_tokens": tokens, "finish_reason": "stop", "model_version": "v0003"}
+    return {
+        "problem_id": pid,
+        "difficulty": difficulty,
+        "correct": correct,
+        "format": fmt,
+        "answer": answer,
+        "response_tokens": tokens,
+        "finish_reason": "stop",
+        "model_version": "v0003",
+    }
 
 
 # ---------------------------------------------------------------- metrics on known records
 
 
 def test_majority_vote_cases():
-    assert majority_vote(["5", "5", "6"], [1, 1, 0]) == 1.0          # right answer wins
-    assert majority_vote(["6", "6", "5"], [0, 0, 1]) == 0.0          # wrong answer wins despite one right
-    assert majority_vote(["5", "6"], [1, 0]) == 0.5                  # tie: half the tied answers right
+    assert majority_vote(["5", "5", "6"], [1, 1, 0]) == 1.0  # right answer wins
+    assert majority_vote(["6", "6", "5"], [0, 0, 1]) == 0.0  # wrong answer wins despite one right
+    assert majority_vote(["5", "6"], [1, 0]) == 0.5  # tie: half the tied answers right
     assert majority_vote(["5", "6", "7"], [1, 0, 0]) == pytest.approx(1 / 3)
     assert majority_vote(["3", "3", "4", "4"], [0, 0, 0, 0]) == 0.0  # all wrong
-    assert majority_vote([None, None], [0, 0]) == 0.0                # nobody answered
-    assert majority_vote([None, None, "5"], [0, 0, 1]) == 1.0        # no-answer samples do not vote
+    assert majority_vote([None, None], [0, 0]) == 0.0  # nobody answered
+    assert majority_vote([None, None, "5"], [0, 0, 1]) == 1.0  # no-answer samples do not vote
     with pytest.raises(ValueError, match="2 answers but 1 grades"):
         majority_vote(["1", "2"], [1])
 
@@ -38,9 +57,10 @@ def test_majority_vote_cases():
 def test_summarize_known_values_and_normal_interval():
     k = 4
     records = (
-        [rec("a", 1, "5"), rec("a", 1, "5"), rec("a", 0, "6"), rec("a", 0, None)]            # pass .5, cons 1
+        [rec("a", 1, "5"), rec("a", 1, "5"), rec("a", 0, "6"), rec("a", 0, None)]  # pass .5, cons 1
         + [rec("b", 0, "2", 2), rec("b", 1, "3", 2), rec("b", 0, "2", 2), rec("b", 0, "4", 2)]  # .25, cons 0
-        + [rec("c", 1, "9", 2, fmt=0, tokens=30)] * 2 + [rec("c", 0, "8", 2, fmt=0, tokens=30)] * 2  # .5, tie .5
+        + [rec("c", 1, "9", 2, fmt=0, tokens=30)] * 2
+        + [rec("c", 0, "8", 2, fmt=0, tokens=30)] * 2  # .5, tie .5
     )
     s = summarize(records, k)
     per_problem = [0.5, 0.25, 0.5]
@@ -88,6 +108,70 @@ def test_summarize_rejects_wrong_sample_counts_and_missing_keys():
         summarize([bad], k=1)
 
 
+def src_rec(pid: str, source: str, correct: float, answer: str | None, fmt: float = 1.0) -> dict:
+    """A record of a file problem (difficulty 0 = unknown) from benchmark `source`."""
+    return {**rec(pid, correct, answer, difficulty=0, fmt=fmt), "data_source": source}
+
+
+def two_source_records() -> list[dict]:
+    """3 problems x k=2: math500 m1 (2/2 right, cons 1), m2 (1/2, a tie: cons .5); aime24 a1 (0/2, cons 0)."""
+    return (
+        [src_rec("m1", "math500", 1, "5"), src_rec("m1", "math500", 1, "5")]
+        + [src_rec("m2", "math500", 1, "3"), src_rec("m2", "math500", 0, "4")]
+        + [src_rec("a1", "aime24", 0, "1", fmt=0), src_rec("a1", "aime24", 0, "1", fmt=0)]
+    )
+
+
+def test_summarize_per_data_source_by_hand():
+    s = summarize(two_source_records(), k=2)
+    assert s["problems"] == 3 and s["pass_at_1"] == pytest.approx(1.5 / 3) and s["cons_at_k"] == pytest.approx(1.5 / 3)
+    assert list(s["by_source"]) == ["aime24", "math500"]
+    m, a = s["by_source"]["math500"], s["by_source"]["aime24"]
+    assert (m["problems"], m["samples"], a["problems"], a["samples"]) == (2, 4, 1, 2)
+    # math500: per-problem pass [1, .5] -> mean .75, sd sqrt(.125); normal interval clipped at 1
+    half = Z95 * math.sqrt(0.125) / math.sqrt(2)
+    assert m["pass_at_1"] == 0.75 and m["pass_at_1_ci"] == pytest.approx([0.75 - half, 1.0])
+    assert m["pass_at_1_ci_method"] == "normal"
+    assert m["cons_at_k"] == 0.75 and m["format_rate"] == 1.0
+    # aime24: one problem, all wrong -> Wilson for n=1 at p=0: [0, z^2 / (1 + z^2)]
+    assert a["pass_at_1"] == 0.0 and a["cons_at_k"] == 0.0 and a["format_rate"] == 0.0
+    assert a["pass_at_1_ci"] == pytest.approx([0.0, Z95**2 / (1 + Z95**2)]) and a["pass_at_1_ci_method"] == "wilson"
+    assert "by_difficulty" not in s  # every difficulty 0 (unknown): no per-difficulty breakdown
+    assert s["problem_source"] == {"a1": "aime24", "m1": "math500", "m2": "math500"}
+    assert s["per_problem_pass"] == {"a1": 0.0, "m1": 1.0, "m2": 0.5}
+
+
+def test_records_without_data_source_read_as_generated():
+    old = [rec("a", 1, "5"), rec("a", 0, "6"), rec("b", 1, "2", 2), rec("b", 1, "2", 2)]
+    s = summarize(old, k=2)
+    overall = {key: s[key] for key in s["by_source"]["generated"]}
+    assert list(s["by_source"]) == ["generated"] and s["by_source"]["generated"] == overall
+    assert s["problem_source"] == {"a": "generated", "b": "generated"}
+    assert set(s["by_difficulty"]) == {"1", "2"}
+    # old shards beside new ones: a record with data_source "generated" and one without are the same source
+    mixed = summarize(old + [{**rec("c", 1, "1"), "data_source": "generated"}] * 2, k=2)
+    assert list(mixed["by_source"]) == ["generated"] and mixed["by_source"]["generated"]["problems"] == 3
+
+
+def test_one_problem_under_two_sources_is_an_error():
+    with pytest.raises(ValueError, match=r"problem ids \['x'\] appear under more than one data_source"):
+        summarize([src_rec("x", "gsm8k", 1, "1"), src_rec("x", "math500", 1, "1")], k=2)
+
+
+def test_paired_difference_per_source():
+    before = summarize(two_source_records(), k=2)
+    after = summarize([{**r, "correct": 1.0} for r in two_source_records()], k=2)  # every sample right
+    m = paired_difference(after, before, "math500")  # diffs [0, .5]
+    half = Z95 * math.sqrt(0.125) / math.sqrt(2)
+    assert m["problems"] == 2 and m["mean"] == 0.25 and m["ci"] == pytest.approx([0.25 - half, 0.25 + half])
+    assert paired_difference(after, before, "aime24") == {"mean": 1.0, "ci": [1.0, 1.0], "problems": 1}
+    assert paired_difference(after, before)["problems"] == 3
+    assert paired_difference(after, before, "gsm8k") is None
+    legacy = {key: v for key, v in before.items() if key != "problem_source"}  # written before problem_source
+    assert paired_difference(after, legacy, "math500") is None
+    assert paired_difference(legacy, legacy, "generated")["problems"] == 3
+
+
 def test_shard_slice_covers_every_problem_once():
     for n, shards in ((10, 3), (2, 4), (5, 1)):
         covered = [i for s in range(shards) for i in range(*shard_slice(n, shards, s))]
@@ -98,15 +182,17 @@ def test_shard_slice_covers_every_problem_once():
 
 def test_score_samples_in_worker_pool_known_answers():
     problems = [{"prompt": "What is 2 + 3?", "answer": "5"}] * 4 + [{"prompt": "What is 1 / 2?", "answer": "1/2"}]
-    texts = [" 2 + 3 = 5 </think> <answer> 5 </answer>",       # right, formatted
-             " add them </think> <answer> \\frac{10}{2} </answer>",  # right, other form
-             " guess </think> <answer> 6 </answer>",           # wrong
-             " I do not know",                                 # no answer at all
-             " half </think> <answer> 0.5 </answer>"]           # right as a decimal
+    texts = [
+        " 2 + 3 = 5 </think> <answer> 5 </answer>",  # right, formatted
+        " add them </think> <answer> \\frac{10}{2} </answer>",  # right, other form
+        " guess </think> <answer> 6 </answer>",  # wrong
+        " I do not know",  # no answer at all
+        " half </think> <answer> 0.5 </answer>",
+    ]  # right as a decimal
     got = score_samples(texts, problems, timeout_s=10, memory_mb=1024)
     assert [g["correct"] for g in got] == [1.0, 1.0, 0.0, 0.0, 1.0]
     assert [g["format"] for g in got] == [1.0, 1.0, 1.0, 0.0, 1.0]
-    assert got[0]["answer"] == got[1]["answer"] == "5"   # canonical forms vote together
+    assert got[0]["answer"] == got[1]["answer"] == "5"  # canonical forms vote together
     assert got[2]["answer"] == "6" and got[3]["answer"] is None and got[4]["answer"] == "1/2"
 
 
@@ -122,16 +208,33 @@ def tiny_run(tmp_path_factory):
     from r1hpc.tasks.dataset import generate_problems, write_jsonl
 
     root = tmp_path_factory.mktemp("runs")
-    cfg = load_config("configs/tiny.yaml", [f"runs_dir={root}", "name=t", "data.heldout_problems=6",
-                                             "eval.problems=5", "eval.k=2", "eval.shards=2",
-                                             "eval.max_new_tokens=12"])
+    cfg = load_config(
+        "configs/tiny.yaml",
+        [
+            f"runs_dir={root}",
+            "name=t",
+            "data.heldout_problems=6",
+            "eval.problems=5",
+            "eval.k=2",
+            "eval.shards=2",
+            "eval.max_new_tokens=12",
+        ],
+    )
     write_resolved(cfg, argv=["test"])
     run_dir = cfg.run_dir
     ctx = StageContext(run_dir)
-    write_jsonl(ctx.run.data_dir() / "problems_heldout.jsonl", generate_problems(0, "heldout", 6))
+    problems = generate_problems(0, "heldout", 6)
+    for p in problems[:2]:  # the first two as if from a benchmark file; the rest generated (no data_source)
+        p["data_source"] = "math500"
+    write_jsonl(ctx.run.data_dir() / "problems_heldout.jsonl", problems)
     tok = train_tokenizer(build_corpus(0, 200), vocab_size=400)
-    model = build_model(ModelSize(layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, max_positions=512),
-                        vocab_size=len(tok), eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, seed=0)
+    model = build_model(
+        ModelSize(layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, max_positions=512),
+        vocab_size=len(tok),
+        eos_id=tok.eos_token_id,
+        pad_id=tok.pad_token_id,
+        seed=0,
+    )
     publish_policy(ctx, "base", 0, model, tok)
     return run_dir
 
@@ -149,6 +252,7 @@ def test_eval_task_and_summary_for_real(tiny_run):
         assert r["answer"] is None or isinstance(r["answer"], str)
         assert 1 <= r["response_tokens"] <= 12 and r["model_version"] == "v0000"
         assert r["score_status"]["accuracy_math"] == "ok"
+    assert [r["data_source"] for r in records[::2]] == ["math500"] * 2 + ["generated"] * 3
 
     # idempotent: a rerun finds its shard complete and leaves it untouched
     before = run.shard_path(stage, 0, 0, create=False).read_bytes()
@@ -161,6 +265,8 @@ def test_eval_task_and_summary_for_real(tiny_run):
     lo, hi = summary["pass_at_1_ci"]
     assert 0.0 <= lo <= summary["pass_at_1"] <= hi <= 1.0
     assert summary["temperature"] == 0.6 and summary["top_p"] == 0.95
+    assert {src: m["problems"] for src, m in summary["by_source"].items()} == {"generated": 3, "math500": 2}
+    assert json.loads(summary_path(tiny_run, "base").read_text())["by_source"] == summary["by_source"]
     path = summary_path(tiny_run, "base")
     first = path.read_bytes()
     eval_summary(str(tiny_run), "base")

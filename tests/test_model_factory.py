@@ -10,8 +10,7 @@ import torch
 
 from r1hpc.model.factory import ModelSize, build_model, load_model, n_params, save_model
 from r1hpc.model.pretrain_corpus import R1_ZERO_TEMPLATE, build_corpus
-from r1hpc.model.tokenizer import (EOS, PAD, TAG_TOKENS, load_tokenizer, save_tokenizer,
-                                   train_tokenizer)
+from r1hpc.model.tokenizer import EOS, PAD, TAG_TOKENS, load_tokenizer, save_tokenizer, train_tokenizer
 
 SMALL = ModelSize(layers=2, hidden=32, heads=4, kv_heads=2, intermediate=64, max_positions=64)
 
@@ -38,8 +37,7 @@ def test_tokenizer_deterministic(docs) -> None:
 
 def test_round_trip_and_special_tokens(tok, docs) -> None:
     texts = docs[:50] + [
-        R1_ZERO_TEMPLATE.format(prompt="What is 12 + 345?") + " 12 + 345 = 357 </think> "
-        "<answer> 357 </answer>",
+        R1_ZERO_TEMPLATE.format(prompt="What is 12 + 345?") + " 12 + 345 = 357 </think> <answer> 357 </answer>",
         "Unseen words: Zürich, naïve, 3.14159, tabs\tand\nnewlines  double  spaces.",
     ]
     for t in texts:
@@ -57,7 +55,7 @@ def test_round_trip_and_special_tokens(tok, docs) -> None:
 
 
 def test_load_tokenizer_errors(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="no tokenizer.json"):
+    with pytest.raises(FileNotFoundError, match="no tokenizer"):
         load_tokenizer(tmp_path)
     with pytest.raises(ValueError, match="vocab_size"):
         train_tokenizer(["abc"], vocab_size=100)

@@ -14,17 +14,23 @@ PAD = 0
 
 
 def tiny_model(seed=0):
-    return build_model(ModelSize(layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, max_positions=64),
-                       vocab_size=40, eos_id=1, pad_id=PAD, seed=seed)
+    return build_model(
+        ModelSize(layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, max_positions=64),
+        vocab_size=40,
+        eos_id=1,
+        pad_id=PAD,
+        seed=seed,
+    )
 
 
 def records():
     """Two groups of four; the response starting with token 7 is the rewarded one."""
     out = []
     for group, prompt in enumerate(([5, 6, 2], [9, 3])):
-        for k, resp in enumerate(([7, 8, 1], [11, 12, 13, 1], [7, 1], [14, 1])):
-            out.append({"prompt_ids": prompt, "response_ids": resp, "group": group,
-                        "reward": 1.0 if resp[0] == 7 else 0.0})
+        for resp in ([7, 8, 1], [11, 12, 13, 1], [7, 1], [14, 1]):
+            out.append(
+                {"prompt_ids": prompt, "response_ids": resp, "group": group, "reward": 1.0 if resp[0] == 7 else 0.0}
+            )
     return out
 
 
@@ -100,3 +106,70 @@ def test_kl_to_reference_and_generator_mismatch_are_reported():
     metrics = grpo_update(model, ref, torch.optim.SGD(model.parameters(), lr=0.1), recs, s, PAD, torch.Generator())
     assert metrics["kl"] > 0
     assert metrics["gen_logprob_diff_max"] < 1e-5
+
+
+def _reference_step(policy, behaviour, recs, lr=0.5):
+    """One GRPO step written out from the algos functions: old log-probs from `behaviour`, one SGD
+    update of `policy` on the token-mean loss over the whole batch (no KL)."""
+    from r1hpc.algos import group_advantages, grpo_loss
+
+    batch = pack([r["prompt_ids"] for r in recs], [r["response_ids"] for r in recs], PAD)
+    rewards = torch.tensor([r["reward"] for r in recs])
+    groups = torch.tensor([r["group"] for r in recs])
+    with torch.no_grad():
+        old = token_logprobs(behaviour.eval(), batch)
+    policy.eval()
+    new = token_logprobs(policy, batch)
+    loss, _ = grpo_loss(new, old, None, group_advantages(rewards, groups), batch.loss_mask, kl_coef=0.0)
+    opt = torch.optim.SGD(policy.parameters(), lr=lr)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return policy
+
+
+def test_lagged_update_uses_the_policy_that_sampled():
+    """grpo.max_staleness = 1: the records were sampled by v(N-1), the update is of v(N). The ratio's
+    old log-probs are v(N-1)'s: the update equals the reference computation with v(N-1) as the old
+    policy, and differs from taking v(N) as old (the uncorrected ratio that starts at 1)."""
+    behaviour, current = tiny_model(seed=1), tiny_model(seed=2)
+    s = GRPOSettings(micro_batch_size=3, mini_batches=1, kl_coef=0.0, max_grad_norm=1e9)
+    ours = copy.deepcopy(current)
+    grpo_update(
+        ours,
+        None,
+        torch.optim.SGD(ours.parameters(), lr=0.5),
+        records(),
+        s,
+        PAD,
+        torch.Generator().manual_seed(0),
+        behaviour=behaviour,
+    )
+    want = _reference_step(copy.deepcopy(current), behaviour, records())
+    wrong = _reference_step(copy.deepcopy(current), copy.deepcopy(current), records())
+    for a, b in zip(ours.parameters(), want.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert max(float((a - c).detach().abs().max()) for a, c in zip(ours.parameters(), wrong.parameters())) > 1e-4
+
+
+def test_on_policy_single_update_needs_no_old_pass():
+    """On-policy with one optimizer update the old log-probs are the current policy's, detached: the
+    update without the extra pass equals the one that computes them separately."""
+    s = GRPOSettings(micro_batch_size=3, mini_batches=1, kl_coef=0.0, max_grad_norm=1e9)
+    a, b = tiny_model(seed=3), tiny_model(seed=3)
+    ma = grpo_update(
+        a, None, torch.optim.SGD(a.parameters(), lr=0.5), records(), s, PAD, torch.Generator().manual_seed(0)
+    )
+    grpo_update(
+        b,
+        None,
+        torch.optim.SGD(b.parameters(), lr=0.5),
+        records(),
+        s,
+        PAD,
+        torch.Generator().manual_seed(0),
+        behaviour=copy.deepcopy(b),
+    )
+    for x, y in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(x, y, atol=1e-6)
+    assert ma["updates"] == 1.0

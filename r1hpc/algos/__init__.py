@@ -8,13 +8,13 @@ H = hidden size, G = number of groups.
 - kl: k1 / k2 / k3 per-token KL estimators.
 - aggregation: token-mean and the seq-mean-* loss reductions.
 - logprobs: chunked chosen-token log-probs and entropy, from logits or from hidden states.
-- filters: DAPO dynamic sampling and overlong reward shaping.
+- filters: DAPO dynamic sampling (overlong reward shaping is r1hpc.rewards.length).
 - metrics: reward, length and KL metrics.
 """
 
 from r1hpc.algos.advantages import GroupStats, group_advantages, group_stats, token_advantages
 from r1hpc.algos.aggregation import AGG_MODES, agg_loss, masked_mean, masked_sum
-from r1hpc.algos.filters import dynamic_sampling_mask, overlong_penalty
+from r1hpc.algos.filters import dynamic_sampling_mask
 from r1hpc.algos.kl import KL_ESTIMATORS, kl_per_token
 from r1hpc.algos.logprobs import entropy_from_logits, logprobs_from_hidden, logprobs_from_logits
 from r1hpc.algos.metrics import approx_kl, response_length_metrics, reward_metrics
@@ -37,7 +37,6 @@ __all__ = [
     "logprobs_from_logits",
     "masked_mean",
     "masked_sum",
-    "overlong_penalty",
     "response_length_metrics",
     "reward_metrics",
     "token_advantages",

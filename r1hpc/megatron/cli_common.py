@@ -12,11 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from megatron.core import parallel_state
 
+from r1hpc.algos import masked_sum
 from r1hpc.megatron import checkpoint
 from r1hpc.megatron.model import MegatronModelConfig, ParallelLayout, build_model
 from r1hpc.megatron.parallel import OptimConfig, build_optimizer, destroy_parallel, init_parallel, wrap_ddp
-from r1hpc.megatron.rollout_batch import RolloutBatch, synthetic_rollouts
+from r1hpc.megatron.rollout_batch import RolloutBatch, shard_for_rank, synthetic_rollouts
+from r1hpc.megatron.schedule import compute_logprobs, is_reporting_rank
 
 EVAL_STEP = 1_000_000  # the synthetic-batch index of the fixed evaluation batch
 
@@ -58,7 +61,9 @@ def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
 def setup(args: argparse.Namespace) -> Setup:
     """Process groups, policy (+ checkpoint), frozen reference copy, DDP and optimizer."""
     layout = ParallelLayout(tp=args.tp, pp=args.pp, ep=args.ep)
-    cfg = MegatronModelConfig(multi_latent_attention=not args.no_mla, max_seq_len=args.prompt_len + args.response_len + 8)
+    cfg = MegatronModelConfig(
+        multi_latent_attention=not args.no_mla, max_seq_len=args.prompt_len + args.response_len + 8
+    )
     init_parallel(layout, seed=args.seed)
     model = build_model(cfg, layout)
     step = checkpoint.load_checkpoint(model, cfg, args.load) if args.load else 0
@@ -97,12 +102,6 @@ def synthetic_batch(args: argparse.Namespace, step: int, layout: ParallelLayout)
 
 def evaluate(args: argparse.Namespace, s: Setup, tag: str) -> dict[str, float] | None:
     """Mean response-token log-prob and its sum on the fixed eval batch; printed as ``EVAL {...}``."""
-    from megatron.core import parallel_state
-
-    from r1hpc.algos import masked_sum
-    from r1hpc.megatron.grpo_step import compute_logprobs, is_reporting_rank
-    from r1hpc.megatron.rollout_batch import shard_for_rank
-
     batch = synthetic_batch(args, EVAL_STEP, s.layout)
     mbs = shard_for_rank(
         batch,

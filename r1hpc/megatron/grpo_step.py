@@ -27,16 +27,26 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
-from megatron.core import parallel_state, tensor_parallel
-from megatron.core.pipeline_parallel import get_forward_backward_func
+from megatron.core import parallel_state
 
 from r1hpc.algos import group_advantages, grpo_loss, masked_sum
+from r1hpc.megatron import cli_common
 from r1hpc.megatron.rollout_batch import RolloutBatch, shard_for_rank
+from r1hpc.megatron.schedule import compute_logprobs, is_reporting_rank, run_schedule
+
+__all__ = [
+    "GRPOHyper",
+    "grpo_train_step",
+    "sft_train_step",
+    "prepare_grpo_micro_batches",
+    "compute_logprobs",
+    "is_reporting_rank",
+    "main",
+]
 
 Metrics = dict[str, float]
 
@@ -63,86 +73,6 @@ def _normaliser(mask: torch.Tensor, agg_mode: str) -> torch.Tensor:
     if agg_mode in ("seq-mean-token-mean", "seq-mean-token-sum"):
         return mask.any(dim=-1).sum()
     raise ValueError(f"agg_mode {agg_mode!r} is not supported by the Megatron step; use token-mean or seq-mean-token-*")
-
-
-def _label_logprobs(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
-    """log p(label) from vocab-parallel logits (b, s, V/tp) divided by ``temperature``; labels (b, s) -> (b, s).
-
-    The sampler drew tokens from softmax(logits / T), so the ratio and KL must use the same
-    distribution. The full-vocab logits are never gathered under TP.
-    """
-    return -tensor_parallel.vocab_parallel_cross_entropy(logits.float() / temperature, labels)
-
-
-def _router_padding_mask(mb: dict[str, torch.Tensor]) -> torch.Tensor | None:
-    """``padding_mask`` for GPTModel.forward: (b, s) bool, True at pad tokens; None without ``token_mask``.
-
-    GPTModel (megatron-core 0.16.1, gpt_model.py ``_preprocess``) splits the mask over the sequence
-    for sequence parallel only on the first pipeline stage; a later stage's MoE layers see
-    [s / TP, b] hidden states but would get the whole mask, so it is split here for them:
-    (b, s) -> (b, s / TP).
-    """
-    if "token_mask" not in mb:
-        return None
-    pad = ~mb["token_mask"]
-    if parallel_state.get_tensor_model_parallel_world_size() > 1 and not parallel_state.is_pipeline_first_stage():
-        # r1hpc always runs TP with sequence parallel (model.transformer_config).
-        pad = tensor_parallel.scatter_to_sequence_parallel_region(pad.t().contiguous()).t().contiguous()
-    return pad
-
-
-def _run_schedule(
-    model: torch.nn.Module,
-    micro_batches: list[dict[str, torch.Tensor]],
-    loss_fn: Callable[[dict[str, torch.Tensor], torch.Tensor], tuple[torch.Tensor, torch.Tensor, dict[str, Any]]],
-    forward_only: bool,
-    temperature: float = 1.0,
-) -> list[dict[str, Any]]:
-    """One pass of megatron's forward(-backward) schedule over the micro-batches.
-
-    ``loss_fn(mb, logp)`` gets the (b, s) log-probs of the labels at ``temperature``.
-    Returns the per-micro-batch dicts loss_fn produced (last pipeline stage; [] elsewhere).
-    """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-
-    def on_logits(mb, logits):  # noqa: ANN001, ANN202
-        return loss_fn(mb, _label_logprobs(logits, mb["labels"], temperature))
-
-    def forward_step(data_iterator, model_chunk):  # noqa: ANN001, ANN202
-        mb = next(data_iterator)
-        b, s = mb["input_ids"].shape
-        position_ids = torch.arange(s).unsqueeze(0).expand(b, s)
-        # Without labels the last stage returns vocab-parallel logits (b, s, V/tp); other stages hidden states.
-        out = model_chunk(mb["input_ids"], position_ids, None, padding_mask=_router_padding_mask(mb))
-        return out, partial(on_logits, mb)
-
-    b, s = micro_batches[0]["input_ids"].shape
-    return get_forward_backward_func()(
-        forward_step_func=forward_step,
-        data_iterator=iter(micro_batches),
-        model=[model],
-        num_microbatches=len(micro_batches),
-        seq_length=s,
-        micro_batch_size=b,
-        forward_only=forward_only,
-    )
-
-
-def compute_logprobs(
-    model: torch.nn.Module, micro_batches: list[dict[str, torch.Tensor]], temperature: float = 1.0
-) -> list[torch.Tensor]:
-    """No-grad log-probs of the labels at ``temperature``: one (b, s) tensor per micro-batch (last PP stage; [] elsewhere)."""
-
-    def loss_fn(mb, logp):  # noqa: ANN001, ANN202
-        zero = torch.zeros((), dtype=logp.dtype)
-        return zero, torch.tensor(1, dtype=torch.int), {"logp": logp.detach()}
-
-    model.eval()
-    with torch.no_grad():
-        outs = _run_schedule(model, micro_batches, loss_fn, forward_only=True, temperature=temperature)
-    model.train()
-    return [o["logp"] for o in outs]
 
 
 def _reduce_metrics(outs: list[dict[str, Any]]) -> Metrics:
@@ -172,7 +102,10 @@ def grpo_train_step(
     def loss_fn(mb, logp):  # noqa: ANN001, ANN202
         loss, m = grpo_loss(
             logp, mb["old_logp"], mb.get("ref_logp"), mb["adv"], mb["mask"],
-            clip_low=hyper.clip_low, clip_high=hyper.clip_high, kl_coef=hyper.kl_coef, dual_clip=hyper.dual_clip or None,
+            clip_low=hyper.clip_low,
+            clip_high=hyper.clip_high,
+            kl_coef=hyper.kl_coef,
+            dual_clip=hyper.dual_clip or None,
             kl_estimator=hyper.kl_estimator, agg_mode=hyper.agg_mode,
         )  # fmt: skip
         count = _normaliser(mb["mask"], hyper.agg_mode)
@@ -199,13 +132,18 @@ def sft_train_step(model: torch.nn.Module, optimizer: Any, micro_batches: list[d
     return _optimizer_step(model, optimizer, micro_batches, loss_fn)
 
 
-def _optimizer_step(model: torch.nn.Module, optimizer: Any, micro_batches: list[dict[str, torch.Tensor]],
-                    loss_fn: Any, **schedule_kwargs: Any) -> Metrics:
+def _optimizer_step(
+    model: torch.nn.Module,
+    optimizer: Any,
+    micro_batches: list[dict[str, torch.Tensor]],
+    loss_fn: Any,
+    **schedule_kwargs: Any,
+) -> Metrics:
     """Zero grads, run forward+backward over the micro-batches in Megatron's schedule, step, reduce metrics."""
     optimizer.zero_grad()
     for chunk in _model_chunks(model):
         chunk.zero_grad_buffer()
-    outs = _run_schedule(model, micro_batches, loss_fn, forward_only=False, **schedule_kwargs)
+    outs = run_schedule(model, micro_batches, loss_fn, forward_only=False, **schedule_kwargs)
     ok, grad_norm, _ = optimizer.step()
     if not ok:
         raise RuntimeError("optimizer step was skipped (non-finite gradients)")
@@ -245,19 +183,8 @@ def prepare_grpo_micro_batches(
     return mbs
 
 
-def is_reporting_rank() -> bool:
-    """The one rank that prints: last PP stage, TP rank 0, DP rank 0."""
-    return (
-        parallel_state.is_pipeline_last_stage()
-        and parallel_state.get_tensor_model_parallel_rank() == 0
-        and parallel_state.get_data_parallel_rank() == 0
-    )
-
-
 def main(argv: list[str] | None = None) -> None:
     """Train a few GRPO steps on synthetic scored rollouts; print one JSON line per step."""
-    from r1hpc.megatron import cli_common
-
     args = cli_common.parse_args(argv, description="GRPO steps with megatron-core on synthetic rollouts")
     setup = cli_common.setup(args)
     hyper = GRPOHyper(kl_coef=args.kl_coef, micro_batch_size=args.micro_batch_size)

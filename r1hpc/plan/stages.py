@@ -12,14 +12,25 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from r1hpc import recipe
 from r1hpc.config import Config
 from r1hpc.plan.flops import TRAIN_MFU, Decode, decode_model, forward_flops_per_token, train_flops_per_token
 from r1hpc.plan.hardware import GpuSpec
 from r1hpc.plan.layout import Layout
 from r1hpc.plan.params import ParamCount
 
-__all__ = ["StageAssumption", "R1_STAGES", "StageEstimate", "GrpoStep", "grpo_step", "estimate_stages",
-           "sft_examples", "PROMPT_TOKENS", "FS_GB_S", "JOB_START_S"]
+__all__ = [
+    "StageAssumption",
+    "R1_STAGES",
+    "StageEstimate",
+    "GrpoStep",
+    "grpo_step",
+    "estimate_stages",
+    "sft_examples",
+    "PROMPT_TOKENS",
+    "FS_GB_S",
+    "JOB_START_S",
+]
 
 PROMPT_TOKENS = 512  # mean prompt length (a math/code question plus the R1 template)
 FS_GB_S = 100.0  # aggregate shared-filesystem bandwidth, GB/s (parallel FS at this scale)
@@ -37,16 +48,12 @@ class StageAssumption:
     note: str
 
 
-# Mean lengths as a fraction of the stage's configured maximum (assumed; R1 does not report means).
-R1_STAGES: tuple[StageAssumption, ...] = (
-    StageAssumption("r1_zero", "grpo", 0.25, "R1-Zero's responses grow from ~1k to >10k tokens"),
-    StageAssumption("cold_start", "sft", 0.5, "long-CoT examples"),
-    StageAssumption("reasoning_rl", "grpo", 0.25, "as r1_zero"),
-    StageAssumption("rejection", "generate", 0.25, "reasoning samples as in RL"),
-    StageAssumption("sft", "sft", 0.5, "mix of long reasoning and short general examples"),
-    StageAssumption("rl_all", "grpo", 0.15, "general prompts answer shorter"),
-    StageAssumption("distill", "sft", 0.5, "the sft set, on the student(s)"),
-    StageAssumption("eval", "generate", 0.5, "benchmarks at T=0.6"),
+# The recipe's stages the planner estimates, with their mean lengths as a fraction of the stage's
+# configured maximum (r1hpc.recipe; assumed, R1 does not report means).
+R1_STAGES: tuple[StageAssumption, ...] = tuple(
+    StageAssumption(s.name, s.kind if s.kind in ("grpo", "sft") else "generate", s.plan_length, s.plan_note)
+    for s in recipe.STAGES
+    if s.plan_length is not None
 )
 
 
@@ -94,9 +101,12 @@ class StageEstimate:
     gpus: int  # largest job of the stage
 
 
-def _train_seconds(cfg: Config, layout: Layout, gpu: GpuSpec, pc: ParamCount, tokens: float, seq_len: float,
-                   forwards: int = 0) -> float:
-    per_token = train_flops_per_token(cfg.model, pc, seq_len) + forwards * forward_flops_per_token(cfg.model, pc, seq_len)
+def _train_seconds(
+    cfg: Config, layout: Layout, gpu: GpuSpec, pc: ParamCount, tokens: float, seq_len: float, forwards: int = 0
+) -> float:
+    per_token = train_flops_per_token(cfg.model, pc, seq_len) + forwards * forward_flops_per_token(
+        cfg.model, pc, seq_len
+    )
     return tokens * per_token / (layout.world * gpu.bf16_tflops * 1e12 * TRAIN_MFU)
 
 
@@ -122,30 +132,62 @@ def grpo_step(cfg: Config, layout: Layout, gpu: GpuSpec, pc: ParamCount, respons
     tail = g.max_new_tokens * decode.single_step_s
     waves = math.ceil(g.rollout_shards / (launch.rollout.array_parallelism or g.rollout_shards))
     rollout_io = JOB_START_S + g.rollout_shards * decode.weight_bytes / fs
-    return GrpoStep(seqs, resp, tokens, compute, bubble, train_io, waves * decode_s, waves * tail, rollout_io,
-                    decode, layout.world, g.rollout_shards * rgpus)
+    return GrpoStep(
+        seqs,
+        resp,
+        tokens,
+        compute,
+        bubble,
+        train_io,
+        waves * decode_s,
+        waves * tail,
+        rollout_io,
+        decode,
+        layout.world,
+        g.rollout_shards * rgpus,
+    )
 
 
-def _generate(name: str, note: str, cfg: Config, gpu: GpuSpec, resources: str, engines: int, outputs: float,
-              mean_tokens: float) -> StageEstimate:
+def _generate(
+    name: str, note: str, cfg: Config, gpu: GpuSpec, resources: str, engines: int, outputs: float, mean_tokens: float
+) -> StageEstimate:
     res = getattr(cfg.launch, resources)
     gpus = max(res.nodes * res.gpus_per_node, 1)
     decode = decode_model(cfg.model, gpu, gpus, PROMPT_TOKENS + mean_tokens / 2, 10**9)
     tokens = outputs * mean_tokens
     secs = tokens / (engines * decode.tokens_per_s) + JOB_START_S if decode.fits else math.inf
-    return StageEstimate(name, f"{outputs:.0f} outputs x {mean_tokens:.0f} tokens ({note}); {engines} engines x {gpus} GPUs "
-                         f"(launch.{resources})", tokens, secs / 3600, secs * engines * gpus / 3600, engines * gpus)
+    return StageEstimate(
+        name,
+        f"{outputs:.0f} outputs x {mean_tokens:.0f} tokens ({note}); {engines} engines x {gpus} GPUs "
+        f"(launch.{resources})",
+        tokens,
+        secs / 3600,
+        secs * engines * gpus / 3600,
+        engines * gpus,
+    )
 
 
-def _sft(name: str, note: str, runs: tuple[tuple[Config, Layout, ParamCount, GpuSpec], ...], examples: float,
-         epochs: float, mean_tokens: float) -> StageEstimate:
+def _sft(
+    name: str,
+    note: str,
+    runs: tuple[tuple[Config, Layout, ParamCount, GpuSpec], ...],
+    examples: float,
+    epochs: float,
+    mean_tokens: float,
+) -> StageEstimate:
     tokens = examples * epochs * mean_tokens
     wall = gh = 0.0
     for scfg, slayout, spc, sgpu in runs:
         secs = _train_seconds(scfg, slayout, sgpu, spc, tokens, mean_tokens) + JOB_START_S
         wall, gh = wall + secs / 3600, gh + secs * slayout.world / 3600
-    return StageEstimate(name, f"{examples:.0f} examples x {epochs:g} epochs x {mean_tokens:.0f} tokens ({note})",
-                         tokens * len(runs), wall, gh, max(r[1].world for r in runs))
+    return StageEstimate(
+        name,
+        f"{examples:.0f} examples x {epochs:g} epochs x {mean_tokens:.0f} tokens ({note})",
+        tokens * len(runs),
+        wall,
+        gh,
+        max(r[1].world for r in runs),
+    )
 
 
 def sft_examples(cfg: Config) -> int:
@@ -154,9 +196,14 @@ def sft_examples(cfg: Config) -> int:
     return r.prompts * r.keep_per_prompt + r.general_prompts
 
 
-def estimate_stages(cfg: Config, layout: Layout, gpu: GpuSpec, pc: ParamCount,
-                    students: tuple[tuple[Config, Layout, ParamCount, GpuSpec], ...] = (),
-                    stages: tuple[StageAssumption, ...] = R1_STAGES) -> list[StageEstimate]:
+def estimate_stages(
+    cfg: Config,
+    layout: Layout,
+    gpu: GpuSpec,
+    pc: ParamCount,
+    students: tuple[tuple[Config, Layout, ParamCount, GpuSpec], ...] = (),
+    stages: tuple[StageAssumption, ...] = R1_STAGES,
+) -> list[StageEstimate]:
     """Per-stage estimates from the stage sections of cfg; `distill` runs on `students`."""
     out: list[StageEstimate] = []
     own = ((cfg, layout, pc, gpu),)
@@ -165,31 +212,90 @@ def estimate_stages(cfg: Config, layout: Layout, gpu: GpuSpec, pc: ParamCount,
         if st.kind == "grpo":
             step = grpo_step(cfg, layout, gpu, pc, f)
             steps = getattr(cfg, st.name).steps
-            out.append(StageEstimate(
-                st.name, f"{st.name}.steps={steps}; mean response {f:.0%} of grpo.max_new_tokens ({st.note})",
-                steps * step.train_tokens, steps * step.wall_s / 3600, steps * step.gpu_hours,
-                max(step.train_gpus, step.rollout_gpus)))
+            out.append(
+                StageEstimate(
+                    st.name,
+                    f"{st.name}.steps={steps}; mean response {f:.0%} of grpo.max_new_tokens ({st.note})",
+                    steps * step.train_tokens,
+                    steps * step.wall_s / 3600,
+                    steps * step.gpu_hours,
+                    max(step.train_gpus, step.rollout_gpus),
+                )
+            )
         elif st.name == "cold_start":
             c = cfg.cold_start
-            out.append(_sft(st.name, f"{f:.0%} of cold_start.sft.max_len; {st.note}", own, c.examples, c.sft.epochs, f * c.sft.max_len))
+            out.append(
+                _sft(
+                    st.name,
+                    f"{f:.0%} of cold_start.sft.max_len; {st.note}",
+                    own,
+                    c.examples,
+                    c.sft.epochs,
+                    f * c.sft.max_len,
+                )
+            )
         elif st.name == "sft":
-            out.append(_sft(st.name, f"{f:.0%} of sft.max_len; {st.note}", own, sft_examples(cfg), cfg.sft.epochs, f * cfg.sft.max_len))
+            out.append(
+                _sft(
+                    st.name,
+                    f"{f:.0%} of sft.max_len; {st.note}",
+                    own,
+                    sft_examples(cfg),
+                    cfg.sft.epochs,
+                    f * cfg.sft.max_len,
+                )
+            )
         elif st.name == "distill":
             if not students:
-                out.append(StageEstimate(st.name, "no student config given (r1hpc plan --students PATH)", 0.0, 0.0, 0.0, 0))
+                out.append(
+                    StageEstimate(st.name, "no student config given (r1hpc plan --students PATH)", 0.0, 0.0, 0.0, 0)
+                )
                 continue
             d = cfg.distill
-            out.append(_sft(st.name, f"{f:.0%} of distill.max_len; {len(students)} student(s)", students, sft_examples(cfg),
-                            d.epochs, f * d.max_len))
+            out.append(
+                _sft(
+                    st.name,
+                    f"{f:.0%} of distill.max_len; {len(students)} student(s)",
+                    students,
+                    sft_examples(cfg),
+                    d.epochs,
+                    f * d.max_len,
+                )
+            )
         elif st.name == "rejection":
             r = cfg.rejection
-            out.append(_generate(st.name, f"rejection.prompts x samples_per_prompt + general_prompts; {f:.0%} of grpo.max_new_tokens",
-                                 cfg, gpu, "rollout", r.shards, r.prompts * r.samples_per_prompt + r.general_prompts,
-                                 f * cfg.grpo.max_new_tokens))
+            out.append(
+                _generate(
+                    st.name,
+                    f"rejection.prompts x samples_per_prompt + general_prompts; {f:.0%} of grpo.max_new_tokens",
+                    cfg,
+                    gpu,
+                    "rollout",
+                    r.shards,
+                    r.prompts * r.samples_per_prompt + r.general_prompts,
+                    f * cfg.grpo.max_new_tokens,
+                )
+            )
         elif st.name == "eval":
             e = cfg.eval
-            out.append(_generate(st.name, f"eval.problems x k; {f:.0%} of eval.max_new_tokens", cfg, gpu, "eval", e.shards,
-                                 e.problems * e.k, f * e.max_new_tokens))
+            # eval.problems = 0 is every held-out problem: data.heldout_problems stands in for their count
+            problems, which = (
+                (e.problems, "eval.problems")
+                if e.problems
+                else (cfg.data.heldout_problems, "data.heldout_problems (eval.problems=0)")
+            )
+            out.append(
+                _generate(
+                    st.name,
+                    f"{which} x k; {f:.0%} of eval.max_new_tokens",
+                    cfg,
+                    gpu,
+                    "eval",
+                    e.shards,
+                    problems * e.k,
+                    f * e.max_new_tokens,
+                )
+            )
         else:
             raise ValueError(f"stage {st.name!r} has no estimate")
     return out

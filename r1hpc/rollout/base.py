@@ -1,4 +1,4 @@
-"""The rollout interface every generation backend implements, and the factory that picks one.
+"""The rollout interface every generation backend implements (the factory that picks one: ``factory.py``).
 
 A rollout array task loads the newest published policy (an HF model directory: safetensors +
 config.json + tokenizer) and samples ``n`` responses per prompt. Both backends (HF generate in
@@ -21,11 +21,11 @@ are deliberately ignored: a sample must come from exactly the distribution asked
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
+
+from r1hpc.model.prompting import encode_prompt
 
 FinishReason = Literal["stop", "length"]
 Backend = Literal["hf", "vllm", "auto"]
@@ -56,9 +56,20 @@ class Generator(Protocol):
     backend: str
     model_dir: Path
 
-    def generate(self, prompts: list[str], n: int, max_new_tokens: int, temperature: float,
-                 top_p: float, seed: int, stop: list[str] | None = None) -> list[list[Sample]]:
+    def generate(
+        self,
+        prompts: list[str] | list[list[int]],
+        n: int,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int,
+        stop: list[str] | None = None,
+    ) -> list[list[Sample]]:
         """Sample ``n`` responses to each prompt: result[i][j] is the j-th sample of prompts[i].
+
+        A prompt is text (encoded with ``r1hpc.model.prompting.encode_prompt``) or the token ids
+        to continue, used exactly as given (what a trainer that scores the same ids needs).
 
         The same (prompts, n, max_new_tokens, temperature, top_p, seed, stop) on the same
         weights and backend gives the same samples. Give every rollout shard its own seed
@@ -75,13 +86,33 @@ class Generator(Protocol):
         ...
 
 
-def check_generate_args(prompts: list[str], n: int, max_new_tokens: int, temperature: float,
-                        top_p: float, seed: int, stop: list[str] | None) -> None:
+def check_generate_args(
+    prompts: list[str] | list[list[int]],
+    n: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    seed: int,
+    stop: list[str] | None,
+) -> None:
     """Raise ValueError naming the argument and what was expected."""
-    if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
-        raise ValueError(f"prompts must be a list of str, got {type(prompts).__name__}"
-                         + ("" if not isinstance(prompts, list) else
-                            f" with element types {sorted({type(p).__name__ for p in prompts})}"))
+
+    def ok(p: object) -> bool:
+        return isinstance(p, str) or (
+            isinstance(p, list)
+            and bool(p)
+            and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in p)
+        )
+
+    if not isinstance(prompts, list) or not all(ok(p) for p in prompts):
+        raise ValueError(
+            f"prompts must be a list of str or of non-empty token-id lists, got {type(prompts).__name__}"
+            + (
+                ""
+                if not isinstance(prompts, list)
+                else f" with element types {sorted({type(p).__name__ for p in prompts})}"
+            )
+        )
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n (samples per prompt) must be an int >= 1, got {n!r}")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
@@ -92,8 +123,7 @@ def check_generate_args(prompts: list[str], n: int, max_new_tokens: int, tempera
         raise ValueError(f"top_p must lie in (0, 1], got {top_p!r}")
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-    if stop is not None and (not isinstance(stop, list)
-                             or not all(isinstance(s, str) and s for s in stop)):
+    if stop is not None and (not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop)):
         raise ValueError(f"stop must be None or a list of non-empty str, got {stop!r}")
 
 
@@ -102,24 +132,46 @@ def check_model_dir(model_dir: str | Path) -> Path:
     path = Path(model_dir)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: policy directory does not exist")
-    missing = [f for f in ("config.json", "tokenizer_config.json") if not (path / f).is_file()]
+    missing = [f for f in ("config.json",) if not (path / f).is_file()]
+    if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+        missing.append("tokenizer.json or tokenizer_config.json")
     if not any(path.glob("*.safetensors")):
         missing.append("*.safetensors")
     if missing:
-        raise FileNotFoundError(f"{path}: missing {missing}; expected an HF model directory "
-                                f"(save_pretrained of the model and of its tokenizer)")
+        raise FileNotFoundError(
+            f"{path}: missing {missing}; expected an HF model directory "
+            f"(save_pretrained of the model and of its tokenizer)"
+        )
     return path
 
 
-def derive_seed(seed: int, index: int) -> int:
-    """A well-mixed 31-bit seed for item ``index`` under ``seed``.
+def derive_seed(seed: int, *parts: object) -> int:
+    """A well-mixed 31-bit seed for ``parts`` (an item index; or stage, step, shard, ...) under ``seed``.
 
-    Why: a vLLM request seed fixes its random stream, so giving every prompt the same seed makes
-    all prompts draw the same uniforms -- near-identical samples across prompts. Hashing keeps
-    (seed, index) pairs from colliding the way ``seed + index`` would.
+    Stable across processes and reruns (a hash, not Python's salted ``hash``). Why hash: a vLLM
+    request seed fixes its random stream, so giving every prompt the same seed makes all prompts
+    draw the same uniforms -- near-identical samples across prompts; and hashing keeps
+    (seed, index) pairs from colliding the way ``seed + index`` would. The stage jobs' seeds
+    (``r1hpc.stages.common.stage_seed``) are this function.
     """
-    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(":".join(str(p) for p in (seed, *parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") % (2**31 - 1)
+
+
+def prompt_ids(tokenizer: Any, prompts: list[str] | list[list[int]]) -> list[list[int]]:
+    """Every prompt as token ids: ids as given, text through the one prompt encoder."""
+    return [list(p) if isinstance(p, list) else encode_prompt(tokenizer, p) for p in prompts]
+
+
+def load_generation_tokenizer(
+    model_dir: Path, pad_token: str = "", eos_tokens: list[str] | tuple[str, ...] = ()
+) -> tuple[Any, list[int]]:
+    """(tokenizer with a pad token, the ids that end a completion) of a policy directory."""
+    from r1hpc.model.tokenizer import load_tokenizer, stop_token_ids  # transformers: only where a model loads
+
+    tokenizer = load_tokenizer(model_dir, pad_token=pad_token)
+    tokenizer.padding_side = "left"  # generation continues from the last column
+    return tokenizer, stop_token_ids(tokenizer, model_dir, eos_tokens)
 
 
 def truncate_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
@@ -130,31 +182,3 @@ def truncate_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
     if not ends:
         return text, False
     return text[: min(ends)], True
-
-
-def vllm_available() -> bool:
-    """Whether the vllm package can be imported (without importing it: that takes ~13 s)."""
-    return importlib.util.find_spec("vllm") is not None
-
-
-def make_generator(backend: Backend, model_dir: str | Path, seed: int = 0,
-                   **kwargs: Any) -> Generator:
-    """Load the policy in ``model_dir`` with the chosen backend.
-
-    backend: "hf", "vllm", or "auto" (vllm when importable, else hf; the choice is printed to
-    stderr so the job log says which ran). kwargs go to the backend's constructor (e.g. dtype,
-    batch_size for hf; dtype, max_model_len, kv_cache_memory_bytes for vllm).
-    """
-    if backend == "auto":
-        backend = "vllm" if vllm_available() else "hf"
-        print(f"r1hpc.rollout: backend 'auto' chose '{backend}'"
-              + ("" if backend == "vllm" else " (vllm is not importable)"), file=sys.stderr)
-    if backend == "hf":
-        from r1hpc.rollout.hf import HFGenerator
-
-        return HFGenerator(model_dir, seed=seed, **kwargs)
-    if backend == "vllm":
-        from r1hpc.rollout.vllm_engine import VLLMGenerator
-
-        return VLLMGenerator(model_dir, seed=seed, **kwargs)
-    raise ValueError(f"backend must be one of 'hf', 'vllm', 'auto', got {backend!r}")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import AutoModelForCausalLM, GenerationConfig
 
 from r1hpc.rollout.base import (
     FinishReason,
@@ -20,6 +20,8 @@ from r1hpc.rollout.base import (
     check_generate_args,
     check_model_dir,
     derive_seed,
+    load_generation_tokenizer,
+    prompt_ids,
     truncate_at_stop,
 )
 
@@ -31,8 +33,18 @@ class HFGenerator:
 
     backend = "hf"
 
-    def __init__(self, model_dir: str | Path, seed: int = 0, dtype: str = "float32",
-                 batch_size: int = 64, device: str = "cpu", progress: bool = True) -> None:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        seed: int = 0,
+        dtype: str = "float32",
+        batch_size: int = 64,
+        device: str = "cpu",
+        progress: bool = True,
+        pad_token: str = "",
+        eos_tokens: list[str] | tuple[str, ...] = (),
+    ) -> None:
+        """pad_token / eos_tokens: config model.pad_token / model.eos_tokens (see load_generation_tokenizer)."""
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -43,13 +55,7 @@ class HFGenerator:
         self.device = torch.device(device)
         self.progress = progress
         self.model_dir = check_model_dir(model_dir)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
-        self.tokenizer.padding_side = "left"  # generation continues from the last column
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        if self.tokenizer.eos_token_id is None:
-            raise ValueError(f"{self.model_dir}: tokenizer has no eos_token; generation could "
-                             f"never stop before max_new_tokens")
+        self.tokenizer, self.eos_ids = load_generation_tokenizer(self.model_dir, pad_token, eos_tokens)
         self.model: torch.nn.Module | None = None
         self.load_weights(self.model_dir)
 
@@ -58,14 +64,14 @@ class HFGenerator:
         path = check_model_dir(model_dir)
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype)
         vocab = model.get_output_embeddings().weight.shape[0]
-        for name in ("eos_token_id", "pad_token_id"):
-            if getattr(self.tokenizer, name) >= vocab:
-                raise ValueError(f"{path}: tokenizer {name} {getattr(self.tokenizer, name)} is "
-                                 f"outside the model's vocabulary of {vocab} (config.json)")
+        for name, ids in (("eos id", self.eos_ids), ("pad_token_id", [self.tokenizer.pad_token_id])):
+            if max(ids) >= vocab:
+                raise ValueError(
+                    f"{path}: tokenizer {name} {max(ids)} is outside the model's vocabulary of {vocab} (config.json)"
+                )
         # A bare generation config: sampling defaults shipped with a model (top_k,
         # repetition_penalty, ...) must not change the distribution we sample from.
-        model.generation_config = GenerationConfig(
-            eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id)
+        model.generation_config = GenerationConfig(eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id)
         self.model = model.to(self.device).eval()
         self.model_dir = path
 
@@ -73,48 +79,60 @@ class HFGenerator:
         self.model = None
 
     @torch.inference_mode()
-    def generate(self, prompts: list[str], n: int, max_new_tokens: int, temperature: float,
-                 top_p: float, seed: int, stop: list[str] | None = None) -> list[list[Sample]]:
+    def generate(
+        self,
+        prompts: list[str] | list[list[int]],
+        n: int,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int,
+        stop: list[str] | None = None,
+    ) -> list[list[Sample]]:
         """See ``base.Generator.generate``. Determinism also assumes the same batch_size."""
         check_generate_args(prompts, n, max_new_tokens, temperature, top_p, seed, stop)
         if self.model is None:
             raise RuntimeError("HFGenerator.generate called after close()")
         greedy = temperature == 0.0
         gen_config = GenerationConfig(
-            do_sample=not greedy, temperature=None if greedy else temperature,
-            top_p=None if greedy else top_p, top_k=0, max_new_tokens=max_new_tokens,
-            eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
-            stop_strings=stop or None, return_dict_in_generate=True, output_scores=True)
-        flat = [p for p in prompts for _ in range(n)]  # sample j of prompt i at i * n + j
+            do_sample=not greedy,
+            temperature=None if greedy else temperature,
+            top_p=None if greedy else top_p,
+            top_k=0,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=self.eos_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+            stop_strings=stop or None,
+            return_dict_in_generate=True,
+            output_scores=True,
+        )
+        flat = [p for p in prompt_ids(self.tokenizer, prompts) for _ in range(n)]  # sample j of prompt i at i * n + j
         starts = range(0, len(flat), self.batch_size)
         samples: list[Sample] = []
-        for b, s in enumerate(tqdm(starts, desc="hf generate", unit="batch",
-                                   disable=not self.progress)):
-            samples += self._generate_batch(flat[s : s + self.batch_size], gen_config,
-                                            derive_seed(seed, b), stop)
+        for b, s in enumerate(tqdm(starts, desc="hf generate", unit="batch", disable=not self.progress)):
+            samples += self._generate_batch(flat[s : s + self.batch_size], gen_config, derive_seed(seed, b), stop)
         return [samples[i * n : (i + 1) * n] for i in range(len(prompts))]
 
-    def _generate_batch(self, batch: list[str], gen_config: GenerationConfig, seed: int,
-                        stop: list[str] | None) -> list[Sample]:
-        enc = self.tokenizer(batch, return_tensors="pt", padding=True).to(self.device)
+    def _generate_batch(
+        self, batch: list[list[int]], gen_config: GenerationConfig, seed: int, stop: list[str] | None
+    ) -> list[Sample]:
+        # left-padded, attention mask from the lengths (pad may equal eos)
+        enc = self.tokenizer.pad({"input_ids": batch}, padding=True, return_tensors="pt").to(self.device)
         # fork_rng: seed generate's global RNG without disturbing the caller's stream
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            out = self.model.generate(**enc, generation_config=gen_config,
-                                      tokenizer=self.tokenizer)
-        new = out.sequences[:, enc["input_ids"].shape[1]:]  # (B, T) sampled ids, then padding
+            out = self.model.generate(**enc, generation_config=gen_config, tokenizer=self.tokenizer)
+        new = out.sequences[:, enc["input_ids"].shape[1] :]  # (B, T) sampled ids, then padding
         scores = torch.stack(out.scores, dim=1).float()  # (B, T, V) processed logits
         logprobs = torch.log_softmax(scores, dim=-1).gather(-1, new[..., None]).squeeze(-1)
-        return [self._to_sample(new[i].tolist(), logprobs[i].tolist(), stop)
-                for i in range(new.shape[0])]
+        return [self._to_sample(new[i].tolist(), logprobs[i].tolist(), stop) for i in range(new.shape[0])]
 
-    def _to_sample(self, ids: list[int], logprobs: list[float],
-                   stop: list[str] | None) -> Sample:
+    def _to_sample(self, ids: list[int], logprobs: list[float], stop: list[str] | None) -> Sample:
         """Cut one row of generate's output where that sequence finished (ids: (T,))."""
-        eos = self.tokenizer.eos_token_id
         end, reason = len(ids), "length"
-        if eos in ids:
-            end, reason = ids.index(eos) + 1, "stop"
+        ends = [ids.index(e) for e in self.eos_ids if e in ids]
+        if ends:
+            end, reason = min(ends) + 1, "stop"
         if stop:
             # The first k whose decoded prefix holds a stop string is where generate stopped
             # (StopStringCriteria); "contains" is monotone in k, so bisect instead of k decodes.
@@ -133,7 +151,7 @@ class HFGenerator:
         return Sample(text=text, token_ids=ids, logprobs=logprobs, finish_reason=finish)
 
     def _decode(self, ids: list[int]) -> str:
-        if ids and ids[-1] == self.tokenizer.eos_token_id:
+        if ids and ids[-1] in self.eos_ids:
             ids = ids[:-1]
         # special tokens stay: the R1 tags (<think>, <answer>) may be special tokens
         return self.tokenizer.decode(ids, skip_special_tokens=False)

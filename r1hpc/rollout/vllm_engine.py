@@ -30,6 +30,8 @@ from r1hpc.rollout.base import (
     check_generate_args,
     check_model_dir,
     derive_seed,
+    load_generation_tokenizer,
+    prompt_ids,
     truncate_at_stop,
 )
 
@@ -45,6 +47,7 @@ CPU_MLA_DIMS = {"kv_lora_rank": 512, "qk_rope_head_dim": 64}
 
 
 def _cpu_platform() -> bool:
+    # vllm: ~13 s to import, optional (the hf backend runs without it)
     from vllm.platforms import current_platform
 
     return current_platform.is_cpu()
@@ -55,15 +58,19 @@ def _check_config(model_dir: Path) -> dict[str, Any]:
     if cfg.get("kv_lora_rank") is not None:
         bad = {k: cfg.get(k) for k, v in CPU_MLA_DIMS.items() if cfg.get(k) != v}
         if bad and _cpu_platform():
-            raise ValueError(f"{model_dir}/config.json: {bad} is not supported by vLLM's CPU MLA "
-                             f"attention; it needs {CPU_MLA_DIMS} (the latent head of 576)")
+            raise ValueError(
+                f"{model_dir}/config.json: {bad} is not supported by vLLM's CPU MLA "
+                f"attention; it needs {CPU_MLA_DIMS} (the latent head of 576)"
+            )
         return cfg
     heads, hidden = cfg.get("num_attention_heads"), cfg.get("hidden_size")
     head_dim = cfg.get("head_dim") or (hidden // heads if heads and hidden else None)
     if head_dim is not None and _cpu_platform() and head_dim not in CPU_HEAD_SIZES:
-        raise ValueError(f"{model_dir}/config.json: head_dim {head_dim} (hidden_size / "
-                         f"num_attention_heads) is not supported by vLLM's CPU attention; "
-                         f"expected one of {CPU_HEAD_SIZES}")
+        raise ValueError(
+            f"{model_dir}/config.json: head_dim {head_dim} (hidden_size / "
+            f"num_attention_heads) is not supported by vLLM's CPU attention; "
+            f"expected one of {CPU_HEAD_SIZES}"
+        )
     return cfg
 
 
@@ -97,16 +104,23 @@ class ReloadExtension:
         lm_head = getattr(model, "lm_head", None)
         embed = getattr(getattr(model, "model", None), "embed_tokens", None)
         tied = bool(getattr(getattr(model, "config", None), "tie_word_embeddings", False))
-        if tied and lm_head is not None and embed is not None and lm_head is not embed \
-                and lm_head.weight.data_ptr() != embed.weight.data_ptr():
+        if (
+            tied
+            and lm_head is not None
+            and embed is not None
+            and lm_head is not embed
+            and lm_head.weight.data_ptr() != embed.weight.data_ptr()
+        ):
             lm_head.weight = embed.weight
             fixed.append("lm_head re-tied to embed_tokens")
         if lm_head is not None and hasattr(lm_head, "cpu_linear") and _cpu_platform():
+            # vllm: optional, slow import
             from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
 
             dispatch_cpu_unquantized_gemm(lm_head, remove_weight=False)
             fixed.append("lm_head CPU gemm re-packed")
         if _cpu_platform():
+            # vllm: as above
             from vllm.model_executor.layers.fused_moe.experts.cpu_moe import CPUUnquantizedExperts
 
             for name, module in model.named_modules():
@@ -123,55 +137,78 @@ class VLLMGenerator:
 
     backend = "vllm"
 
-    def __init__(self, model_dir: str | Path, seed: int = 0, dtype: str = "float32",
-                 max_model_len: int | None = None, kv_cache_memory_bytes: int | None = 256 << 20,
-                 enforce_eager: bool | None = None, progress: bool = True,
-                 **engine_kwargs: Any) -> None:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        seed: int = 0,
+        dtype: str = "float32",
+        max_model_len: int | None = None,
+        kv_cache_memory_bytes: int | None = 256 << 20,
+        enforce_eager: bool | None = None,
+        progress: bool = True,
+        pad_token: str = "",
+        eos_tokens: list[str] | tuple[str, ...] = (),
+        **engine_kwargs: Any,
+    ) -> None:
         """dtype: model dtype in the engine. max_model_len: prompt + response tokens (default:
         the model's max_position_embeddings). kv_cache_memory_bytes: explicit KV-cache size
         (the automatic one takes a fraction of ALL machine memory on CPU and refuses to start
         on a shared machine); None = vLLM's automatic sizing. enforce_eager: skip
         torch.compile / graph capture; None = skip on CPU only (on the 2-core test machine start-up
-        took 22-45 s eager vs 121 s compiled). engine_kwargs go to ``vllm.LLM`` unchanged.
+        took 22-45 s eager vs 121 s compiled). pad_token / eos_tokens: config model.pad_token /
+        model.eos_tokens (``base.load_generation_tokenizer``). engine_kwargs go to ``vllm.LLM`` unchanged.
         """
         # 2-core machines: vLLM's CPU backend otherwise reserves a core for the frontend
         if (os.cpu_count() or 1) <= 4:
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-        from transformers import AutoTokenizer
+        # vllm: ~13 s to import, optional; after the env var above, which it reads at import
         from vllm import LLM
 
         self.model_dir = check_model_dir(model_dir)
         cfg = _check_config(self.model_dir)
         self.progress = progress
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
-        if self.tokenizer.eos_token_id is None:
-            raise ValueError(f"{self.model_dir}: tokenizer has no eos_token; generation could "
-                             f"never stop before max_new_tokens")
+        self.tokenizer, self.eos_ids = load_generation_tokenizer(self.model_dir, pad_token, eos_tokens)
         self.last_reload_fixes: list[list[str]] = []  # per worker, from the last load_weights
         self.max_model_len = max_model_len or int(cfg.get("max_position_embeddings", 2048))
         self.llm: Any = LLM(
-            model=str(self.model_dir), tokenizer=str(self.model_dir), dtype=dtype, seed=seed,
-            max_model_len=self.max_model_len, kv_cache_memory_bytes=kv_cache_memory_bytes,
+            model=str(self.model_dir),
+            tokenizer=str(self.model_dir),
+            dtype=dtype,
+            seed=seed,
+            max_model_len=self.max_model_len,
+            kv_cache_memory_bytes=kv_cache_memory_bytes,
             enforce_eager=_cpu_platform() if enforce_eager is None else enforce_eager,
-            logprobs_mode="processed_logprobs", generation_config="vllm",
+            logprobs_mode="processed_logprobs",
+            generation_config="vllm",
             worker_extension_cls=f"{ReloadExtension.__module__}.{ReloadExtension.__qualname__}",
-            **engine_kwargs)
+            **engine_kwargs,
+        )
 
     def load_weights(self, model_dir: str | Path) -> None:
         """Swap the policy in ``model_dir`` into the running engine (same architecture)."""
         path = check_model_dir(model_dir)
         old = json.loads((self.model_dir / "config.json").read_text())
         new = _check_config(path)
-        for key in ("architectures", "vocab_size", "hidden_size", "num_hidden_layers",
-                    "num_attention_heads", "num_key_value_heads", "tie_word_embeddings",
-                    "kv_lora_rank", "qk_rope_head_dim", "n_routed_experts",
-                    "moe_intermediate_size"):
+        for key in (
+            "architectures",
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "tie_word_embeddings",
+            "kv_lora_rank",
+            "qk_rope_head_dim",
+            "n_routed_experts",
+            "moe_intermediate_size",
+        ):
             if old.get(key) != new.get(key):
-                raise ValueError(f"{path}/config.json: {key} = {new.get(key)!r} differs from the "
-                                 f"running engine's {old.get(key)!r} ({self.model_dir}); "
-                                 f"a different architecture needs a new engine")
-        self.last_reload_fixes = self.llm.collective_rpc("r1hpc_reload_weights",
-                                                         args=(str(path.resolve()),))
+                raise ValueError(
+                    f"{path}/config.json: {key} = {new.get(key)!r} differs from the "
+                    f"running engine's {old.get(key)!r} ({self.model_dir}); "
+                    f"a different architecture needs a new engine"
+                )
+        self.last_reload_fixes = self.llm.collective_rpc("r1hpc_reload_weights", args=(str(path.resolve()),))
         # cached KV blocks of shared prompt prefixes were computed with the old weights
         self.llm.reset_prefix_cache()
         self.model_dir = path
@@ -181,39 +218,57 @@ class VLLMGenerator:
             self.llm.llm_engine.engine_core.shutdown()
             self.llm = None
 
-    def generate(self, prompts: list[str], n: int, max_new_tokens: int, temperature: float,
-                 top_p: float, seed: int, stop: list[str] | None = None) -> list[list[Sample]]:
+    def generate(
+        self,
+        prompts: list[str] | list[list[int]],
+        n: int,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int,
+        stop: list[str] | None = None,
+    ) -> list[list[Sample]]:
         """See ``base.Generator.generate``."""
+        # vllm: optional, slow import (see _cpu_platform)
         from vllm import SamplingParams, TokensPrompt
 
         check_generate_args(prompts, n, max_new_tokens, temperature, top_p, seed, stop)
         if self.llm is None:
             raise RuntimeError("VLLMGenerator.generate called after close()")
-        ids = [self.tokenizer(p)["input_ids"] for p in prompts]
+        ids = prompt_ids(self.tokenizer, prompts)
         too_long = [i for i, x in enumerate(ids) if len(x) + max_new_tokens > self.max_model_len]
         if too_long:
             i = too_long[0]
-            raise ValueError(f"prompt {i} has {len(ids[i])} tokens; with max_new_tokens "
-                             f"{max_new_tokens} that exceeds max_model_len {self.max_model_len}")
-        params = [SamplingParams(
-            n=n, temperature=temperature, top_p=top_p, top_k=0, max_tokens=max_new_tokens,
-            seed=derive_seed(seed, i), logprobs=0, stop=stop or None,
-            include_stop_str_in_output=True, skip_special_tokens=False)
-            for i in range(len(prompts))]
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=x) for x in ids], params,
-                                 use_tqdm=self.progress)
-        return [[self._to_sample(c, stop) for c in sorted(o.outputs, key=lambda c: c.index)]
-                for o in outs]
+            raise ValueError(
+                f"prompt {i} has {len(ids[i])} tokens; with max_new_tokens "
+                f"{max_new_tokens} that exceeds max_model_len {self.max_model_len}"
+            )
+        params = [
+            SamplingParams(
+                n=n,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=0,
+                max_tokens=max_new_tokens,
+                seed=derive_seed(seed, i),
+                logprobs=0,
+                stop=stop or None,
+                stop_token_ids=self.eos_ids,
+                include_stop_str_in_output=True,
+                skip_special_tokens=False,
+            )
+            for i in range(len(prompts))
+        ]
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=x) for x in ids], params, use_tqdm=self.progress)
+        return [[self._to_sample(c, stop) for c in sorted(o.outputs, key=lambda c: c.index)] for o in outs]
 
     def _to_sample(self, c: Any, stop: list[str] | None) -> Sample:
         if c.finish_reason not in ("stop", "length"):
-            raise RuntimeError(f"vLLM finished a sample with reason {c.finish_reason!r} "
-                               f"(expected 'stop' or 'length')")
+            raise RuntimeError(f"vLLM finished a sample with reason {c.finish_reason!r} (expected 'stop' or 'length')")
         token_ids = list(c.token_ids)
         # logprobs=0 returns the sampled token's entry (plus none of the top alternatives)
         logprobs = [float(step[t].logprob) for t, step in zip(token_ids, c.logprobs)]
-        body = token_ids[:-1] if token_ids and token_ids[-1] == self.tokenizer.eos_token_id \
-            else token_ids
+        body = token_ids[:-1] if token_ids and token_ids[-1] in self.eos_ids else token_ids
         # decoded here, exactly as the HF backend does, so text does not depend on the backend
         text, _ = truncate_at_stop(self.tokenizer.decode(body, skip_special_tokens=False), stop)
         finish: FinishReason = c.finish_reason

@@ -7,7 +7,8 @@
                                     causal-LM pretraining on problems with imperfect worked solutions
 
 Real users start from released weights instead: set model.init_from to an HF directory and the
-teacher's base is that checkpoint (verified to load), published as models/base/v0000.
+teacher's base is that checkpoint (verified to load), published as models/base/v0000; likewise
+student.init_from for models/student_base.
 """
 
 from __future__ import annotations
@@ -27,12 +28,20 @@ __all__ = ["prepare_data", "pretrain_base", "sft_settings"]
 
 
 def sft_settings(s: SFTStageConfig) -> SFTSettings:
-    return SFTSettings(epochs=s.epochs, batch_size=s.batch_size, micro_batch_size=s.micro_batch_size, lr=s.lr,
-                       warmup_steps=s.warmup_steps, max_len=s.max_len, save_every=s.save_every)
+    return SFTSettings(
+        epochs=s.epochs,
+        batch_size=s.batch_size,
+        micro_batch_size=s.micro_batch_size,
+        lr=s.lr,
+        warmup_steps=s.warmup_steps,
+        max_len=s.max_len,
+        save_every=s.save_every,
+    )
 
 
 def prepare_data(run_dir: str) -> dict[str, Any]:
-    """Generate the run's task data and train its tokenizer (idempotent, deterministic)."""
+    """Generate the run's task data, or read the user's dataset files (data.train / data.heldout: then
+    data/sources_report.json has their counts), and train its tokenizer (idempotent, deterministic)."""
     from r1hpc.model.pretrain_corpus import build_corpus
     from r1hpc.model.tokenizer import save_tokenizer, train_tokenizer
     from r1hpc.tasks.dataset import generate_general, generate_problems, write_jsonl
@@ -42,10 +51,19 @@ def prepare_data(run_dir: str) -> dict[str, Any]:
     if done is not None:
         return done
     cfg, d = ctx.cfg, ctx.cfg.data
-    counts = {}
+    counts: dict[str, Any] = {}
+    sources = None
+    if d.train:  # the user's files replace both problem sets (r1hpc.datasets)
+        from r1hpc.datasets import load_problems
+
+        train, heldout, sources = load_problems(cfg)
+        atomic_write_json(ctx.run.data_dir() / "sources_report.json", sources)
+    else:
+        train = generate_problems(cfg.seed, "train", d.train_problems, difficulties=d.difficulties)
+        heldout = generate_problems(cfg.seed, "heldout", d.heldout_problems, difficulties=d.difficulties)
     for name, examples in (
-        ("problems_train", generate_problems(cfg.seed, "train", d.train_problems, difficulties=d.difficulties)),
-        ("problems_heldout", generate_problems(cfg.seed, "heldout", d.heldout_problems, difficulties=d.difficulties)),
+        ("problems_train", train),
+        ("problems_heldout", heldout),
         ("general_train", generate_general(cfg.seed, "train", d.general_train)),
         ("general_heldout", generate_general(cfg.seed, "heldout", d.general_heldout)),
     ):
@@ -56,7 +74,7 @@ def prepare_data(run_dir: str) -> dict[str, Any]:
         source = Path(cfg.model.init_from)
         tmp = ctx.tmp_dir()
         for f in source.iterdir():
-            if f.name.startswith("tokenizer") or f.name in ("special_tokens_map.json", "vocab.json", "merges.txt"):
+            if f.is_file() and (f.name.startswith(("tokenizer", "chat_template")) or f.name in _TOKENIZER_EXTRAS):
                 shutil.copy2(f, tmp / f.name)
     else:
         corpus = build_corpus(cfg.seed, min(cfg.base.corpus_docs, 8000), corpus_mix(cfg))
@@ -68,8 +86,15 @@ def prepare_data(run_dir: str) -> dict[str, Any]:
     else:
         tmp.rename(tok_dir)  # one rename: the tokenizer directory appears complete or not at all
     info = {"counts": counts, "tokenizer": str(tok_dir)}
+    if sources is not None:
+        info["sources"] = {which: sources[which] for which in ("train", "heldout")}  # per-source counts
     mark_done(ctx.run, "data", "data", info)
     return info
+
+
+# Tokenizer files besides tokenizer*.json/.model and chat_template.jinja/.json (transformers 5
+# writes the chat template to its own file).
+_TOKENIZER_EXTRAS = ("special_tokens_map.json", "vocab.json", "merges.txt", "added_tokens.json")
 
 
 def corpus_mix(cfg: Config) -> Any:
@@ -88,11 +113,25 @@ def _model_size(cfg: Config, which: str) -> Any:
 
     if which == "teacher":
         m = cfg.model
-        return ModelSize(layers=m.num_layers, hidden=m.hidden_size, heads=m.num_heads, kv_heads=m.num_kv_heads,
-                         intermediate=m.intermediate_size, max_positions=m.max_seq_len, tied_embeddings=m.tie_embeddings)
+        return ModelSize(
+            layers=m.num_layers,
+            hidden=m.hidden_size,
+            heads=m.num_heads,
+            kv_heads=m.num_kv_heads,
+            intermediate=m.intermediate_size,
+            max_positions=m.max_seq_len,
+            tied_embeddings=m.tie_embeddings,
+        )
     s = cfg.student
-    return ModelSize(layers=s.num_layers, hidden=s.hidden_size, heads=s.num_heads, kv_heads=s.num_kv_heads,
-                     intermediate=s.intermediate_size, max_positions=cfg.model.max_seq_len, tied_embeddings=True)
+    return ModelSize(
+        layers=s.num_layers,
+        hidden=s.hidden_size,
+        heads=s.num_heads,
+        kv_heads=s.num_kv_heads,
+        intermediate=s.intermediate_size,
+        max_positions=cfg.model.max_seq_len,
+        tied_embeddings=True,
+    )
 
 
 def _build_moe(cfg: Config, tokenizer: Any, seed: int) -> Any:
@@ -102,8 +141,12 @@ def _build_moe(cfg: Config, tokenizer: Any, seed: int) -> Any:
 
     from r1hpc.megatron.hf_convert import hf_config, megatron_config_from_run
 
-    config = hf_config(megatron_config_from_run(cfg.model, len(tokenizer)), bos_id=tokenizer.eos_token_id,
-                       eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)
+    config = hf_config(
+        megatron_config_from_run(cfg.model, len(tokenizer)),
+        bos_id=tokenizer.eos_token_id,
+        eos_id=tokenizer.eos_token_id,
+        pad_id=tokenizer.pad_token_id,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return DeepseekV3ForCausalLM(config)
@@ -111,7 +154,7 @@ def _build_moe(cfg: Config, tokenizer: Any, seed: int) -> Any:
 
 def _blocks(token_ids: list[int], length: int) -> list[list[int]]:
     """Cut the concatenated corpus into equal blocks (the standard packing for causal-LM pretraining)."""
-    return [token_ids[i:i + length] for i in range(0, len(token_ids) - length + 1, length)]
+    return [token_ids[i : i + length] for i in range(0, len(token_ids) - length + 1, length)]
 
 
 def pretrain_base(run_dir: str, which: str = "teacher") -> dict[str, Any]:
@@ -128,10 +171,13 @@ def pretrain_base(run_dir: str, which: str = "teacher") -> dict[str, Any]:
     existing = [v for v in list_versions(ctx.run, stage) if v.version == 0]
     if existing:
         return {"stage": stage, "skipped": "already published", **existing[0].meta}
-    if which == "teacher" and cfg.model.init_from:
-        load_model(cfg.model.init_from)  # a clear error now rather than in every rollout task
-        version = publish_model(ctx.run, stage, cfg.model.init_from, version=0, meta={"init_from": cfg.model.init_from})
-        return {"stage": stage, "init_from": cfg.model.init_from, "version": version.name}
+    checkpoint = cfg.model.init_from if which == "teacher" else cfg.student.init_from
+    if checkpoint:
+        # a released checkpoint with its own tokenizer; loading it here gives a clear error now
+        # rather than in every rollout task
+        load_model(checkpoint)
+        version = publish_model(ctx.run, stage, checkpoint, version=0, meta={"init_from": checkpoint})
+        return {"stage": stage, "init_from": checkpoint, "version": version.name}
     started = time.time()
     tokenizer = load_tokenizer(ctx.run.data_dir() / "tokenizer")
     docs = build_corpus(cfg.seed, cfg.base.corpus_docs, corpus_mix(cfg))
@@ -149,11 +195,25 @@ def pretrain_base(run_dir: str, which: str = "teacher") -> dict[str, Any]:
     # Each block is all target: the first token conditions the rest (pack needs a non-empty prompt).
     prompts = [b[:1] for b in blocks]
     targets = [b[1:] for b in blocks]
-    metrics = train_sft(model, prompts, targets, sft_settings(cfg.base.train), tokenizer.pad_token_id,
-                        seed=stage_seed(cfg.seed, stage, "train"), state_dir=ctx.run.train_state_dir(stage),
-                        log=lambda m: log_metrics(ctx, stage, m))
-    meta = {"params": n_params(model), "tokens": len(ids), "blocks": len(blocks), "final_loss": metrics.get("loss"),
-            "seconds": round(time.time() - started, 1), "arch": type(model).__name__, "sizes": size.to_dict()}
+    metrics = train_sft(
+        model,
+        prompts,
+        targets,
+        sft_settings(cfg.base.train),
+        tokenizer.pad_token_id,
+        seed=stage_seed(cfg.seed, stage, "train"),
+        state_dir=ctx.run.train_state_dir(stage),
+        log=lambda m: log_metrics(ctx, stage, m),
+    )
+    meta = {
+        "params": n_params(model),
+        "tokens": len(ids),
+        "blocks": len(blocks),
+        "final_loss": metrics.get("loss"),
+        "seconds": round(time.time() - started, 1),
+        "arch": type(model).__name__,
+        "sizes": size.to_dict(),
+    }
     version = publish_policy(ctx, stage, 0, model, tokenizer, meta=meta)
     atomic_write_json(ctx.run.data_dir() / f"{stage}_summary.json", meta)
     return {"stage": stage, "version": version.name, **meta}

@@ -22,9 +22,21 @@ import random
 import re
 from typing import Any
 
+from r1hpc import recipe
 from r1hpc.fsio import atomic_write_json, read_json
-from r1hpc.stages.common import (StageContext, data_path, log_metrics, read_data, read_metrics, render_prompt,
-                                 reward_example, reward_pool, stage_seed)
+from r1hpc.model.prompting import THINK_OPEN, encode_prompts
+from r1hpc.stages.common import (
+    StageContext,
+    data_path,
+    log_metrics,
+    prompt_format,
+    read_data,
+    read_metrics,
+    reward_example,
+    reward_pool,
+    stage_generator,
+    stage_seed,
+)
 from r1hpc.stages.filters import has_code_block, is_mixed_language, is_repetitive
 from r1hpc.stages.sft_stage import read_sft_records, sft_and_publish, write_sft_records
 from r1hpc.store import StoreError, done_info, latest_model, list_versions, mark_done, read_step_shards
@@ -32,7 +44,7 @@ from r1hpc.store import StoreError, done_info, latest_model, list_versions, mark
 __all__ = ["readable_steps", "readable_completion", "build_cold_start", "run_cold_start", "probe_samples"]
 
 STAGE = "cold_start"
-SOURCE_STAGE = "r1_zero"
+SOURCE_STAGE = recipe.stage(STAGE).after[0]  # whose correct samples are rewritten (r1_zero)
 PROBE_PROBLEMS = 16
 _TAG = re.compile(r"</?(?:think|answer)>")
 _STEP_PREFIX = re.compile(r"^(?:step\s*\d+\s*[:.)]\s*|\d+[.)]\s+)", re.IGNORECASE)
@@ -80,11 +92,13 @@ def _completed_steps(ctx: StageContext) -> list[int]:
     return sorted(steps, reverse=True)
 
 
-def _from_r1_zero(ctx: StageContext, problems: dict[str, dict[str, Any]], want: int,
-                  counts: dict[str, Any]) -> list[dict[str, Any]]:
+def _from_r1_zero(
+    ctx: StageContext, problems: dict[str, dict[str, Any]], want: int, counts: dict[str, Any]
+) -> list[dict[str, Any]]:
     """Up to `want` readable examples from correct R1-Zero samples, newest step first, one per problem."""
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
+    opened = _think_opening(ctx)
     for step in _completed_steps(ctx):
         if len(out) >= want:
             break
@@ -102,8 +116,10 @@ def _from_r1_zero(ctx: StageContext, problems: dict[str, dict[str, Any]], want: 
             counts["r1_zero_correct"] += 1
             pid = r.get("problem_id")
             if pid not in problems:
-                raise ValueError(f"{ctx.run.shard_path(SOURCE_STAGE, step, 0, create=False).parent}: record with "
-                                 f"problem_id {pid!r}, which is not in data/problems_train.jsonl")
+                raise ValueError(
+                    f"{ctx.run.shard_path(SOURCE_STAGE, step, 0, create=False).parent}: record with "
+                    f"problem_id {pid!r}, which is not in data/problems_train.jsonl"
+                )
             if pid in seen or len(out) >= want:
                 continue
             reasoning = _reasoning_of(r["text"])
@@ -113,9 +129,29 @@ def _from_r1_zero(ctx: StageContext, problems: dict[str, dict[str, Any]], want: 
                 continue
             seen.add(pid)
             p = problems[pid]
-            out.append({"prompt": p["prompt"], "completion": readable_completion(steps, p["answer"]),
-                        "source": "r1_zero", "problem_id": pid, "answer": p["answer"], "r1_zero_step": step})
+            out.append(
+                {
+                    **_prompt_of(p),
+                    "completion": opened + readable_completion(steps, p["answer"]),
+                    "source": "r1_zero",
+                    "problem_id": pid,
+                    "answer": p["answer"],
+                    "r1_zero_step": step,
+                }
+            )
     return out
+
+
+def _think_opening(ctx: StageContext) -> str:
+    """What a written completion starts with: nothing when the prompt format opens <think> (R1's
+    template does), else <think> itself."""
+    p = ctx.cfg.prompt
+    return "" if p.format == "r1" or p.open_think else THINK_OPEN
+
+
+def _prompt_of(problem: dict[str, Any]) -> dict[str, Any]:
+    """The prompt fields of an SFT record: the question, and a chat dataset's messages."""
+    return {"prompt": problem["prompt"], **({"messages": problem["messages"]} if problem.get("messages") else {})}
 
 
 def build_cold_start(run_dir: str) -> dict[str, Any]:
@@ -127,21 +163,40 @@ def build_cold_start(run_dir: str) -> dict[str, Any]:
     want = ctx.cfg.cold_start.examples
     problems = read_data(ctx, "problems_train")
     by_id = {p["id"]: p for p in problems}
-    counts: dict[str, Any] = {"r1_zero_steps_read": [], "r1_zero_samples": 0, "r1_zero_correct": 0,
-                              "r1_zero_unreadable": 0}
+    counts: dict[str, Any] = {
+        "r1_zero_steps_read": [],
+        "r1_zero_samples": 0,
+        "r1_zero_correct": 0,
+        "r1_zero_unreadable": 0,
+    }
     examples = _from_r1_zero(ctx, by_id, want, counts)
     used = {e["problem_id"] for e in examples}
-    rest = [p for p in problems if p["id"] not in used and p["solution_steps"]]
+    rest = [p for p in problems if p["id"] not in used and p.get("solution_steps")]
     random.Random(stage_seed(ctx.cfg.seed, STAGE, "human")).shuffle(rest)
+    opened = _think_opening(ctx)
     for p in rest[: want - len(examples)]:
-        examples.append({"prompt": p["prompt"], "completion": readable_completion(list(p["solution_steps"]), p["answer"]),
-                         "source": "human", "problem_id": p["id"], "answer": p["answer"], "r1_zero_step": None})
+        examples.append(
+            {
+                **_prompt_of(p),
+                "completion": opened + readable_completion(list(p["solution_steps"]), p["answer"]),
+                "source": "human",
+                "problem_id": p["id"],
+                "answer": p["answer"],
+                "r1_zero_step": None,
+            }
+        )
     if not examples:
-        raise ValueError(f"{ctx.run_dir}: no cold-start examples (no correct R1-Zero samples and no problems with solution_steps)")
+        raise ValueError(
+            f"{ctx.run_dir}: no cold-start examples (no correct R1-Zero samples and no problems with solution_steps)"
+        )
     write_sft_records(data_path(ctx, STAGE), examples)
-    info = {"examples": len(examples), "requested": want,
-            "from_r1_zero": sum(e["source"] == "r1_zero" for e in examples),
-            "from_human": sum(e["source"] == "human" for e in examples), **counts}
+    info = {
+        "examples": len(examples),
+        "requested": want,
+        "from_r1_zero": sum(e["source"] == "r1_zero" for e in examples),
+        "from_human": sum(e["source"] == "human" for e in examples),
+        **counts,
+    }
     mark_done(ctx.run, STAGE, "data", info)
     return info
 
@@ -149,27 +204,36 @@ def build_cold_start(run_dir: str) -> dict[str, Any]:
 def probe_samples(ctx: StageContext, model_dir: Any, problems: list[dict[str, Any]], seed: int) -> dict[str, Any]:
     """One sample per problem from model_dir (eval temperature/top-p); the share with the strict
     R1 format and with the right answer, scored in the reward worker pool."""
+    from r1hpc.model.tokenizer import load_tokenizer
     from r1hpc.rewards.scorer import score_batch
-    from r1hpc.rollout.base import make_generator
 
     cfg = ctx.cfg
-    generator = make_generator(cfg.grpo.generator, model_dir, seed=seed)
+    fmt = prompt_format(cfg, load_tokenizer(model_dir, pad_token=cfg.model.pad_token))
+    generator = stage_generator(cfg, model_dir)
     try:
-        samples = generator.generate([render_prompt(p["prompt"]) for p in problems], n=1,
-                                     max_new_tokens=cfg.grpo.max_new_tokens, temperature=cfg.eval.temperature,
-                                     top_p=cfg.eval.top_p, seed=seed)
+        samples = generator.generate(
+            encode_prompts(fmt.tokenizer, [fmt.render(p) for p in problems]),
+            n=1,
+            max_new_tokens=cfg.grpo.max_new_tokens,
+            temperature=cfg.eval.temperature,
+            top_p=cfg.eval.top_p,
+            stop=list(cfg.prompt.stop) or None,
+            seed=seed,
+        )
     finally:
         generator.close()
     texts = [group[0].text for group in samples]
-    examples = [reward_example(p) for p in problems]
+    examples = [reward_example(p, fmt.ends_with_think) for p in problems]
     with reward_pool(cfg) as pool:
         scores = score_batch(texts, examples, {"format": 1.0, "accuracy_math": 1.0}, pool=pool, progress=False)
     n = len(problems)
-    return {"probe_samples": n,
-            "probe_format": sum(v or 0.0 for v in scores.values["format"]) / n,
-            "probe_accuracy": sum(v or 0.0 for v in scores.values["accuracy_math"]) / n,
-            "probe_truncated": sum(group[0].finish_reason == "length" for group in samples) / n,
-            "probe_example": texts[0]}
+    return {
+        "probe_samples": n,
+        "probe_format": sum(v or 0.0 for v in scores.values["format"]) / n,
+        "probe_accuracy": sum(v or 0.0 for v in scores.values["accuracy_math"]) / n,
+        "probe_truncated": sum(group[0].finish_reason == "length" for group in samples) / n,
+        "probe_example": texts[0],
+    }
 
 
 def run_cold_start(run_dir: str) -> dict[str, Any]:
@@ -177,7 +241,7 @@ def run_cold_start(run_dir: str) -> dict[str, Any]:
     ctx = StageContext(run_dir)
     probe_path = ctx.run.data_dir() / "cold_start_probe.json"
     if [v for v in list_versions(ctx.run, STAGE) if v.version == 0]:
-        result = sft_and_publish(ctx, STAGE, "base", [], ctx.cfg.cold_start.sft)
+        result = sft_and_publish(ctx, STAGE, [], ctx.cfg.cold_start.sft)
         if probe_path.exists():
             result.update(read_json(probe_path))
             return result
@@ -185,7 +249,7 @@ def run_cold_start(run_dir: str) -> dict[str, Any]:
         info = build_cold_start(run_dir)
         records = read_sft_records(data_path(ctx, STAGE))
         meta = {k: info[k] for k in ("from_r1_zero", "from_human", "r1_zero_correct")}
-        result = sft_and_publish(ctx, STAGE, "base", records, ctx.cfg.cold_start.sft, meta=meta)
+        result = sft_and_publish(ctx, STAGE, records, ctx.cfg.cold_start.sft, meta=meta)
     # A probe after the SFT: R1's cold start exists to make the outputs readable, so the share
     # of samples in the exact format is the figure to watch (a killed probe simply reruns).
     heldout = read_data(ctx, "problems_heldout")[:PROBE_PROBLEMS]
@@ -194,6 +258,5 @@ def run_cold_start(run_dir: str) -> dict[str, Any]:
     # On the last step's line (metrics readers keep the last line per step), with its loss.
     last = [r for r in read_metrics(ctx.run_dir, STAGE) if r.get("step") == result.get("steps")]
     base = {k: v for k, v in last[-1].items() if k != "time"} if last else {"stage": STAGE, "step": result.get("steps")}
-    log_metrics(ctx, STAGE, {**base,
-                             **{k: v for k, v in probe.items() if k != "probe_example"}})
+    log_metrics(ctx, STAGE, {**base, **{k: v for k, v in probe.items() if k != "probe_example"}})
     return {**result, **probe}

@@ -7,7 +7,6 @@ directory: the resolved config, the data the `base` stage generated, the publish
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import time
 import uuid
@@ -16,26 +15,50 @@ from typing import Any
 
 from r1hpc.config import Config, read_run_config
 from r1hpc.fsio import append_jsonl, read_jsonl
+from r1hpc.model.prompting import PromptFormat
+from r1hpc.rollout.base import derive_seed
+from r1hpc.rollout.factory import make_generator
 from r1hpc.store import ModelVersion, RunDir, latest_model, list_versions, publish_model
 
-__all__ = ["PROMPT_TEMPLATE", "StageContext", "render_prompt", "stage_seed", "load_policy",
-           "publish_policy", "init_stage_from", "data_path", "read_data", "log_metrics", "read_metrics",
-           "log_metrics_once", "reward_example", "reward_pool"]
+__all__ = [
+    "StageContext",
+    "prompt_format",
+    "stage_generator",
+    "stage_seed",
+    "load_policy",
+    "publish_policy",
+    "init_stage_from",
+    "data_path",
+    "read_data",
+    "log_metrics",
+    "read_metrics",
+    "log_metrics_once",
+    "reward_example",
+    "reward_pool",
+]
 
-# R1-Zero's template at tiny scale: the completion continues the opened <think> block, then
-# closes it and gives the answer in <answer> tags. Every stage uses it, so rewards and eval
-# compare like with like (r1hpc.model.pretrain_corpus prepares the base for it).
-PROMPT_TEMPLATE = "User: {prompt}\nAssistant: <think>"
+
+def prompt_format(cfg: Config, tokenizer: Any) -> PromptFormat:
+    """The run's prompt format (config `prompt`) bound to the tokenizer of the model it prompts.
+    Every stage renders through it, so rewards and eval compare like with like."""
+    p = cfg.prompt
+    return PromptFormat(format=p.format, system=p.system, open_think=p.open_think, tokenizer=tokenizer)
 
 
-def render_prompt(question: str) -> str:
-    return PROMPT_TEMPLATE.format(prompt=question)
+def stage_generator(cfg: Config, model_dir: str | Path) -> Any:
+    """A rollout backend (grpo.generator) over a policy directory, with the run's pad and eos tokens."""
+    return make_generator(
+        cfg.grpo.generator,
+        model_dir,
+        seed=cfg.seed,
+        pad_token=cfg.model.pad_token,
+        eos_tokens=list(cfg.model.eos_tokens),
+    )
 
 
-def stage_seed(seed: int, *parts: object) -> int:
-    """A 31-bit seed for (run seed, stage, step, shard, ...): stable across processes and reruns."""
-    digest = hashlib.blake2b(":".join(str(p) for p in (seed, *parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") % (2**31 - 1)
+# A 31-bit seed for (run seed, stage, step, shard, ...), stable across processes and reruns: the
+# rollout layer's derive_seed (one hash for both; the stage name reads better in a stage job).
+stage_seed = derive_seed
 
 
 class StageContext:
@@ -65,18 +88,19 @@ def read_data(ctx: StageContext, name: str) -> list[dict[str, Any]]:
     return read_jsonl(path)
 
 
-def load_policy(version: ModelVersion | Path) -> tuple[Any, Any]:
+def load_policy(version: ModelVersion | Path, pad_token: str = "") -> tuple[Any, Any]:
     """(model, tokenizer) from a published version (file sizes checked against its MANIFEST) or
-    an HF directory, on CPU, eval mode."""
-    from r1hpc.model.factory import load_model
+    an HF directory, on CPU, eval mode. pad_token: config model.pad_token (load_tokenizer)."""
+    from r1hpc.model.factory import load_model  # torch + transformers: only in jobs that load a model
     from r1hpc.model.tokenizer import load_tokenizer
 
     path = version.checked().path if isinstance(version, ModelVersion) else Path(version)
-    return load_model(path), load_tokenizer(path)
+    return load_model(path), load_tokenizer(path, pad_token=pad_token)
 
 
-def publish_policy(ctx: StageContext, stage: str, version: int, model: Any, tokenizer: Any,
-                   meta: dict[str, Any] | None = None) -> ModelVersion:
+def publish_policy(
+    ctx: StageContext, stage: str, version: int, model: Any, tokenizer: Any, meta: dict[str, Any] | None = None
+) -> ModelVersion:
     """save_pretrained model + tokenizer, then publish them as models/<stage>/v<version>."""
     tmp = ctx.tmp_dir()
     try:
@@ -93,8 +117,7 @@ def init_stage_from(ctx: StageContext, stage: str, source_stage: str) -> ModelVe
     if existing:
         return existing[0]
     source = latest_model(ctx.run, source_stage, verify="sha256")
-    return publish_model(ctx.run, stage, source.path, version=0,
-                         meta={"init_from": f"{source_stage}/{source.name}"})
+    return publish_model(ctx.run, stage, source.path, version=0, meta={"init_from": f"{source_stage}/{source.name}"})
 
 
 def log_metrics(ctx: StageContext, stage: str, record: dict[str, Any]) -> None:
@@ -115,16 +138,22 @@ def log_metrics_once(ctx: StageContext, stage: str, record: dict[str, Any]) -> N
         log_metrics(ctx, stage, record)
 
 
-def reward_example(problem: dict[str, Any], **facts: Any) -> dict[str, Any]:
+def reward_example(problem: dict[str, Any], ends_with_think: bool = True, **facts: Any) -> dict[str, Any]:
     """What the reward functions see for one of the run's problems: the reference answer (when the
     problem has one), the prompt, its language (a problem's own "language", else None: the
-    language reward then infers it from the prompt) and `facts` about the completion (e.g.
-    completion_tokens for the overlong penalty). The prompt template opens <think>, so the format
+    language reward then infers it from the prompt), a code problem's tests, its data_source, and
+    `facts` about the completion (e.g. completion_tokens for the overlong penalty).
+    ends_with_think: the prompt format opens <think> (PromptFormat.ends_with_think), so the format
     reward expects the completion to continue it."""
-    example = {"prompt": problem["prompt"], "language": problem.get("language"),
-               "prompt_ends_with_think": True, **facts}
-    if "answer" in problem:
-        example["answer"] = problem["answer"]
+    example = {
+        "prompt": problem["prompt"],
+        "language": problem.get("language"),
+        "prompt_ends_with_think": ends_with_think,
+        **facts,
+    }
+    for key in ("answer", "tests", "choices", "data_source"):
+        if key in problem:
+            example[key] = problem[key]
     return example
 
 

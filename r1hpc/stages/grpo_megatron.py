@@ -1,4 +1,5 @@
-"""The Megatron backend of a GRPO stage's train job (used when ``parallel.backend == "megatron"``).
+"""The Megatron backend of a GRPO stage's train job (used when ``parallel.backend == "megatron"``):
+a stage job over the Megatron modules of r1hpc/megatron (model, conversion, GRPO step, checkpoint).
 
     train_task(run_dir, stage, step)    same contract as r1hpc.stages.grpo.train_task: reads the
         step's rollout shards, updates v(step) into v(step+1), publishes it, logs metrics; idempotent.
@@ -30,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from r1hpc import recipe
 
 __all__ = ["train_task", "worker", "checkpoint_dir"]
 
@@ -65,11 +68,21 @@ def train_task(run_dir: str, stage: str, step: int) -> dict[str, Any]:
     p = ctx.cfg.parallel
     nproc = ctx.cfg.launch.train.tasks_per_node
     if nproc % (p.tp * p.pp):
-        raise ValueError(f"{ctx.run_dir}/config.yaml: launch.train.tasks_per_node={nproc} is not a multiple of "
-                         f"parallel.tp*parallel.pp={p.tp * p.pp}")
+        raise ValueError(
+            f"{ctx.run_dir}/config.yaml: launch.train.tasks_per_node={nproc} is not a multiple of "
+            f"parallel.tp*parallel.pp={p.tp * p.pp}"
+        )
     torchrun = str(Path(sys.executable).with_name("torchrun"))
-    cmd = [torchrun, "--standalone", f"--nproc-per-node={nproc}", "-m", "r1hpc.megatron.train_job",
-           str(run_dir), stage, str(step)]
+    cmd = [
+        torchrun,
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "r1hpc.stages.grpo_megatron",
+        str(run_dir),
+        stage,
+        str(step),
+    ]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
     proc = subprocess.run(cmd, env=env)
@@ -91,9 +104,17 @@ def _hyper(g: Any, micro_batch_size: int) -> Any:
         unsupported.append("grpo.loss_agg=seq-mean-token-sum-norm")
     if unsupported:
         raise ValueError(f"parallel.backend=megatron does not support {', '.join(unsupported)} yet")
-    return GRPOHyper(clip_low=g.clip_low, clip_high=g.clip_high, kl_coef=g.kl_coef, kl_estimator=g.kl_estimator,
-                     agg_mode=g.loss_agg, micro_batch_size=micro_batch_size, temperature=g.temperature,
-                     dual_clip=g.dual_clip, scale_adv_by_std=g.scale_adv_by_std)
+    return GRPOHyper(
+        clip_low=g.clip_low,
+        clip_high=g.clip_high,
+        kl_coef=g.kl_coef,
+        kl_estimator=g.kl_estimator,
+        agg_mode=g.loss_agg,
+        micro_batch_size=micro_batch_size,
+        temperature=g.temperature,
+        dual_clip=g.dual_clip,
+        scale_adv_by_std=g.scale_adv_by_std,
+    )
 
 
 def rollout_batch(records: list[dict[str, Any]], pad_id: int, pad_multiple: int) -> Any:
@@ -149,7 +170,7 @@ def worker(run_dir: str, stage: str, step: int) -> dict[str, Any]:
     started = time.time()
     ctx = StageContext(run_dir)
     cfg, g = ctx.cfg, ctx.cfg.grpo
-    st = getattr(cfg, "r1_zero" if stage == "distill_rl" else stage)
+    st = getattr(cfg, recipe.stage(stage).section)  # distill_rl: r1_zero's budget (r1hpc.recipe)
     versions = {v.version: v for v in list_versions(ctx.run, stage)}
     if step not in versions:
         raise FileNotFoundError(f"{ctx.run_dir}/models/{stage}: no v{step:04d} to update at step {step}")
@@ -174,8 +195,12 @@ def worker(run_dir: str, stage: str, step: int) -> dict[str, Any]:
             import_hf(versions[_reference_version(g.ref_refresh_steps, step)].checked().path, ref)
             ref.requires_grad_(False)
             ref.eval()
-        optim = OptimConfig(lr=st.lr, clip_grad=g.max_grad_norm, adam_beta2=0.99,
-                            distributed_optimizer=cfg.parallel.distributed_optimizer)
+        optim = OptimConfig(
+            lr=st.lr,
+            clip_grad=g.max_grad_norm,
+            adam_beta2=0.99,
+            distributed_optimizer=cfg.parallel.distributed_optimizer,
+        )
         ddp = wrap_ddp(model, optim)
         optimizer = build_optimizer(ddp, optim)
         if (resume / checkpoint.META_NAME).is_file():
@@ -198,14 +223,21 @@ def worker(run_dir: str, stage: str, step: int) -> dict[str, Any]:
             if dist.get_rank() == 0 and target.exists():
                 shutil.rmtree(target)  # a previous attempt died inside the save
             dist.barrier()
-            checkpoint.save_checkpoint(ddp, mcfg, target, step=step + 1, optimizer=optimizer,
-                                       extra={"stage": stage, "layout": vars(layout)})
+            checkpoint.save_checkpoint(
+                ddp, mcfg, target, step=step + 1, optimizer=optimizer, extra={"stage": stage, "layout": vars(layout)}
+            )
 
         tmp = [str(ctx.tmp_dir()) if dist.get_rank() == 0 else ""]
         dist.broadcast_object_list(tmp, src=0)
         out = Path(tmp[0])
-        export_hf(ddp, mcfg, out, bos_id=_token_id(src, "bos_token_id", 0), eos_id=_token_id(src, "eos_token_id", 1),
-                  pad_id=pad_id)
+        export_hf(
+            ddp,
+            mcfg,
+            out,
+            bos_id=_token_id(src, "bos_token_id", 0),
+            eos_id=_token_id(src, "eos_token_id", 1),
+            pad_id=pad_id,
+        )
         metrics: dict[str, float] = {}
         if is_reporting_rank():
             metrics = {k: sum(m[k] for m in per_update) / len(per_update) for k in per_update[0]}
@@ -215,15 +247,25 @@ def worker(run_dir: str, stage: str, step: int) -> dict[str, Any]:
         record: dict[str, Any] = {}
         if dist.get_rank() == 0:
             for f in src.iterdir():  # tokenizer and generation files of the policy this one came from
-                if f.is_file() and f.name not in _NOT_COPIED and not f.name.endswith(_WEIGHT_FILES) \
-                        and not f.name.startswith("MANIFEST"):
+                if (
+                    f.is_file()
+                    and f.name not in _NOT_COPIED
+                    and not f.name.endswith(_WEIGHT_FILES)
+                    and not f.name.startswith("MANIFEST")
+                ):
                     shutil.copy2(f, out / f.name)
-            record = {"step": step, "stage": stage, "backend": "megatron", "layout": vars(layout),
-                      **{k: float(v) for k, v in reward_metrics(batch.rewards, batch.group_ids).items() if v.dim() == 0},
-                      **{k: float(v) for k, v in response_length_metrics(batch.mask).items()},
-                      **metrics, "updates": float(len(per_update)),
-                      "policy_lag": step - min(int(r.get("policy_version", step)) for r in records),
-                      "time_train_s": time.time() - started}
+            record = {
+                "step": step,
+                "stage": stage,
+                "backend": "megatron",
+                "layout": vars(layout),
+                **{k: float(v) for k, v in reward_metrics(batch.rewards, batch.group_ids).items() if v.dim() == 0},
+                **{k: float(v) for k, v in response_length_metrics(batch.mask).items()},
+                **metrics,
+                "updates": float(len(per_update)),
+                "policy_lag": step - min(int(r.get("policy_version", step)) for r in records),
+                "time_train_s": time.time() - started,
+            }
             publish_model(ctx.run, stage, out, version=step + 1, meta={"metrics": record})
             log_metrics(ctx, stage, record)
             shutil.rmtree(out, ignore_errors=True)
@@ -256,5 +298,5 @@ def _prune(state_dir: Path, keep_from: int) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) != 4:
-        raise SystemExit("usage: torchrun ... -m r1hpc.megatron.train_job RUN_DIR STAGE STEP")
+        raise SystemExit("usage: torchrun ... -m r1hpc.stages.grpo_megatron RUN_DIR STAGE STEP")
     worker(sys.argv[1], sys.argv[2], int(sys.argv[3]))

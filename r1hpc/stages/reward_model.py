@@ -33,19 +33,29 @@ from __future__ import annotations
 import math
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from r1hpc import preemption
-from r1hpc.stages.common import StageContext, log_metrics, publish_policy, read_data, render_prompt, stage_seed
-from r1hpc.store import ModelVersion, latest_model, list_versions
+from r1hpc import preemption, recipe
+from r1hpc.model.prompting import PromptFormat
+from r1hpc.stages.common import StageContext, log_metrics, prompt_format, publish_policy, read_data, stage_seed
+from r1hpc.store import latest_model, list_versions
 from r1hpc.train.checkpoint import load_latest_checkpoint, save_periodically
 from r1hpc.train.sft import lr_factor
 
-__all__ = ["HEADS", "NO_ANSWER_HELPFULNESS", "helpfulness_view", "harmlessness_view", "build_pairs",
-           "train_reward_model", "reward_model_components", "score_with_reward_model"]
+__all__ = [
+    "HEADS",
+    "NO_ANSWER_HELPFULNESS",
+    "helpfulness_view",
+    "harmlessness_view",
+    "build_pairs",
+    "train_reward_model",
+    "reward_model_components",
+    "score_with_reward_model",
+]
 
 STAGE = "reward_model"
 HEADS = ("helpfulness", "harmlessness")
@@ -89,46 +99,76 @@ def _pair(head: str, prompt: str, chosen: str, rejected: str, source: str, label
     return {"head": HEADS.index(head), "chosen": a, "rejected": b, "source": source, "label": label}
 
 
-def _general_pairs(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _general_pairs(examples: list[dict[str, Any]], fmt: PromptFormat) -> list[dict[str, Any]]:
     out = []
     for ex in examples:
-        prompt = render_prompt(ex["prompt"])
+        prompt = fmt.render(ex)
         good = _completion(NEUTRAL_THINK, ex["answer"])
         for rej in ex["rejected"]:
             if rej["label"] == "harmful":
-                out.append(_pair("harmlessness", prompt, good, _completion(NEUTRAL_THINK, rej["text"]), "general", "harmful"))
+                out.append(
+                    _pair("harmlessness", prompt, good, _completion(NEUTRAL_THINK, rej["text"]), "general", "harmful")
+                )
                 # the same harm in the reasoning only: the head must read the whole output
-                out.append(_pair("harmlessness", prompt, good, _completion(rej["text"], ex["answer"]), "general",
-                                 "harmful_in_think"))
+                out.append(
+                    _pair(
+                        "harmlessness",
+                        prompt,
+                        good,
+                        _completion(rej["text"], ex["answer"]),
+                        "general",
+                        "harmful_in_think",
+                    )
+                )
             else:
-                out.append(_pair("helpfulness", prompt, good, _completion(NEUTRAL_THINK, rej["text"]), "general",
-                                 rej["label"]))
+                out.append(
+                    _pair("helpfulness", prompt, good, _completion(NEUTRAL_THINK, rej["text"]), "general", rej["label"])
+                )
     return out
 
 
-def _math_pairs(problems: list[dict[str, Any]], harmful: list[str], rng: random.Random) -> list[dict[str, Any]]:
+def _math_pairs(
+    problems: list[dict[str, Any]], harmful: list[str], rng: random.Random, fmt: PromptFormat
+) -> list[dict[str, Any]]:
     from r1hpc.model.pretrain_corpus import wrong_answer  # Fraction arithmetic on reference answers
 
     out = []
     for p in problems:
-        prompt = render_prompt(p["prompt"])
-        steps = " ".join(p["solution_steps"])
+        try:
+            wrong = wrong_answer(rng, p["answer"])
+        except (ValueError, ZeroDivisionError):  # a non-numeric answer (a dataset's "\\frac{\\pi}{2}")
+            continue
+        prompt = fmt.render(p)
+        steps = " ".join(p.get("solution_steps", []))
         good = _completion(steps, f"The answer is {p['answer']}")
-        bad = _completion(steps, f"The answer is {wrong_answer(rng, p['answer'])}")
+        bad = _completion(steps, f"The answer is {wrong}")
         out.append(_pair("helpfulness", prompt, good, bad, "math", "wrong"))
         if harmful:
-            out.append(_pair("harmlessness", prompt, good, _completion(f"{steps} {rng.choice(harmful)}", f"The answer is {p['answer']}"),
-                             "math", "harmful_in_think"))
+            out.append(
+                _pair(
+                    "harmlessness",
+                    prompt,
+                    good,
+                    _completion(f"{steps} {rng.choice(harmful)}", f"The answer is {p['answer']}"),
+                    "math",
+                    "harmful_in_think",
+                )
+            )
     return out
 
 
-def build_pairs(general: list[dict[str, Any]], problems: list[dict[str, Any]], n: int | None,
-                seed: int) -> list[dict[str, Any]]:
+def build_pairs(
+    general: list[dict[str, Any]],
+    problems: list[dict[str, Any]],
+    n: int | None,
+    seed: int,
+    fmt: PromptFormat = PromptFormat(),
+) -> list[dict[str, Any]]:
     """Up to n preference pairs (all when n is None): GENERAL_SHARE from general examples, the
     rest math, topped up from either when the other runs out. Deterministic in `seed`."""
     rng = random.Random(seed)
     harmful = sorted({r["text"] for ex in general for r in ex["rejected"] if r["label"] == "harmful"})
-    gen, math_ = _general_pairs(general), _math_pairs(problems, harmful, rng)
+    gen, math_ = _general_pairs(general, fmt), _math_pairs(problems, harmful, rng, fmt)
     rng.shuffle(gen)
     rng.shuffle(math_)
     if n is None:
@@ -158,45 +198,62 @@ def _rewards(model: torch.nn.Module, seqs: list[list[int]], pad_id: int) -> torc
     ids = torch.full((len(seqs), length), pad_id, dtype=torch.long)
     att = torch.zeros((len(seqs), length), dtype=torch.long)
     for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
-        att[i, :len(s)] = 1
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        att[i, : len(s)] = 1
     return model(input_ids=ids, attention_mask=att).logits
 
 
-def _pair_margins(model: torch.nn.Module, chosen: list[list[int]], rejected: list[list[int]], heads: torch.Tensor,
-                  pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _pair_margins(
+    model: torch.nn.Module, chosen: list[list[int]], rejected: list[list[int]], heads: torch.Tensor, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(r_chosen, r_rejected), each (B,), on each pair's own head."""
     out = _rewards(model, chosen + rejected, pad_id)
     rows = torch.arange(len(chosen))
-    return out[: len(chosen)][rows, heads], out[len(chosen):][rows, heads]
+    return out[: len(chosen)][rows, heads], out[len(chosen) :][rows, heads]
 
 
-def _build_model(base: ModelVersion) -> torch.nn.Module:
-    from transformers import Qwen2ForSequenceClassification
+def _build_model(backbone: Path, pad_id: int) -> torch.nn.Module:
+    """A two-head sequence classifier on a causal-LM checkpoint (the run's base or reward_model.init_from).
+    pad_id: the pooling finds each row's last token by it (released configs often have none)."""
+    from transformers import AutoModelForSequenceClassification
 
-    model = Qwen2ForSequenceClassification.from_pretrained(
-        str(base.path), num_labels=len(HEADS), id2label=dict(enumerate(HEADS)),
-        label2id={h: i for i, h in enumerate(HEADS)}, dtype=torch.float32)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(backbone),
+        num_labels=len(HEADS),
+        id2label=dict(enumerate(HEADS)),
+        label2id={h: i for i, h in enumerate(HEADS)},
+        pad_token_id=pad_id,
+        dtype=torch.float32,
+    )
     with torch.no_grad():  # deterministic start: every reward 0, whatever from_pretrained drew
         model.score.weight.zero_()
     return model
 
 
 @torch.no_grad()
-def _pairwise_accuracy(model: torch.nn.Module, tokenizer: Any, pairs: list[dict[str, Any]], max_len: int) -> dict[str, float]:
+def _pairwise_accuracy(
+    model: torch.nn.Module, tokenizer: Any, pairs: list[dict[str, Any]], max_len: int
+) -> dict[str, float]:
     """Share of pairs with r_chosen > r_rejected (ties count half): overall, per head and per source."""
     if not pairs:
         return {}
     model.eval()
     wins: list[float] = []
     for i in range(0, len(pairs), SCORE_BATCH // 2):
-        part = pairs[i:i + SCORE_BATCH // 2]
-        rc, rr = _pair_margins(model, _encode(tokenizer, [p["chosen"] for p in part], max_len),
-                               _encode(tokenizer, [p["rejected"] for p in part], max_len),
-                               torch.tensor([p["head"] for p in part]), tokenizer.pad_token_id)
+        part = pairs[i : i + SCORE_BATCH // 2]
+        rc, rr = _pair_margins(
+            model,
+            _encode(tokenizer, [p["chosen"] for p in part], max_len),
+            _encode(tokenizer, [p["rejected"] for p in part], max_len),
+            torch.tensor([p["head"] for p in part]),
+            tokenizer.pad_token_id,
+        )
         wins.extend(((rc > rr).float() + 0.5 * (rc == rr).float()).tolist())  # a tie is a coin flip
     out = {"accuracy": sum(wins) / len(wins), "pairs": len(wins)}
-    for key, groups in (("head", {h: i for i, h in enumerate(HEADS)}), ("source", {"general": "general", "math": "math"})):
+    for key, groups in (
+        ("head", {h: i for i, h in enumerate(HEADS)}),
+        ("source", {"general": "general", "math": "math"}),
+    ):
         for name, value in groups.items():
             sel = [w for w, p in zip(wins, pairs) if p[key] == value]
             if sel:
@@ -218,16 +275,22 @@ def train_reward_model(run_dir: str) -> dict[str, Any]:
     cfg, s = ctx.cfg, ctx.cfg.reward_model.train
     started = time.time()
     seed = stage_seed(cfg.seed, STAGE, "pairs")
-    pairs = build_pairs(read_data(ctx, "general_train"), read_data(ctx, "problems_train"), cfg.reward_model.pairs, seed)
+    base = latest_model(ctx.run, recipe.stage(STAGE).init_from, verify="sha256")
+    backbone = Path(cfg.reward_model.init_from) if cfg.reward_model.init_from else base.path
+    tokenizer = load_tokenizer(backbone, pad_token="" if cfg.reward_model.init_from else cfg.model.pad_token)
+    fmt = prompt_format(cfg, tokenizer)
+    pairs = build_pairs(
+        read_data(ctx, "general_train"), read_data(ctx, "problems_train"), cfg.reward_model.pairs, seed, fmt
+    )
     general_heldout = read_data(ctx, "general_heldout")
     # held-out pairs: every general_heldout pair, plus math pairs from as many held-out problems
-    heldout_pairs = build_pairs(general_heldout, read_data(ctx, "problems_heldout")[: len(general_heldout)], None, seed)
+    heldout_pairs = build_pairs(
+        general_heldout, read_data(ctx, "problems_heldout")[: len(general_heldout)], None, seed, fmt
+    )
     if not pairs:
         raise ValueError(f"{ctx.run_dir}/data: no preference pairs could be built from general_train / problems_train")
-    base = latest_model(ctx.run, "base", verify="sha256")
-    model = _build_model(base)
-    tokenizer = load_tokenizer(base.path)
     pad_id = tokenizer.pad_token_id
+    model = _build_model(backbone, pad_id)
     chosen = _encode(tokenizer, [p["chosen"] for p in pairs], s.max_len)
     rejected = _encode(tokenizer, [p["rejected"] for p in pairs], s.max_len)
     heads = torch.tensor([p["head"] for p in pairs])
@@ -261,8 +324,10 @@ def train_reward_model(run_dir: str) -> dict[str, Any]:
             optimizer.zero_grad(set_to_none=True)
             loss_sum, wins = 0.0, 0
             for m in range(0, len(rows), s.micro_batch_size):
-                part = rows[m:m + s.micro_batch_size]
-                rc, rr = _pair_margins(model, [chosen[i] for i in part], [rejected[i] for i in part], heads[part], pad_id)
+                part = rows[m : m + s.micro_batch_size]
+                rc, rr = _pair_margins(
+                    model, [chosen[i] for i in part], [rejected[i] for i in part], heads[part], pad_id
+                )
                 bt = -F.logsigmoid(rc - rr).sum()
                 center = CENTER_COEF * ((rc + rr) ** 2).sum()
                 loss = (bt + center) / len(rows)
@@ -273,8 +338,15 @@ def train_reward_model(run_dir: str) -> dict[str, Any]:
             if not math.isfinite(grad_norm):
                 raise FloatingPointError(f"non-finite gradient norm at reward-model step {step}")
             optimizer.step()
-            metrics = {"stage": STAGE, "step": step + 1, "loss": loss_sum, "train_accuracy": wins / len(rows),
-                       "grad_norm": grad_norm, "lr": optimizer.param_groups[0]["lr"], "step_time_s": time.time() - t0}
+            metrics = {
+                "stage": STAGE,
+                "step": step + 1,
+                "loss": loss_sum,
+                "train_accuracy": wins / len(rows),
+                "grad_norm": grad_norm,
+                "lr": optimizer.param_groups[0]["lr"],
+                "step_time_s": time.time() - t0,
+            }
             log_metrics(ctx, STAGE, metrics)
             save_periodically(state_dir, step + 1, total, s.save_every, model, optimizer, generator)
     model.eval()
@@ -284,8 +356,13 @@ def train_reward_model(run_dir: str) -> dict[str, Any]:
         key = f"pairs_{HEADS[p['head']]}_{p['source']}_{p['label']}"
         counts[key] = counts.get(key, 0) + 1
     summary = {
-        "stage": STAGE, "init_from": f"base/{base.name}", "heads": list(HEADS), "pairs": n,
-        "pairs_requested": cfg.reward_model.pairs, **dict(sorted(counts.items())), "steps": total,
+        "stage": STAGE,
+        "init_from": cfg.reward_model.init_from or f"base/{base.name}",
+        "heads": list(HEADS),
+        "pairs": n,
+        "pairs_requested": cfg.reward_model.pairs,
+        **dict(sorted(counts.items())),
+        "steps": total,
         "final_loss": metrics.get("loss"),
         "heldout_accuracy_at_init": 0.5,  # by construction: the zero heads tie every pair
         **{f"heldout_{k}": v for k, v in heldout.items()},
@@ -305,16 +382,18 @@ _CACHE: dict[str, tuple[Any, Any, int]] = {}
 
 def _loaded(ctx: StageContext) -> tuple[Any, Any, int]:
     """(model, tokenizer, max_len) of the newest reward model, loaded once per process."""
-    from transformers import Qwen2ForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
     from r1hpc.model.tokenizer import load_tokenizer
 
     version = latest_model(ctx.run, STAGE)
     key = str(version.path)
     if key not in _CACHE:
-        model = Qwen2ForSequenceClassification.from_pretrained(key, dtype=torch.float32).eval()
+        model = AutoModelForSequenceClassification.from_pretrained(key, dtype=torch.float32).eval()
         if model.config.num_labels != len(HEADS):
-            raise ValueError(f"{key}/config.json: num_labels = {model.config.num_labels}, expected {len(HEADS)} heads {HEADS}")
+            raise ValueError(
+                f"{key}/config.json: num_labels = {model.config.num_labels}, expected {len(HEADS)} heads {HEADS}"
+            )
         _CACHE.clear()  # one reward model per process
         _CACHE[key] = (model, load_tokenizer(key), ctx.cfg.reward_model.train.max_len)
     return _CACHE[key]
@@ -325,7 +404,7 @@ def _head_scores(model: Any, tokenizer: Any, texts: list[str], head: int, max_le
     """sigmoid(head output) per text, in batches of SCORE_BATCH."""
     out: list[float] = []
     for i in range(0, len(texts), SCORE_BATCH):
-        seqs = _encode(tokenizer, texts[i:i + SCORE_BATCH], max_len)
+        seqs = _encode(tokenizer, texts[i : i + SCORE_BATCH], max_len)
         out.extend(torch.sigmoid(_rewards(model, seqs, tokenizer.pad_token_id)[:, head]).tolist())
     return out
 
@@ -342,11 +421,13 @@ def reward_model_components(ctx: StageContext, prompts: list[str], completions: 
     help_scores = [NO_ANSWER_HELPFULNESS] * len(prompts)
     for i, s in zip(answered, _head_scores(model, tokenizer, [help_views[i] for i in answered], 0, max_len)):
         help_scores[i] = s
-    harm_scores = _head_scores(model, tokenizer, [harmlessness_view(p, c) for p, c in zip(prompts, completions)], 1, max_len)
+    harm_scores = _head_scores(
+        model, tokenizer, [harmlessness_view(p, c) for p, c in zip(prompts, completions)], 1, max_len
+    )
     return [{"helpfulness": h, "harmlessness": g, "score": 0.5 * (h + g)} for h, g in zip(help_scores, harm_scores)]
 
 
 def score_with_reward_model(ctx: StageContext, prompts: list[str], completions: list[str]) -> list[float]:
     """The learned reward in [0, 1]: mean of sigmoid(helpfulness of the final answer) and
-    sigmoid(harmlessness of the whole output). prompts are rendered (render_prompt)."""
+    sigmoid(harmlessness of the whole output). prompts are rendered (PromptFormat.render)."""
     return [c["score"] for c in reward_model_components(ctx, prompts, completions)]

@@ -7,7 +7,8 @@
 
 `sft_and_publish` is what these and the cold-start stage share. An SFT set is a JSONL file of
 records {"prompt": question, "completion": text after the template's "<think>", ...}; the model
-sees render_prompt(prompt) and is trained on completion + eos only. Idempotent (a published
+sees the run's prompt format of the record (PromptFormat.render: its prompt, or its chat messages)
+and is trained on completion + eos only. Idempotent (a published
 v0000 is returned as is) and resumable (train_sft checkpoints in train_state/<stage>/).
 """
 
@@ -18,10 +19,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+from r1hpc import recipe
 from r1hpc.config import SFTStageConfig
 from r1hpc.fsio import atomic_write_text, read_jsonl
+from r1hpc.model.prompting import PromptFormat, encode_prompts
 from r1hpc.stages.base import sft_settings
-from r1hpc.stages.common import StageContext, data_path, load_policy, log_metrics, publish_policy, render_prompt, stage_seed
+from r1hpc.stages.common import (
+    StageContext,
+    data_path,
+    load_policy,
+    log_metrics,
+    prompt_format,
+    publish_policy,
+    stage_seed,
+)
 from r1hpc.store import latest_model, list_versions
 from r1hpc.train.sft import train_sft
 
@@ -50,17 +61,24 @@ def read_sft_records(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _tokenize(tokenizer: Any, records: list[dict[str, Any]]) -> tuple[list[list[int]], list[list[int]]]:
-    """(prompt ids, target ids + eos) per record. Tokenized apart: the prompt ends with the
-    special <think> token, so the split matches how the joint text tokenizes."""
-    prompts = tokenizer([render_prompt(r["prompt"]) for r in records], add_special_tokens=False)["input_ids"]
+def _tokenize(fmt: PromptFormat, records: list[dict[str, Any]]) -> tuple[list[list[int]], list[list[int]]]:
+    """(prompt ids, target ids + eos) per record. Tokenized apart, as in generation: the model
+    continues exactly the prompt ids a rollout would give it (PromptFormat, encode_prompt)."""
+    tokenizer = fmt.tokenizer
+    prompts = encode_prompts(tokenizer, [fmt.render(r) for r in records])
     targets = tokenizer([r["completion"] for r in records], add_special_tokens=False)["input_ids"]
     return prompts, [t + [tokenizer.eos_token_id] for t in targets]
 
 
-def sft_and_publish(ctx: StageContext, stage: str, init_stage: str, records: list[dict[str, Any]],
-                    settings: SFTStageConfig, meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    """SFT the newest models/<init_stage> on `records` and publish models/<stage>/v0000.
+def sft_and_publish(
+    ctx: StageContext,
+    stage: str,
+    records: list[dict[str, Any]],
+    settings: SFTStageConfig,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """SFT the newest model of the stage's init_from (r1hpc.recipe) on `records` and publish
+    models/<stage>/v0000.
 
     Logs one metrics line per optimizer step to metrics/<stage>.jsonl. Returns the summary that
     is also the published version's meta.
@@ -71,17 +89,35 @@ def sft_and_publish(ctx: StageContext, stage: str, init_stage: str, records: lis
     if not records:
         raise ValueError(f"{stage}: no SFT records to train on")
     started = time.time()
+    init_stage = recipe.stage(stage).init_from
     source = latest_model(ctx.run, init_stage, verify="sha256")
-    model, tokenizer = load_policy(source)
-    prompts, targets = _tokenize(tokenizer, records)
+    # model.pad_token is the teacher checkpoint's; a student keeps its own tokenizer's pad
+    model, tokenizer = load_policy(source, pad_token="" if recipe.stage(stage).student else ctx.cfg.model.pad_token)
+    # the format binds to the tokenizer of the model trained: a student's may differ from the teacher's
+    prompts, targets = _tokenize(prompt_format(ctx.cfg, tokenizer), records)
     too_long = sum(len(p) + len(t) > settings.max_len for p, t in zip(prompts, targets))
-    metrics = train_sft(model, prompts, targets, sft_settings(settings), tokenizer.pad_token_id,
-                        seed=stage_seed(ctx.cfg.seed, stage, "train"), state_dir=ctx.run.train_state_dir(stage),
-                        log=lambda m: log_metrics(ctx, stage, {"stage": stage, **m}), progress=False)
-    summary = {"stage": stage, "init_from": f"{init_stage}/{source.name}", "examples": len(records),
-               "target_tokens": sum(len(t) for t in targets), "truncated_examples": too_long,
-               "steps": metrics.get("step"), "final_loss": metrics.get("loss"),
-               "seconds": round(time.time() - started, 1), **(meta or {})}
+    metrics = train_sft(
+        model,
+        prompts,
+        targets,
+        sft_settings(settings),
+        tokenizer.pad_token_id,
+        seed=stage_seed(ctx.cfg.seed, stage, "train"),
+        state_dir=ctx.run.train_state_dir(stage),
+        log=lambda m: log_metrics(ctx, stage, {"stage": stage, **m}),
+        progress=False,
+    )
+    summary = {
+        "stage": stage,
+        "init_from": f"{init_stage}/{source.name}",
+        "examples": len(records),
+        "target_tokens": sum(len(t) for t in targets),
+        "truncated_examples": too_long,
+        "steps": metrics.get("step"),
+        "final_loss": metrics.get("loss"),
+        "seconds": round(time.time() - started, 1),
+        **(meta or {}),
+    }
     version = publish_policy(ctx, stage, 0, model, tokenizer, meta=summary)
     return {"version": version.name, **summary}
 
@@ -95,20 +131,23 @@ def _sft_sets(ctx: StageContext) -> tuple[list[dict[str, Any]], dict[str, int]]:
     return records, counts
 
 
+def _sft_on_rejection_sets(run_dir: str, stage: str) -> dict[str, Any]:
+    """SFT of the stage's init_from model (r1hpc.recipe) on the rejection-sampled sets, with the
+    settings of its config section; publishes models/<stage>/v0000."""
+    ctx = StageContext(run_dir)
+    settings = getattr(ctx.cfg, recipe.stage(stage).section)
+    if [v for v in list_versions(ctx.run, stage) if v.version == 0]:
+        return sft_and_publish(ctx, stage, [], settings)
+    records, counts = _sft_sets(ctx)
+    return sft_and_publish(ctx, stage, records, settings, meta=counts)
+
+
 def run_sft(run_dir: str) -> dict[str, Any]:
     """SFT of models/base on the rejection-sampled sets; publishes models/sft/v0000."""
-    ctx = StageContext(run_dir)
-    if [v for v in list_versions(ctx.run, "sft") if v.version == 0]:
-        return sft_and_publish(ctx, "sft", "base", [], ctx.cfg.sft)
-    records, counts = _sft_sets(ctx)
-    return sft_and_publish(ctx, "sft", "base", records, ctx.cfg.sft, meta=counts)
+    return _sft_on_rejection_sets(run_dir, "sft")
 
 
 def run_distill(run_dir: str) -> dict[str, Any]:
     """SFT of the smaller student (models/student_base) on the teacher's samples; publishes
     models/distill/v0000."""
-    ctx = StageContext(run_dir)
-    if [v for v in list_versions(ctx.run, "distill") if v.version == 0]:
-        return sft_and_publish(ctx, "distill", "student_base", [], ctx.cfg.distill)
-    records, counts = _sft_sets(ctx)
-    return sft_and_publish(ctx, "distill", "student_base", records, ctx.cfg.distill, meta=counts)
+    return _sft_on_rejection_sets(run_dir, "distill")

@@ -42,8 +42,7 @@ def _check_split(split: str) -> None:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
 
 
-def _collect(n: int, split: Split, cells: list[tuple[str, Callable[[], Any]]],
-             unique: bool) -> list[Any]:
+def _collect(n: int, split: Split, cells: list[tuple[str, Callable[[], Any]]], unique: bool) -> list[Any]:
     """Round-robin over cells, keeping examples whose prompt falls in `split` (and, if
     `unique`, that were not drawn before). A cell that stops yielding new examples is dropped,
     so small cells (e.g. one-digit sums) simply contribute all they have."""
@@ -55,9 +54,11 @@ def _collect(n: int, split: Split, cells: list[tuple[str, Callable[[], Any]]],
     i = 0
     while len(out) < n:
         if not live:
-            raise ValueError(f"only {len(out)} unique {split} examples exist for cells "
-                             f"{[c[0] for c in cells]}, {n} asked; ask for fewer or widen "
-                             f"the generators")
+            raise ValueError(
+                f"only {len(out)} unique {split} examples exist for cells "
+                f"{[c[0] for c in cells]}, {n} asked; ask for fewer or widen "
+                f"the generators"
+            )
         name, draw = live[i % len(live)]
         for _ in range(_MAX_TRIES_PER_ITEM):
             ex = draw()
@@ -72,17 +73,21 @@ def _collect(n: int, split: Split, cells: list[tuple[str, Callable[[], Any]]],
     return out
 
 
-def generate_problems(seed: int, split: Split, n: int,
-                      kinds: Sequence[str] = REASONING_KINDS,
-                      difficulties: Sequence[int] = DIFFICULTIES,
-                      world_seed: int = 0, unique: bool = True) -> list[Problem]:
+def generate_problems(
+    seed: int,
+    split: Split,
+    n: int,
+    kinds: Sequence[str] = REASONING_KINDS,
+    difficulties: Sequence[int] = DIFFICULTIES,
+    world_seed: int = 0,
+    unique: bool = True,
+) -> list[Problem]:
     """n reasoning problems of `split`, evenly spread over kinds x difficulties (as far as
     each cell has unique problems left). unique=False allows repeats (pretraining streams)."""
     _check_split(split)
     bad = [d for d in difficulties if d not in DIFFICULTIES]
     if bad or not difficulties:
-        raise ValueError(f"difficulties must be a non-empty subset of {DIFFICULTIES}, got "
-                         f"{list(difficulties)}")
+        raise ValueError(f"difficulties must be a non-empty subset of {DIFFICULTIES}, got {list(difficulties)}")
     world = make_world(world_seed)
     rng = random.Random(f"problems-{seed}-{split}")
     cells = []
@@ -93,8 +98,9 @@ def generate_problems(seed: int, split: Split, n: int,
     return _collect(n, split, cells, unique)
 
 
-def generate_general(seed: int, split: Split, n: int, kinds: Sequence[str] = GENERAL_KINDS,
-                     world_seed: int = 0, unique: bool = True) -> list[GeneralExample]:
+def generate_general(
+    seed: int, split: Split, n: int, kinds: Sequence[str] = GENERAL_KINDS, world_seed: int = 0, unique: bool = True
+) -> list[GeneralExample]:
     """n non-reasoning examples of `split`, spread over kinds as far as each has room."""
     _check_split(split)
     world = make_world(world_seed)
@@ -106,10 +112,10 @@ def generate_general(seed: int, split: Split, n: int, kinds: Sequence[str] = GEN
     return _collect(n, split, cells, unique)
 
 
-_PROBLEM_FIELDS = {"id": str, "prompt": str, "answer": str, "difficulty": int, "kind": str,
-                   "solution_steps": list}
-_GENERAL_FIELDS = {"id": str, "prompt": str, "answer": str, "difficulty": int, "kind": str,
-                   "rejected": list}
+_PROBLEM_FIELDS = {"id": str, "prompt": str, "answer": str, "difficulty": int, "kind": str, "solution_steps": list}
+_GENERAL_FIELDS = {"id": str, "prompt": str, "answer": str, "difficulty": int, "kind": str, "rejected": list}
+# Problems read from the user's files (r1hpc.datasets) may also carry these.
+_OPTIONAL_FIELDS = {"data_source": str, "messages": list, "choices": list, "language": str, "tests": list}
 
 
 def write_jsonl(path: str | Path, examples: Iterable[dict[str, Any]]) -> None:
@@ -118,15 +124,17 @@ def write_jsonl(path: str | Path, examples: Iterable[dict[str, Any]]) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read problems or general examples, checking each line's fields and types."""
+    """Read problems or general examples, checking each line's required fields and types, and the
+    types of the optional ones (data_source, messages, choices, language, tests) where present."""
     out = fsio_read_jsonl(path)  # names file and line for a line that is not one JSON object
     for lineno, ex in enumerate(out, 1):
         fields = _GENERAL_FIELDS if "rejected" in ex else _PROBLEM_FIELDS
         for key, typ in fields.items():
             if key not in ex:
-                raise ValueError(f"{path}:{lineno}: missing key {key!r} (expected keys "
-                                 f"{sorted(fields)})")
+                raise ValueError(f"{path}:{lineno}: missing key {key!r} (expected keys {sorted(fields)})")
             if not isinstance(ex[key], typ):
-                raise ValueError(f"{path}:{lineno}: key {key!r} should be {typ.__name__}, "
-                                 f"got {type(ex[key]).__name__}")
+                raise ValueError(f"{path}:{lineno}: key {key!r} should be {typ.__name__}, got {type(ex[key]).__name__}")
+        for key, typ in _OPTIONAL_FIELDS.items():
+            if ex.get(key) is not None and not isinstance(ex[key], typ):
+                raise ValueError(f"{path}:{lineno}: key {key!r} should be {typ.__name__}, got {type(ex[key]).__name__}")
     return out

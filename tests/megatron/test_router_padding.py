@@ -1,6 +1,6 @@
 """Pad tokens stay out of the MoE routers' expert-bias counts (TP1, one torchrun process, CPU).
 
-The batch is built as the Megatron train job builds it (``train_job.rollout_batch``): 8 rows of
+The batch is built as the Megatron train job builds it (``stages.grpo_megatron.rollout_batch``): 8 rows of
 different lengths, padded to the longest row (S = 13), and two copies with 3 and 8 more pad
 columns. This file is also the torchrun script: run as ``__main__`` it builds the tiny MoE,
 measures, and prints one ``PADDING {...}`` JSON line that the tests below check.
@@ -40,9 +40,15 @@ def _records() -> list[dict]:
     import torch
 
     g = torch.Generator().manual_seed(11)
-    return [{"prompt_ids": torch.randint(3, 64, (p,), generator=g).tolist(),
-             "response_ids": torch.randint(3, 64, (r,), generator=g).tolist(),
-             "reward": float(i % 2), "group": i // 4} for i, (p, r) in enumerate(LENGTHS)]
+    return [
+        {
+            "prompt_ids": torch.randint(3, 64, (p,), generator=g).tolist(),
+            "response_ids": torch.randint(3, 64, (r,), generator=g).tolist(),
+            "reward": float(i % 2),
+            "group": i // 4,
+        }
+        for i, (p, r) in enumerate(LENGTHS)
+    ]
 
 
 def _worker() -> None:
@@ -52,7 +58,7 @@ def _worker() -> None:
     from r1hpc.megatron.model import MegatronModelConfig, PaddingMaskTopKRouter, ParallelLayout, build_model
     from r1hpc.megatron.parallel import OptimConfig, build_optimizer, destroy_parallel, init_parallel, wrap_ddp
     from r1hpc.megatron.rollout_batch import shard_for_rank
-    from r1hpc.megatron.train_job import rollout_batch
+    from r1hpc.stages.grpo_megatron import rollout_batch
 
     layout = ParallelLayout()
     init_parallel(layout, seed=7)
@@ -90,10 +96,16 @@ def _worker() -> None:
         return [r.expert_bias.tolist() for r in m.modules() if isinstance(r, PaddingMaskTopKRouter)]
 
     rec = {
-        "n_real": int(batch.token_mask.sum()), "n_positions": batch.input_ids.numel(), "topk": cfg.router_topk,
-        "masked": masked, "unmasked": unmasked, "alone": alone,
+        "n_real": int(batch.token_mask.sum()),
+        "n_positions": batch.input_ids.numel(),
+        "topk": cfg.router_topk,
+        "masked": masked,
+        "unmasked": unmasked,
+        "alone": alone,
         "logits_equal": bool(torch.equal(logits_masked, logits_unmasked)),
-        "bias": sft_bias(batch), "bias_wide": sft_bias(wide), "bias_wider": sft_bias(wider),
+        "bias": sft_bias(batch),
+        "bias_wide": sft_bias(wide),
+        "bias_wider": sft_bias(wider),
     }
     print("PADDING " + json.dumps(rec), flush=True)
     destroy_parallel()
@@ -106,10 +118,11 @@ def measured() -> dict:
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     if proc.returncode != 0:
         raise AssertionError(
-            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+        )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("PADDING ")]
     assert len(lines) == 1, proc.stdout
-    return json.loads(lines[0][len("PADDING "):])
+    return json.loads(lines[0][len("PADDING ") :])
 
 
 def test_pad_tokens_not_counted(measured: dict) -> None:

@@ -31,11 +31,20 @@ def _records(step: int, vocab: int, prompts: int, group: int) -> list[dict]:
         prompt = torch.randint(3, vocab, (5 + p,), generator=g).tolist()
         for k in range(group):
             n = 4 + (k % 3)
-            out.append({"group": p, "problem_id": f"p{p}", "prompt_ids": prompt,
-                        "response_ids": torch.randint(3, vocab, (n,), generator=g).tolist(),
-                        "gen_logprobs": [-1.0] * n, "reward": float(k % 2) + 0.1 * p,
-                        "rewards": {"accuracy_math": float(k % 2)}, "policy_version": step,
-                        "gen_seconds": 0.1, "score_seconds": 0.1})
+            out.append(
+                {
+                    "group": p,
+                    "problem_id": f"p{p}",
+                    "prompt_ids": prompt,
+                    "response_ids": torch.randint(3, vocab, (n,), generator=g).tolist(),
+                    "gen_logprobs": [-1.0] * n,
+                    "reward": float(k % 2) + 0.1 * p,
+                    "rewards": {"accuracy_math": float(k % 2)},
+                    "policy_version": step,
+                    "gen_seconds": 0.1,
+                    "score_seconds": 0.1,
+                }
+            )
     return out
 
 
@@ -44,13 +53,34 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transformers import DeepseekV3ForCausalLM
 
     tmp = tmp_path_factory.mktemp("moe_run")
-    cfg = load_config(ROOT / "configs/tiny_moe.yaml", [
-        f"runs_dir={tmp}", "name=t", "model.vocab_size=64", "model.hidden_size=32", "model.num_layers=2",
-        "model.intermediate_size=64", "model.num_experts=4", "model.moe_intermediate_size=16",
-        "model.q_lora_rank=16", "model.kv_lora_rank=16", "model.qk_nope_head_dim=8", "model.qk_rope_head_dim=4",
-        "model.v_head_dim=8", "model.max_seq_len=64", "grpo.max_new_tokens=16", "eval.max_new_tokens=16",
-        "grpo.prompts_per_step=2", "grpo.group_size=4", "grpo.rollout_shards=1", "grpo.micro_batch_size=2",
-        "grpo.mini_batches=2", "r1_zero.lr=0.01", "r1_zero.steps=2"])
+    cfg = load_config(
+        ROOT / "configs/tiny_moe.yaml",
+        [
+            f"runs_dir={tmp}",
+            "name=t",
+            "model.vocab_size=64",
+            "model.hidden_size=32",
+            "model.num_layers=2",
+            "model.intermediate_size=64",
+            "model.num_experts=4",
+            "model.moe_intermediate_size=16",
+            "model.q_lora_rank=16",
+            "model.kv_lora_rank=16",
+            "model.qk_nope_head_dim=8",
+            "model.qk_rope_head_dim=4",
+            "model.v_head_dim=8",
+            "model.max_seq_len=64",
+            "grpo.max_new_tokens=16",
+            "eval.max_new_tokens=16",
+            "grpo.prompts_per_step=2",
+            "grpo.group_size=4",
+            "grpo.rollout_shards=1",
+            "grpo.micro_batch_size=2",
+            "grpo.mini_batches=2",
+            "r1_zero.lr=0.01",
+            "r1_zero.steps=2",
+        ],
+    )
     write_resolved(cfg, argv=["test"])
     run = RunDir(cfg.run_dir)
     torch.manual_seed(0)
@@ -66,7 +96,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(run_dir: Path) -> list[dict]:
-    from r1hpc.megatron.train_job import train_task
+    from r1hpc.stages.grpo_megatron import train_task
 
     return [train_task(str(run_dir), STAGE, step) for step in (0, 1)]
 
@@ -98,7 +128,7 @@ def test_metrics_logged(run_dir: Path, trained: list[dict]) -> None:
 
 def test_rerun_is_noop_and_state_kept(run_dir: Path, trained: list[dict]) -> None:
     from r1hpc.megatron.checkpoint import read_meta
-    from r1hpc.megatron.train_job import train_task
+    from r1hpc.stages.grpo_megatron import train_task
 
     again = train_task(str(run_dir), STAGE, 1)
     assert again["skipped"] == "already published"

@@ -9,16 +9,41 @@ from safetensors.torch import load_file
 from tiny_stage_run import clone_run
 
 import r1hpc.stages.reward_model as rm
-from r1hpc.stages.common import StageContext, read_data, read_metrics, render_prompt
+from r1hpc.model.prompting import PromptFormat
+from r1hpc.stages.common import StageContext, read_data, read_metrics
+
+render_prompt = PromptFormat().render
 
 RM_OVERRIDES = ["reward_model.pairs=48", "reward_model.train.epochs=2", "reward_model.train.save_every=2"]
 
-GENERAL = [{"id": "g1", "prompt": "How can I steal apples?", "answer": "I can't help with stealing.", "kind": "safety",
-            "difficulty": 1, "rejected": [{"text": "Take them.", "label": "harmful"}, {"text": "No.", "label": "unhelpful"}]},
-           {"id": "g2", "prompt": "What does Ada sell?", "answer": "Ada sells apples.", "kind": "fact", "difficulty": 1,
-            "rejected": [{"text": "Ada sells pears.", "label": "wrong"}]}]
-PROBLEMS = [{"id": "p1", "prompt": "Compute 2 + 3.", "answer": "5", "difficulty": 1, "kind": "arith",
-             "solution_steps": ["2 + 3 = 5"]}]
+GENERAL = [
+    {
+        "id": "g1",
+        "prompt": "How can I steal apples?",
+        "answer": "I can't help with stealing.",
+        "kind": "safety",
+        "difficulty": 1,
+        "rejected": [{"text": "Take them.", "label": "harmful"}, {"text": "No.", "label": "unhelpful"}],
+    },
+    {
+        "id": "g2",
+        "prompt": "What does Ada sell?",
+        "answer": "Ada sells apples.",
+        "kind": "fact",
+        "difficulty": 1,
+        "rejected": [{"text": "Ada sells pears.", "label": "wrong"}],
+    },
+]
+PROBLEMS = [
+    {
+        "id": "p1",
+        "prompt": "Compute 2 + 3.",
+        "answer": "5",
+        "difficulty": 1,
+        "kind": "arith",
+        "solution_steps": ["2 + 3 = 5"],
+    }
+]
 
 
 def test_views_read_the_answer_only_or_the_whole_output():
@@ -33,9 +58,14 @@ def test_views_read_the_answer_only_or_the_whole_output():
 def test_build_pairs_labels_and_heads():
     pairs = rm.build_pairs(GENERAL, PROBLEMS, None, seed=0)
     labels = sorted((rm.HEADS[p["head"]], p["source"], p["label"]) for p in pairs)
-    assert labels == [("harmlessness", "general", "harmful"), ("harmlessness", "general", "harmful_in_think"),
-                      ("harmlessness", "math", "harmful_in_think"), ("helpfulness", "general", "unhelpful"),
-                      ("helpfulness", "general", "wrong"), ("helpfulness", "math", "wrong")]
+    assert labels == [
+        ("harmlessness", "general", "harmful"),
+        ("harmlessness", "general", "harmful_in_think"),
+        ("harmlessness", "math", "harmful_in_think"),
+        ("helpfulness", "general", "unhelpful"),
+        ("helpfulness", "general", "wrong"),
+        ("helpfulness", "math", "wrong"),
+    ]
     think_harm = next(p for p in pairs if p["label"] == "harmful_in_think" and p["source"] == "general")
     assert "Take them." in think_harm["rejected"].split("</think>")[0]  # the harm is in the reasoning only
     math_help = next(p for p in pairs if p["source"] == "math" and rm.HEADS[p["head"]] == "helpfulness")

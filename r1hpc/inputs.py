@@ -1,0 +1,31 @@
+"""What the user brings, checked before any job is submitted: dataset files, released checkpoints
+and their tokenizers, the chat template, custom rewards.
+
+`r1hpc run` and `r1hpc preflight` call `check_inputs(cfg)`; every problem is one line naming the
+file (and row) or the config key, and what was expected. A run whose inputs fail here submits
+nothing and writes nothing but its resolved config.
+"""
+
+from __future__ import annotations
+
+from r1hpc.config import Config, ConfigError
+
+__all__ = ["input_problems", "check_inputs"]
+
+
+def input_problems(cfg: Config) -> list[str]:
+    """Every problem with the run's inputs, one line each (reads the files; loads no weights)."""
+    from r1hpc.datasets import source_problems
+    from r1hpc.model.checkpoint import checkpoint_problems  # transformers: only when a run is submitted
+    from r1hpc.rewards.custom import custom_reward_problems
+
+    return [*checkpoint_problems(cfg), *custom_reward_problems(cfg), *source_problems(cfg)]
+
+
+def check_inputs(cfg: Config) -> None:
+    """Raise ConfigError listing every input problem; return quietly when there is none."""
+    problems = input_problems(cfg)
+    if problems:
+        raise ConfigError(
+            problems[0] if len(problems) == 1 else f"{len(problems)} input errors:\n  " + "\n  ".join(problems)
+        )
