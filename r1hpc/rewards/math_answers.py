@@ -8,6 +8,7 @@ verifier, only inside a ``WorkerPool`` worker. The policies are documented in
 
 from __future__ import annotations
 
+import math
 import re
 from fractions import Fraction
 from typing import Any
@@ -375,11 +376,21 @@ def cheap_to_evaluate(expr: Any, strict: bool = True) -> bool:
         base, exp = p.base, p.exp
         if base.free_symbols:
             continue  # x^{1000} stays symbolic whatever happens to its exponent
-        if not exp.is_Number:
-            if not exp.free_symbols:
-                return False  # nested power such as 2^{2^{40}}
-            continue
         digits = (abs(int(base.p)).bit_length() // 3 + 1) if isinstance(base, sympy.Integer) else len(str(base))
+        if not exp.is_Number:
+            if exp.free_symbols:
+                continue
+            # A numeric exponent that is not a number: 10^{(\sqrt{13}-5)/6} is small and fine,
+            # 2^{2^{40}} is not. Bound it numerically once the exponent itself is cheap.
+            if not cheap_to_evaluate(exp, strict):
+                return False
+            try:
+                size = abs(complex(exp.evalf(15)))
+            except (TypeError, ValueError):
+                return False
+            if not math.isfinite(size) or digits * size > MAX_EXACT_DIGITS:
+                return False
+            continue
         if not exp.is_finite or digits * abs(exp) > MAX_EXACT_DIGITS:
             return False
     funcs = expr.atoms(*_EAGER_FUNCTIONS)

@@ -216,3 +216,20 @@ def test_exact_numbers_stay_cheap():
         assert expr.atoms(sympy.Float), (span, expr)
     [expr, _] = _parse_span(normalize_span("1.5\\times10^{300}"))  # small enough: exact
     assert expr == 15 * 10**299 and isinstance(expr, sympy.Integer)
+
+
+@pytest.mark.parametrize(
+    "reference, completion, want",
+    [
+        # a small irrational exponent is evaluated (found by Math-Verify's own test cases)
+        (r"10^{\frac{-5+\sqrt{13}}{6}}", r"\boxed{10^{\frac{\sqrt{13}-5}{6}}}", 1.0),
+        (r"10^{-\frac{5+\sqrt{13}}{6}}", r"\boxed{10^{\frac{-5-\sqrt{13}}{6}}}", 1.0),
+        (r"2^{\sqrt{2}}", r"\boxed{2^{\sqrt{3}}}", 0.0),
+        # a tower is still compared as written, never evaluated
+        (r"2^{2^{40}}", r"\boxed{2^{2^{40}}}", 1.0),
+        (r"2^{2^{40}}", r"\boxed{4^{2^{39}}}", 0.0),
+    ],
+)
+def test_numeric_exponents(pool, reference, completion, want):
+    [outcome] = pool.run([(accuracy_math, (completion, {"answer": reference}))])
+    assert outcome.ok and outcome.value == want
