@@ -409,6 +409,20 @@ class _TrainIndex:
         return ""
 
 
+def _source_report(key: str, src: DataSource, rows: int, dups: int, used: int, **extra: Any) -> dict[str, Any]:
+    """One source's line in data/sources_report.json."""
+    name = src.name or Path(src.path).stem
+    return {
+        "source": key,
+        "name": name,
+        "path": src.path,
+        "rows": rows,
+        "duplicates_dropped": dups,
+        **extra,
+        "used": used,
+    }
+
+
 def _load(cfg: Config, errors: list[str] | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """load_problems; with `errors` a list, a bad source's line is appended there and the source skipped."""
 
@@ -436,16 +450,7 @@ def _load(cfg: Config, errors: list[str] | None) -> tuple[list[dict[str, Any]], 
         if picked is None:
             continue
         train += picked
-        report["train"].append(
-            {
-                "source": key,
-                "name": src.name or Path(src.path).stem,
-                "path": src.path,
-                "rows": rows,
-                "duplicates_dropped": dups,
-                "used": len(picked),
-            }
-        )
+        report["train"].append(_source_report(key, src, rows, dups, len(picked)))
     index = _TrainIndex([r["prompt"] for r in train], d.decontam_ngram)
     heldout: list[dict[str, Any]] = []
     for i, src in enumerate(d.heldout):
@@ -469,17 +474,7 @@ def _load(cfg: Config, errors: list[str] | None) -> tuple[list[dict[str, Any]], 
         if picked is None:
             continue
         heldout += picked
-        report["heldout"].append(
-            {
-                "source": key,
-                "name": src.name or Path(src.path).stem,
-                "path": src.path,
-                "rows": rows,
-                "duplicates_dropped": dups,
-                "contamination": contamination,
-                "used": len(picked),
-            }
-        )
+        report["heldout"].append(_source_report(key, src, rows, dups, len(picked), contamination=contamination))
     report["train_problems"], report["heldout_problems"] = len(train), len(heldout)
     for key, records, total in (("data.train", train, d.train), ("data.heldout", heldout, d.heldout)):
         if total and not records:

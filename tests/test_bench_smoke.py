@@ -58,6 +58,7 @@ SMOKE: dict[str, list[str]] = {
         "1",
     ],
     "bench_launcher.py": ["--jobs", "1"],
+    "fuzz_verifier.py": ["--items", "40", "--timeout", "2"],
     "bench_logprobs.py": [
         "--tokens",
         "64",
