@@ -140,6 +140,12 @@ class GRPOConfig:
     ref_refresh_steps: int = 0  # 0 = the stage's initial policy stays the reference (R1: 400)
     max_grad_norm: float = 1.0
     generator: Literal["hf", "vllm", "auto"] = "hf"
+    # stage: one rollout array + one train job live for the whole stage (no job start, import or
+    # model load per step); step: fresh jobs per step (backfill / preemptible capacity).
+    jobs: Literal["stage", "step"] = "stage"
+    checkpoint_every: int = 10  # stage mode: trainer checkpoint (weights + optimizer) every N steps
+    wait_timeout_s: float = 3600.0  # stage mode: a job waiting longer for its input fails, naming it
+    poll_max_s: float = 2.0  # stage mode: longest sleep between two looks for an awaited output
 
 
 @dataclass
@@ -508,6 +514,9 @@ def _problems(cfg: Config) -> list[tuple[str, str]]:
     )
     need(g.ref_refresh_steps >= 0, "grpo.ref_refresh_steps", f"must be >= 0 (0 = never), got {g.ref_refresh_steps}")
     need(g.max_grad_norm > 0, "grpo.max_grad_norm", f"must be > 0, got {g.max_grad_norm}")
+    need(g.checkpoint_every >= 1, "grpo.checkpoint_every", f"must be >= 1, got {g.checkpoint_every}")
+    need(g.wait_timeout_s > 0, "grpo.wait_timeout_s", f"must be > 0 seconds, got {g.wait_timeout_s}")
+    need(g.poll_max_s > 0, "grpo.poll_max_s", f"must be > 0 seconds, got {g.poll_max_s}")
     if m.max_seq_len >= 1:
         for key, tokens in (
             ("grpo.max_new_tokens", g.max_new_tokens),

@@ -27,7 +27,7 @@ import shlex
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +113,16 @@ class Submission:
     name: str
     jobs: list[submitit.Job]
     is_array: bool
+    # The jobs wait on each other at run time (a long-lived GRPO stage's train job and rollout
+    # tasks): when one fails, the others are cancelled instead of waiting out their timeout.
+    linked: bool = False
+    _succeeded: set[str] = field(default_factory=set, repr=False)
+
+    @classmethod
+    def linked_group(cls, first: Submission, *others: Submission) -> Submission:
+        """One submission of jobs that run side by side; dependents wait on `first`'s job id."""
+        jobs = [job for sub in (first, *others) for job in sub.jobs]
+        return cls(first.stage, first.step, first.name, jobs, is_array=False, linked=True)
 
     @property
     def job_id(self) -> str:
@@ -120,7 +130,20 @@ class Submission:
         return str(self.jobs[0].job_id).split("_")[0]
 
     def done(self) -> bool:
-        return all(job.done() for job in self.jobs)
+        finished = [job.done() for job in self.jobs]
+        if self.linked and any(finished) and not all(finished) and self._one_failed(finished):
+            for job, f in zip(self.jobs, finished):
+                if not f:
+                    job.cancel(check=False)
+        return all(finished)
+
+    def _one_failed(self, finished: list[bool]) -> bool:
+        for job, f in zip(self.jobs, finished):
+            if f and str(job.job_id) not in self._succeeded:
+                if job.exception() is not None:
+                    return True
+                self._succeeded.add(str(job.job_id))
+        return False
 
     def results(self) -> list[Any]:
         """Wait for every job; raise JobFailed with the first failure's log tail."""

@@ -8,9 +8,11 @@
     r1hpc run configs/tiny.yaml launch.executor=slurm   the same DAG as sbatch arrays + afterok chains
     r1hpc run configs/tiny.yaml --stages r1_zero,eval   some stages, on the run's existing outputs
 
-A GRPO stage is, per step, a rollout array (grpo.rollout_shards tasks) and a train job that
-depends on it; the next step's array depends on that train job (or, with grpo.max_staleness=1,
-on the one before, so generation of step N+1 overlaps training of step N). Stages hand over only
+A GRPO stage is one rollout array (grpo.rollout_shards tasks) and one train job that live for
+the whole stage and hand over through the run directory (grpo.jobs=stage, r1hpc.stages.grpo); with
+grpo.jobs=step it is per step a rollout array and a train job depending on it, the next step's
+array depending on that train job (or, with grpo.max_staleness=1, on the one before, so
+generation of step N+1 overlaps training of step N). Stages hand over only
 through the run directory; every job is idempotent, so re-running the pipeline after a failure
 (or on a requeue) skips what is complete and continues.
 """
@@ -40,19 +42,43 @@ STAGES = recipe.names()  # the stages of the recipe's table (r1hpc.recipe), for 
 MODEL_STAGES = recipe.evaluated()
 
 
-def _train_target(cfg: Config, stage_target: str) -> str:
-    """The GRPO train job: Megatron-core (TP/PP/EP, launches its ranks) or plain torch."""
+def _train_target(cfg: Config, stage_target: str, function: str) -> str:
+    """The GRPO train job (train_task per step, train_loop per stage): Megatron-core (TP/PP/EP,
+    launches its ranks) or plain torch."""
     if cfg.parallel.backend == "megatron":
-        return "r1hpc.stages.grpo_megatron:train_task"
-    return recipe.sibling(stage_target, "train_task")
+        return f"r1hpc.stages.grpo_megatron:{function}"
+    return recipe.sibling(stage_target, function)
 
 
 def _grpo(launcher: Launcher, cfg: Config, stage: str, after: Sequence[Submission]) -> Submission:
-    """Submit one GRPO stage; returns its last train job (what later stages wait on)."""
+    """Submit one GRPO stage; returns what later stages wait on (the train job that publishes the
+    last version; with grpo.jobs=stage grouped with the rollout array it runs beside)."""
     run_dir = str(cfg.run_dir)
     entry = recipe.stage(stage)
     steps = getattr(cfg, entry.section).steps
+    # On Slurm one task per rank (srun); locally the Megatron job starts torchrun itself.
+    distributed = cfg.parallel.backend == "megatron" and cfg.launch.executor == "slurm"
     prep = launcher.submit(stage, "train", entry.target, {"run_dir": run_dir, "stage": stage}, after=after)
+    if steps == 0:
+        return prep
+    if cfg.grpo.jobs == "stage":
+        # Both start once v0000 is published and hand over through the run directory from then on.
+        rollouts = launcher.submit_array(
+            stage,
+            "rollout",
+            recipe.sibling(entry.target, "rollout_loop"),
+            [{"run_dir": run_dir, "stage": stage, "shard": k} for k in range(cfg.grpo.rollout_shards)],
+            after=[prep],
+        )
+        train = launcher.submit(
+            stage,
+            "train",
+            _train_target(cfg, entry.target, "train_loop"),
+            {"run_dir": run_dir, "stage": stage},
+            after=[prep],
+            distributed=distributed,
+        )
+        return Submission.linked_group(train, rollouts)
     trains: list[Submission] = []
     for step in range(steps):
         lag = cfg.grpo.max_staleness
@@ -69,15 +95,14 @@ def _grpo(launcher: Launcher, cfg: Config, stage: str, after: Sequence[Submissio
         train = launcher.submit(
             stage,
             "train",
-            _train_target(cfg, entry.target),
+            _train_target(cfg, entry.target, "train_task"),
             {"run_dir": run_dir, "stage": stage, "step": step},
             step=step,
             after=[rollout] + ([trains[-1]] if trains else [prep]),
-            # On Slurm one task per rank (srun); locally the job starts torchrun itself.
-            distributed=cfg.parallel.backend == "megatron" and cfg.launch.executor == "slurm",
+            distributed=distributed,
         )
         trains.append(train)
-    return trains[-1] if trains else prep
+    return trains[-1]
 
 
 def _rejection(launcher: Launcher, cfg: Config, entry: recipe.Stage, after: Sequence[Submission]) -> Submission:

@@ -59,6 +59,7 @@ __all__ = [
     "append_jsonl",
     "read_jsonl",
     "publish_model",
+    "version_published",
     "latest_model",
     "list_versions",
     "verify_version",
@@ -418,6 +419,12 @@ def publish_model(
         raise StoreError(
             f"{target} already exists with different content (versions are immutable; publish under a new version)"
         )
+
+
+def version_published(run: RunDir, stage: str, version: int) -> bool:
+    """True once models/<stage>/vNNNN is published (its MANIFEST is written last, then the tree is
+    renamed into place): one stat, for jobs polling for a version."""
+    return (run.models_dir(stage, create=False) / version_name(version) / MANIFEST).is_file()
 
 
 def list_versions(run: RunDir, stage: str) -> list[ModelVersion]:

@@ -72,3 +72,8 @@ def slow_tiny_sft(state_dir: str, out: str, step_s: float) -> int:
     )
     torch.save(model.state_dict(), out)
     return os.getpid()
+
+
+def sleep_for(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds

@@ -10,7 +10,8 @@ import torch
 
 from r1hpc.accounting.cli import main as gpu_hours
 from r1hpc.rollout.base import derive_seed
-from r1hpc.train.grpo import GRPOSettings, grpo_update
+from r1hpc.algos import GRPOSettings
+from r1hpc.train.grpo import grpo_update
 
 PAD = 0
 

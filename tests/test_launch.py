@@ -1,12 +1,13 @@
 """The launcher on the local and debug executors (real subprocesses), and the golden sbatch script."""
 
+import time
 from pathlib import Path
 
 import pytest
 
 from r1hpc.config import load_config
 from r1hpc.fsio import read_jsonl
-from r1hpc.launch import JobFailed, Launcher, job_name, parse_job_name, render_sbatch
+from r1hpc.launch import JobFailed, Launcher, Submission, job_name, parse_job_name, render_sbatch, wait_all
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
@@ -103,3 +104,18 @@ def test_status_shows_jobs_and_states(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "s " in out and "ENDED x2" in out
     assert status_main([str(tmp_path / "nope")]) == 2
+
+
+def test_linked_jobs_are_cancelled_when_one_fails(tmp_path):
+    """A long-lived GRPO stage's train job and rollout tasks wait on each other at run time: when
+    one fails, waiting for the others would take their whole timeout, so they are cancelled."""
+    launcher = Launcher(config(tmp_path))
+    waiting = launcher.submit_array("s", "rollout", "jobfns:sleep_for", [{"seconds": 120}, {"seconds": 120}])
+    bad = launcher.submit("s", "train", "jobfns:fail", {"message": "boom-linked"})
+    group = Submission.linked_group(bad, waiting)
+    assert group.job_id == bad.job_id  # dependents wait on the first job
+    started = time.time()
+    with pytest.raises(JobFailed, match="boom-linked"):
+        wait_all([group], poll_s=0.2)
+    assert time.time() - started < 60
+    assert all(job.done() for job in waiting.jobs)

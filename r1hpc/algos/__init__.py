@@ -10,6 +10,7 @@ H = hidden size, G = number of groups.
 - logprobs: chunked chosen-token log-probs and entropy, from logits or from hidden states.
 - filters: DAPO dynamic sampling (overlong reward shaping is r1hpc.rewards.length).
 - metrics: reward, length and KL metrics.
+- settings: GRPOSettings, the loss and update settings every backend takes.
 """
 
 from r1hpc.algos.advantages import GroupStats, group_advantages, group_stats, token_advantages
@@ -19,10 +20,12 @@ from r1hpc.algos.kl import KL_ESTIMATORS, kl_per_token
 from r1hpc.algos.logprobs import entropy_from_logits, logprobs_from_hidden, logprobs_from_logits
 from r1hpc.algos.metrics import approx_kl, response_length_metrics, reward_metrics
 from r1hpc.algos.policy_loss import clipped_surrogate, grpo_loss
+from r1hpc.algos.settings import GRPOSettings
 
 __all__ = [
     "AGG_MODES",
     "KL_ESTIMATORS",
+    "GRPOSettings",
     "GroupStats",
     "agg_loss",
     "approx_kl",

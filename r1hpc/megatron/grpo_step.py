@@ -26,20 +26,18 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
 
-from r1hpc.algos import group_advantages, grpo_loss, masked_sum
+from r1hpc.algos import GRPOSettings, group_advantages, grpo_loss, masked_sum
 from r1hpc.megatron import cli_common
 from r1hpc.megatron.rollout_batch import RolloutBatch, shard_for_rank
 from r1hpc.megatron.schedule import compute_logprobs, is_reporting_rank, run_schedule
 
 __all__ = [
-    "GRPOHyper",
     "grpo_train_step",
     "sft_train_step",
     "prepare_grpo_micro_batches",
@@ -49,21 +47,6 @@ __all__ = [
 ]
 
 Metrics = dict[str, float]
-
-
-@dataclass(frozen=True)
-class GRPOHyper:
-    """GRPO loss settings (see ``r1hpc.algos.grpo_loss``) and the update schedule."""
-
-    clip_low: float = 0.2
-    clip_high: float = 0.2
-    kl_coef: float = 0.001
-    kl_estimator: str = "k3"
-    agg_mode: str = "token-mean"  # token-mean or seq-mean-token-mean / -sum (seq-mean-token-sum-norm: not here)
-    micro_batch_size: int = 2
-    temperature: float = 1.0  # the sampler's: log-probs are of softmax(logits / temperature)
-    dual_clip: float = 0.0  # 0 = off; else c > 1 bounds the loss of negative advantages
-    scale_adv_by_std: bool = True  # False = Dr. GRPO
 
 
 def _normaliser(mask: torch.Tensor, agg_mode: str) -> torch.Tensor:
@@ -89,7 +72,7 @@ def grpo_train_step(
     model: torch.nn.Module,
     optimizer: Any,
     micro_batches: list[dict[str, torch.Tensor]],
-    hyper: GRPOHyper,
+    hyper: GRPOSettings,
 ) -> Metrics:
     """One optimizer step of GRPO on micro-batches that carry ``old_logp``, ``ref_logp``, ``adv``.
 
@@ -106,9 +89,9 @@ def grpo_train_step(
             clip_high=hyper.clip_high,
             kl_coef=hyper.kl_coef,
             dual_clip=hyper.dual_clip or None,
-            kl_estimator=hyper.kl_estimator, agg_mode=hyper.agg_mode,
+            kl_estimator=hyper.kl_estimator, agg_mode=hyper.loss_agg,
         )  # fmt: skip
-        count = _normaliser(mb["mask"], hyper.agg_mode)
+        count = _normaliser(mb["mask"], hyper.loss_agg)
         n_tok = mb["mask"].sum().to(torch.float64)
         reported = {k: torch.stack([v.double() * count, count.double()]) for k, v in m.items() if k != "ratio_max"}
         reported["logp_mean"] = torch.stack([masked_sum(logp.detach().double(), mb["mask"]), n_tok])
@@ -158,7 +141,7 @@ def _model_chunks(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def prepare_grpo_micro_batches(
-    policy: torch.nn.Module, ref: torch.nn.Module | None, batch: RolloutBatch, hyper: GRPOHyper
+    policy: torch.nn.Module, ref: torch.nn.Module | None, batch: RolloutBatch, hyper: GRPOSettings
 ) -> list[dict[str, torch.Tensor]]:
     """This DP rank's micro-batches with advantages, old log-probs (policy) and ref log-probs.
 
@@ -187,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     """Train a few GRPO steps on synthetic scored rollouts; print one JSON line per step."""
     args = cli_common.parse_args(argv, description="GRPO steps with megatron-core on synthetic rollouts")
     setup = cli_common.setup(args)
-    hyper = GRPOHyper(kl_coef=args.kl_coef, micro_batch_size=args.micro_batch_size)
+    hyper = GRPOSettings(kl_coef=args.kl_coef, micro_batch_size=args.micro_batch_size)
     cli_common.evaluate(args, setup, "init")
     for step in range(setup.start_step, setup.start_step + args.steps):
         t0 = time.perf_counter()

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from r1hpc.algos import (
+    GRPOSettings,
     dynamic_sampling_mask,
     group_advantages,
     grpo_loss,
@@ -32,26 +32,7 @@ from r1hpc.algos import (
 from r1hpc.train.batches import TokenBatch, pack
 from r1hpc.train.logprobs import token_logprobs
 
-__all__ = ["GRPOSettings", "grpo_update", "sequence_logprobs"]
-
-
-@dataclass(frozen=True)
-class GRPOSettings:
-    """What grpo_update needs from the config (see r1hpc.config.GRPOConfig)."""
-
-    clip_low: float = 0.2
-    clip_high: float = 0.2
-    dual_clip: float = 0.0
-    kl_coef: float = 0.001
-    kl_estimator: str = "k3"
-    loss_agg: str = "token-mean"
-    scale_adv_by_std: bool = True
-    dynamic_sampling: bool = False
-    mini_batches: int = 1
-    micro_batch_size: int = 16
-    temperature: float = 1.0
-    max_grad_norm: float = 1.0
-    max_new_tokens: int = 128
+__all__ = ["grpo_update", "sequence_logprobs"]
 
 
 def sequence_logprobs(

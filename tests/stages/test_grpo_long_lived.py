@@ -1,0 +1,115 @@
+"""A GRPO stage as long-lived jobs (grpo.jobs=stage) on the local executor: three submissions for
+the stage, the same published versions as per-step jobs, resumption after losing outputs, and
+waits that end with an error naming what never came."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+from tiny_stage_run import clone_run
+
+from r1hpc.config import read_run_config
+from r1hpc.fsio import read_jsonl
+from r1hpc.launch import wait_all
+from r1hpc.pipeline import submit_pipeline
+from r1hpc.stages.common import read_metrics
+from r1hpc.stages.grpo import prepare_stage, train_loop
+from r1hpc.stages.handoff import PartnerFailed, WaitTimeout, failures_recorded
+from r1hpc.store import RunDir, list_versions, read_shard
+
+STEPS = 4
+NOT_COMPARED = ("time", "idle_")  # wall-clock figures differ between any two runs
+
+
+def _run_stage(run_dir):
+    subs = submit_pipeline(read_run_config(run_dir), ["r1_zero"])
+    wait_all(list(subs.values()), poll_s=0.2)
+
+
+def _weights(run_dir) -> dict[int, dict[str, str]]:
+    return {
+        v.version: {f["path"]: f["sha256"] for f in v.manifest["files"] if f["path"].endswith(".safetensors")}
+        for v in list_versions(RunDir(run_dir), "r1_zero")
+    }
+
+
+def _metrics(run_dir) -> list[dict]:
+    return [
+        {k: v for k, v in row.items() if not k.startswith(NOT_COMPARED)} for row in read_metrics(run_dir, "r1_zero")
+    ]
+
+
+def _shard_samples(run_dir, step, shard) -> list[tuple]:
+    path = RunDir(run_dir).shard_path("r1_zero", step, shard, create=False)
+    return [(r["prompt_ids"], r["response_ids"], r["reward"]) for r in read_shard(path)]
+
+
+@pytest.fixture(scope="module")
+def both_modes(tmp_path_factory):
+    common = [f"r1_zero.steps={STEPS}", "grpo.checkpoint_every=2", "grpo.mini_batches=2"]
+    per_step = clone_run(tmp_path_factory.mktemp("per_step"), ["grpo.jobs=step", *common])
+    long_lived = clone_run(tmp_path_factory.mktemp("long_lived"), ["grpo.jobs=stage", *common])
+    for run_dir in (per_step, long_lived):
+        _run_stage(run_dir)
+    return per_step, long_lived
+
+
+def test_long_lived_stage_is_three_submissions_and_equals_per_step_jobs(both_modes):
+    per_step, long_lived = both_modes
+    jobs = [r for r in read_jsonl(long_lived / "jobs.jsonl") if r["stage"] == "r1_zero"]
+    assert [(r["target"].split(":")[1], r["array_size"]) for r in jobs] == [
+        ("prepare_stage", 0),
+        ("rollout_loop", 2),
+        ("train_loop", 0),
+    ]
+    assert len([r for r in read_jsonl(per_step / "jobs.jsonl") if r["stage"] == "r1_zero"]) == 1 + 2 * STEPS
+    ours = _weights(long_lived)
+    assert sorted(ours) == list(range(STEPS + 1))
+    assert ours == _weights(per_step)
+    assert _metrics(long_lived) == _metrics(per_step)
+    for row in read_metrics(long_lived, "r1_zero"):
+        assert 0 <= row["time_handoff_s"] <= row["time_step_s"]
+        assert 0 <= row["idle_train_frac"] <= 1 and 0 <= row["idle_rollout_frac"] <= 1
+
+
+def test_long_lived_stage_resumes_at_its_first_missing_output(both_modes):
+    _, run_dir = both_modes
+    run = RunDir(run_dir)
+    before_weights, before_metrics = _weights(run_dir), _metrics(run_dir)
+    lost_shard = _shard_samples(run_dir, STEPS - 1, 1)
+    # As if both jobs were killed late in the stage: the last version, the trainer's last checkpoint
+    # and one shard of the last step are gone. The train job restores the checkpoint of step 2 and
+    # replays step 2 from its rollouts; the rollout task regenerates only its missing shard.
+    shutil.rmtree(run.models_dir("r1_zero") / f"v{STEPS:04d}")
+    (run.train_state_dir("r1_zero") / f"ckpt_{STEPS:06d}.pt").unlink()
+    run.shard_path("r1_zero", STEPS - 1, 1, create=False).unlink()
+    kept = {s: run.shard_path("r1_zero", s, 0, create=False).stat().st_mtime_ns for s in range(STEPS)}
+
+    _run_stage(run_dir)
+    assert _weights(run_dir) == before_weights
+    assert _metrics(run_dir) == before_metrics
+    assert _shard_samples(run_dir, STEPS - 1, 1) == lost_shard
+    assert {s: run.shard_path("r1_zero", s, 0, create=False).stat().st_mtime_ns for s in range(STEPS)} == kept
+
+
+def test_a_wait_names_what_never_appeared_and_stops_on_a_partner_failure(tmp_path):
+    run_dir = clone_run(tmp_path, ["grpo.wait_timeout_s=1", "grpo.poll_max_s=0.05"])
+    prepare_stage(str(run_dir), "r1_zero")
+    started = time.time()
+    with pytest.raises(WaitTimeout, match=r"train of stage r1_zero waited .* for the 2 rollout shard\(s\) of step 0"):
+        train_loop(str(run_dir), "r1_zero")
+    assert time.time() - started < 30
+    # The train job's own failure left a marker that a rollout task's wait would stop on...
+    run = RunDir(run_dir)
+    assert [p.name for p in (run.rollouts_dir("r1_zero")).glob("FAILED_*")] == ["FAILED_train.json"]
+    # ... and a failed rollout task stops the train job's wait at once, naming it.
+    (run.rollouts_dir("r1_zero") / "FAILED_train.json").unlink()
+    with pytest.raises(RuntimeError, match="boom"), failures_recorded(run, "r1_zero", "rollout_1"):
+        raise RuntimeError("boom")
+    with pytest.raises(PartnerFailed, match=r"rollout_1 of stage r1_zero failed \(RuntimeError: boom\)"):
+        train_loop(str(run_dir), "r1_zero")
+    # A rerun of the stage (prepare_stage) clears the markers.
+    prepare_stage(str(run_dir), "r1_zero")
+    assert not list(run.rollouts_dir("r1_zero").glob("FAILED_*"))
