@@ -14,8 +14,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # before pyplot: headless
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-__all__ = ["plot_rl_curves", "plot_series", "plot_heldout", "plot_compute"]
+__all__ = ["plot_rl_curves", "plot_series", "plot_heldout", "plot_compute", "plot_step_times"]
 
 _DPI = 110
 
@@ -116,4 +117,43 @@ def plot_compute(seconds: Mapping[str, Mapping[str, float]], path: Path) -> Path
     ax.set_title("compute time per stage")
     ax.legend(fontsize=8)
     ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+_PHASES = (
+    ("time_step_s", "whole step"),
+    ("time_rollout_s", "rollout"),
+    ("time_score_s", "scoring"),
+    ("time_train_s", "training"),
+    ("time_wait_s", "train job waiting"),
+    ("time_handoff_s", "overhead"),
+)
+
+
+def plot_step_times(metrics: Mapping[str, Sequence[Mapping[str, Any]]], path: Path) -> Path:
+    """Seconds per GRPO step by phase (whole step, rollout, scoring, training, waiting, overhead),
+    one panel per RL stage that logged timing."""
+    timed = {
+        stage: rows
+        for stage, rows in metrics.items()
+        if any(isinstance(r.get(k), (int, float)) for r in rows for k, _ in _PHASES)
+    }
+    fig, axes = plt.subplots(1, max(1, len(timed)), figsize=(5.5 * max(1, len(timed)), 3.6), squeeze=False)
+    if not timed:
+        _no_data(axes[0][0], "no per-step timing in metrics/")
+        return _save(fig, path)
+    for ax, (stage, rows) in zip(axes[0], timed.items()):
+        for key, label in _PHASES:
+            pts = [
+                (r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and r.get("step") is not None
+            ]
+            if pts:
+                style = {"color": "black", "linewidth": 2} if key == "time_step_s" else {}
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, label=label, **style)
+        ax.set_xlabel("step")
+        ax.set_ylabel("seconds")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"{stage}: time per step")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
     return _save(fig, path)

@@ -29,6 +29,7 @@ from r1hpc import recipe
 from r1hpc.fsio import StoreError, atomic_write_text, read_json, read_jsonl
 from r1hpc.stages.common import read_metrics
 from r1hpc.stages.eval import DEFAULT_SOURCE, paired_difference
+from r1hpc.status import TIMING_SECONDS, TIMING_SHARES, step_time_summary
 
 __all__ = ["build_report", "main", "job_times", "compare_sentences"]
 
@@ -411,6 +412,45 @@ def _training_table(rl: dict[str, list[dict[str, Any]]], sft: dict[str, list[dic
     return lines
 
 
+def _time_table(rl: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """'Where the time goes': per GRPO stage, the median of each phase per step and the idle shares;
+    a stage whose metrics carry no timing (runs older than the per-step timing) says so."""
+    heads = [f"{label} s" for _, label in TIMING_SECONDS] + [label for _, label in TIMING_SHARES]
+    lines = ["| RL stage | timed steps | " + " | ".join(heads) + " |", "|---|---|" + "---|" * len(heads)]
+    for stage in _rl_stages():
+        rows = rl.get(stage, [])
+        t = step_time_summary(rows) if rows else None
+        if not rows:
+            lines.append(f"| {stage} | not run |" + " |" * len(heads))
+        elif t is None:
+            lines.append(f"| {stage} | no timing in metrics |" + " |" * len(heads))
+        else:
+            cells = ["-" if t[k] is None else f"{t[k]:.1f}" for k, _ in TIMING_SECONDS]
+            cells += ["-" if t[k] is None else f"{100 * t[k]:.0f}%" for k, _ in TIMING_SHARES]
+            lines.append(f"| {stage} | {t['steps']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _time_sentences(rl: dict[str, list[dict[str, Any]]]) -> list[str]:
+    out = []
+    for stage, rows in rl.items():
+        t = step_time_summary(rows)
+        if not t or t["time_step_s"] is None:
+            continue
+        parts = [f"{stage}: a GRPO step took {t['time_step_s']:.1f} s (median)"]
+        if t["overhead_frac"] is not None:
+            parts.append(f"{100 * t['overhead_frac']:.0f}% of it overhead (job starts, handoffs, polling)")
+        idle = [
+            f"the {what} {100 * t[key]:.0f}%"
+            for key, what in (("idle_train_frac", "train job"), ("idle_rollout_frac", "rollout tasks"))
+            if t[key] is not None
+        ]
+        if idle:
+            parts.append("idle: " + ", ".join(idle))
+        out.append("; ".join(parts) + ".")
+    return out
+
+
 def _compute_table(times: dict[str, dict[str, Any]]) -> list[str]:
     if not times:
         return ["No jobs recorded (jobs.jsonl missing or empty)."]
@@ -449,9 +489,10 @@ def build_report(run_dir: str | Path) -> Path:
     plots.plot_series(sft, "loss", "loss", "SFT loss per step", pdir / "sft_loss.png")
     plots.plot_heldout(summaries, k, pdir / "heldout_pass1.png")
     plots.plot_compute({s: t["seconds"] for s, t in times.items()}, pdir / "compute_time.png")
+    plots.plot_step_times(rl, pdir / "step_time.png")
 
     first = next(iter(summaries.values()), {})
-    shows = compare_sentences(summaries) + _training_sentences(rl) + _compute_sentence(times)
+    shows = compare_sentences(summaries) + _training_sentences(rl) + _time_sentences(rl) + _compute_sentence(times)
     lines = [
         f"# Run report: {run_dir.name}",
         "",
@@ -488,6 +529,21 @@ def build_report(run_dir: str | Path) -> Path:
         "![response length](plots/response_length.png)",
         "",
         "![SFT loss](plots/sft_loss.png)",
+        "",
+        "## Where the time goes",
+        "",
+        "Per GRPO step, the median over the stage's steps: the whole step (from publishing the policy "
+        "to publishing the next), generating the rollouts and scoring them (slowest shard), the update, "
+        "the train job waiting for the step's rollouts, the rollout tasks reloading the new policy "
+        "(slowest shard), publishing it, and the overhead: the step minus the generation, scoring and "
+        "training on its critical path (job starts, handoffs, polling). The shares are medians of the "
+        "per-step fractions: overhead / step, and the part of the step the train job was not updating "
+        "and the rollout tasks were not reloading, generating or scoring. Busy and waiting GPU-hours: "
+        "`r1hpc gpu-hours --run-dir <run>`.",
+        "",
+    ]
+    lines += _time_table(rl) + ["", "![time per step](plots/step_time.png)"]
+    lines += [
         "",
         "## Compute time",
         "",

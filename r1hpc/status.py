@@ -2,13 +2,17 @@
 
 Everything comes from the run directory (config.yaml, jobs.jsonl, models/, rollouts/, metrics/)
 plus, for jobs submitted to Slurm, one `sacct` call (which also knows running and pending jobs).
-GRPO stages show their progress as published steps out of the configured ones.
+GRPO stages show their progress as published steps out of the configured ones, and where a
+step's time goes: medians per step of generation, scoring, training, the train job's wait for
+rollouts, policy reload, publish and overhead (job starts, handoffs, polling), and the share of
+the step each pool (train job, rollout tasks) sat idle. See step_time_summary().
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -18,7 +22,72 @@ from r1hpc import recipe
 from r1hpc.fsio import read_jsonl
 from r1hpc.store import RunDir, list_versions
 
-__all__ = ["main", "slurm_states", "queued_states", "summarize_run"]
+__all__ = [
+    "main",
+    "slurm_states",
+    "queued_states",
+    "summarize_run",
+    "step_time_summary",
+    "format_step_times",
+    "TIMING_KEYS",
+    "TIMING_SECONDS",
+    "TIMING_SHARES",
+]
+
+# Per-step timing a GRPO metrics record carries (r1hpc.stages.grpo_train.step_timing), with how
+# status and the report name them. Seconds first, then the idle shares (0..1).
+TIMING_SECONDS = (
+    ("time_step_s", "whole step"),
+    ("time_rollout_s", "rollout"),
+    ("time_score_s", "scoring"),
+    ("time_train_s", "training"),
+    ("time_wait_s", "wait for rollouts"),
+    ("time_reload_s", "policy reload"),
+    ("time_publish_s", "publish"),
+    ("time_handoff_s", "overhead"),
+)
+TIMING_SHARES = (
+    ("overhead_frac", "overhead share"),  # time_handoff_s / time_step_s, per step
+    ("idle_train_frac", "train job idle"),
+    ("idle_rollout_frac", "rollout tasks idle"),
+)
+TIMING_KEYS = tuple(k for k, _ in TIMING_SECONDS) + ("idle_train_frac", "idle_rollout_frac")
+
+
+def _num(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value  # not NaN
+
+
+def step_time_summary(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Medians per step of a GRPO stage's timing (rows: its metrics records, one per step).
+
+    {"steps": steps with any timing, "<key>": median or None for each of TIMING_KEYS and
+    "overhead_frac" (the median over steps of time_handoff_s / time_step_s)}; None when no row
+    has timing (an old run, or a stage that is not GRPO). Medians, not means: the first step of a
+    job also counts its start-up and stands out."""
+    timed = [r for r in rows if any(_num(r.get(k)) for k in TIMING_KEYS)]
+    if not timed:
+        return None
+    out: dict[str, Any] = {"steps": len(timed)}
+    for key in TIMING_KEYS:
+        vals = [float(r[key]) for r in timed if _num(r.get(key))]
+        out[key] = statistics.median(vals) if vals else None
+    shares = [
+        float(r["time_handoff_s"]) / float(r["time_step_s"])
+        for r in timed
+        if _num(r.get("time_handoff_s")) and _num(r.get("time_step_s")) and r["time_step_s"] > 0
+    ]
+    out["overhead_frac"] = statistics.median(shares) if shares else None
+    return out
+
+
+def _last_per_step(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Metrics records with a rerun step collapsed to its last line (as stages.common.read_metrics,
+    without importing the stages)."""
+    by_step: dict[Any, dict[str, Any]] = {}
+    for row in rows:
+        by_step[row.get("step")] = row
+    return list(by_step.values())
 
 
 def slurm_states(job_ids: list[str]) -> dict[str, list[str]]:
@@ -97,6 +166,7 @@ def summarize_run(run_dir: str | Path, ask_slurm: bool = True) -> dict[str, Any]
             "versions": [v.name for v in versions],
             "rollout_steps": len(steps),
             "last_metrics": metrics[-1] if metrics else None,
+            "step_times": step_time_summary(_last_per_step(metrics)),
         }
         if stage in planned:  # v(N) is published by step N-1's train job: N steps done
             stages[stage]["steps_done"] = max((v.version for v in versions), default=0)
@@ -118,13 +188,65 @@ def _dirs(path: Path) -> set[str]:
     return {p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")} if path.is_dir() else set()
 
 
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s" if value >= 100 else f"{value:.1f} s"
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.0f}%"
+
+
+def format_step_times(stage: str, t: dict[str, Any], done: int | None = None, planned: int | None = None) -> list[str]:
+    """A few plain sentences on where a GRPO stage's step time goes (t: step_time_summary())."""
+    has = lambda key: t.get(key) is not None  # noqa: E731
+    progress = f"step {done}/{planned}, " if planned is not None else ""
+    head = f"  {stage}: {progress}median over {t['steps']} timed step{'s' if t['steps'] != 1 else ''}"
+    if has("time_step_s"):
+        head += f": {_seconds(t['time_step_s'])} per step"
+    lines = [head]
+    work = [
+        f"{label} {_seconds(t[key])}"
+        for key, label in (("time_rollout_s", "rollout"), ("time_score_s", "scoring"), ("time_train_s", "training"))
+        if has(key)
+    ]
+    if has("time_handoff_s"):
+        share = f" ({_percent(t['overhead_frac'])} of the step)" if has("overhead_frac") else ""
+        work.append(f"overhead {_seconds(t['time_handoff_s'])}{share}: job starts, handoffs, polling")
+    if work:
+        lines.append("    " + ", ".join(work))
+    train = []
+    if has("time_wait_s"):
+        train.append(f"waits {_seconds(t['time_wait_s'])} for the rollouts")
+    if has("time_publish_s"):
+        train.append(f"publishes the new policy in {_seconds(t['time_publish_s'])}")
+    if has("idle_train_frac"):
+        train.append(f"idle {_percent(t['idle_train_frac'])} of the step")
+    if train:
+        lines.append("    train job: " + ", ".join(train))
+    rollout = []
+    if has("time_reload_s"):
+        rollout.append(f"reload the policy in {_seconds(t['time_reload_s'])}")
+    if has("idle_rollout_frac"):
+        rollout.append(f"idle {_percent(t['idle_rollout_frac'])} of the step")
+    if rollout:
+        lines.append("    rollout tasks: " + ", ".join(rollout))
+    return lines
+
+
 def format_status(summary: dict[str, Any]) -> str:
     lines = [f"run {summary['run_dir']}", "", "stages:"]
+    timing: list[str] = []
     for stage, info in summary["stages"].items():
         latest = info["versions"][-1] if info["versions"] else "-"
+        if info.get("step_times"):
+            timing += format_step_times(stage, info["step_times"], info.get("steps_done"), info.get("steps_planned"))
         metric = ""
         if info["last_metrics"]:
-            shown = {k: v for k, v in info["last_metrics"].items() if isinstance(v, (int, float)) and k != "time"}
+            shown = {
+                k: v
+                for k, v in info["last_metrics"].items()
+                if isinstance(v, (int, float)) and k != "time" and k not in TIMING_KEYS and not k.startswith("time_")
+            }
             metric = "  " + " ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(shown.items())[:6]
             )
@@ -133,6 +255,8 @@ def format_status(summary: dict[str, Any]) -> str:
             f"  {stage:<14} models={len(info['versions'])} latest={latest}{progress} "
             f"rollout_steps={info['rollout_steps']}{metric}"
         )
+    if timing:
+        lines += ["", "where the time goes (GRPO, per step):", *timing]
     lines += [
         "",
         "jobs:",

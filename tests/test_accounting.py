@@ -327,3 +327,177 @@ def test_malformed_r1hpc_name_is_counted_unattributed_with_a_warning(
     assert "job 5 name 'r1hpc:onlyrun' does not follow" in capsys.readouterr().err
     jobs = {j["job_id"]: (j["run"], j["stage"], j["step"]) for j in json.loads(out.read_text())["jobs"]}
     assert jobs == {"5": ("-", "-", "-"), "6": ("r9", "sft", "12")}
+
+
+# ---------------------------------------------------------------- busy / waiting (--run-dir)
+#
+# A run directory written here, and its sacct rows. Per stage and kind (GPU-seconds):
+#   r1_zero train 900, long-lived, 2 GPUs x 1000 s = 2000; stage idle share of the train job,
+#       weighted by time_step_s: (0.5 x 100 + 0.1 x 300) / 400 = 0.2 -> busy 1600, waiting 400
+#   r1_zero rollout 901_0, 901_1, long-lived, 1 x 1000 each = 2000; rollout idle share
+#       (0.2 x 100 + 0.6 x 300) / 400 = 0.5 -> busy 1000, waiting 1000
+#       (step 1 was logged twice: its first line, idle 0.9 / 0.95, does not count)
+#   sft train 902, 4 x 500 = 2000: not split
+#   distill_rl (grpo.jobs=step): step 0 = 80 s, train idle 0.75 (busy 20 s), rollout idle 0.5
+#       (busy 40 s); step 1 = 40 s, train idle 0.25 (busy 30 s); step 5 has no timing
+#     train 910 step 0, 1 x 100 s: busy 20, waiting 80
+#     train 912 step 1: REQUEUED attempt 1 x 30 s -> all waiting 30; then 1 x 50 s: busy 30, waiting 20
+#     rollout 911_0 step 0, 1 x 60 s: busy 40, waiting 20;  rollout 913 step 5, 1 x 10 s: not split
+#   950 (local executor) and 999 (another run) are not counted.
+# Total 6250 GPU-s: busy 2690, waiting 1550, not split 2010.
+
+RUN_JOBS = [  # job id, stage, step, kind, executor, tasks
+    ("900", "r1_zero", None, "train", "slurm", ["900"]),
+    ("901", "r1_zero", None, "rollout", "slurm", ["901_0", "901_1"]),
+    ("902", "sft", None, "train", "slurm", ["902"]),
+    ("910", "distill_rl", 0, "train", "slurm", ["910"]),
+    ("911", "distill_rl", 0, "rollout", "slurm", ["911_0"]),
+    ("912", "distill_rl", 1, "train", "slurm", ["912"]),
+    ("913", "distill_rl", 5, "rollout", "slurm", ["913_0"]),
+    ("950", "distill_rl", 2, "train", "local", ["950"]),
+]
+RUN_SACCT = [  # JobID, state, GPUs, seconds
+    ("900", "COMPLETED", 2, 1000),
+    ("901_0", "COMPLETED", 1, 1000),
+    ("901_1", "COMPLETED", 1, 1000),
+    ("902", "COMPLETED", 4, 500),
+    ("910", "COMPLETED", 1, 100),
+    ("911_0", "COMPLETED", 1, 60),
+    ("912", "REQUEUED", 1, 30),
+    ("912", "COMPLETED", 1, 50),
+    ("913_0", "COMPLETED", 1, 10),
+    ("999", "COMPLETED", 8, 1000),
+]
+
+
+def _step(step: int, step_s: float, idle_train: float, idle_rollout: float | None = None) -> dict:
+    rec = {"step": step, "reward_mean": 0.1, "time_step_s": step_s, "idle_train_frac": idle_train}
+    if idle_rollout is not None:
+        rec["idle_rollout_frac"] = idle_rollout
+    return rec
+
+
+def _busy_run(tmp_path: Path) -> tuple[Path, Path]:
+    """(run dir, sacct dump) as in the table above."""
+    from r1hpc.fsio import append_jsonl
+
+    run = tmp_path / "exp9"
+    for job_id, stage, step, kind, executor, tasks in RUN_JOBS:
+        append_jsonl(
+            run / "jobs.jsonl",
+            {
+                "time": f"2026-11-20T{int(job_id) % 100 // 10 + 10:02d}:00:00+00:00",
+                "stage": stage,
+                "step": step,
+                "kind": kind,
+                "executor": executor,
+                "name": f"r1hpc:exp9:{stage}:{'-' if step is None else step}",
+                "job_id": job_id,
+                "task_ids": tasks,
+                "array_size": len(tasks) if "_" in tasks[0] else 0,
+            },
+        )
+    for rec in (_step(0, 100.0, 0.5, 0.2), _step(1, 300.0, 0.9, 0.95), _step(1, 300.0, 0.1, 0.6)):
+        append_jsonl(run / "metrics" / "r1_zero.jsonl", rec)
+    for rec in (_step(0, 80.0, 0.75, 0.5), _step(1, 40.0, 0.25), {"step": 5, "reward_mean": 0.2}):
+        append_jsonl(run / "metrics" / "distill_rl.jsonl", rec)
+    append_jsonl(run / "metrics" / "sft.jsonl", {"step": 0, "loss": 1.0})
+    lines = [HEADER]
+    for job_id, state, gpus, secs in RUN_SACCT:
+        job = next((j for j in RUN_JOBS if j[0] == job_id.split("_")[0]), None)
+        name = f"r1hpc:exp9:{job[1]}:{'-' if job[2] is None else job[2]}" if job else "r1hpc:other:sft:-"
+        lines.append(
+            f"{job_id}|{job_id}|{name}|alice|test|gpu|{state}|2026-11-20T10:00:00|2026-11-20T12:00:00|"
+            f"2026-11-20T13:00:00|{secs}|cpu=1,gres/gpu={gpus}|gpu01|"
+        )
+    dump = tmp_path / "run.txt"
+    dump.write_text("\n".join(lines) + "\n")
+    return run, dump
+
+
+def test_run_dir_splits_gpu_hours_into_busy_and_waiting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run, dump = _busy_run(tmp_path)
+    out = tmp_path / "busy.json"
+    assert main(["--sacct-file", str(dump), "--run-dir", str(run), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    rep = json.loads(out.read_text())
+    assert rep["totals"]["gpu_seconds"] == 6250  # only the run's Slurm jobs: not 999, not the local 950
+    assert rep["query"]["run_dir"] == str(run)
+    busy = rep["busy"]
+    rows = {(r["stage"], r["kind"]): r for r in busy["rows"]}
+    got = {
+        k: tuple(
+            round(r[c] * 3600, 6) for c in ("gpu_hours", "busy_gpu_hours", "waiting_gpu_hours", "not_split_gpu_hours")
+        )
+        for k, r in rows.items()
+    }
+    assert got == {
+        ("distill_rl", "rollout"): (70, 40, 20, 10),
+        ("distill_rl", "train"): (180, 50, 130, 0),
+        ("r1_zero", "rollout"): (2000, 1000, 1000, 0),
+        ("r1_zero", "train"): (2000, 1600, 400, 0),
+        ("sft", "train"): (2000, 0, 0, 2000),
+    }
+    assert rows[("r1_zero", "train")]["waiting_share"] == pytest.approx(0.2)
+    assert rows[("sft", "train")]["waiting_share"] is None and rows[("sft", "train")]["split_by"] == []
+    # jobs and array tasks, as in the other tables
+    assert rows[("r1_zero", "rollout")]["jobs"] == 2 and rows[("distill_rl", "train")]["jobs"] == 2
+    t = busy["totals"]
+    assert (round(t["busy_gpu_hours"] * 3600), round(t["waiting_gpu_hours"] * 3600)) == (2690, 1550)
+    assert round(t["not_split_gpu_hours"] * 3600) == 2010 and t["jobs"] == rep["totals"]["jobs"] == 8
+    assert busy["jobs_not_in_sacct"] == []
+    # the text table
+    table = text.split("Busy and waiting GPU-hours of run ")[1].splitlines()
+    line = next(x for x in table if x.startswith("r1_zero") and " train " in x)
+    assert line.split()[:7] == ["r1_zero", "train", "1", "0.556", "0.444", "0.111", "20%"]
+    sft = next(x for x in table if x.startswith("sft"))
+    assert sft.split()[:7] == ["sft", "train", "1", "0.556", "-", "-", "-"] and "not split (no step timing)" in sft
+    total = next(x for x in table if x.startswith("TOTAL"))
+    assert total.split() == ["TOTAL", "8", "1.736", "0.747", "0.431", "37%", "0.558"]
+    assert any(x.startswith("How: a long-lived GRPO") for x in table)
+
+
+def test_run_dir_live_sacct_window_starts_at_the_first_submission(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    import r1hpc.accounting.cli as cli
+
+    run, dump = _busy_run(tmp_path)
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        asked: list[list[str]] = []
+        text = dump.read_text()
+        monkeypatch.setattr(cli, "run_sacct", lambda cmd: asked.append(cmd) or text)
+        assert main(["--run-dir", str(run), "--quiet"]) == 0
+        # first submission 10:00 UTC (job 900), an hour of margin before it
+        assert asked[0][asked[0].index("-S") + 1] == "2026-11-20T09:00:00"
+        assert main(["--run-dir", str(run), "--quiet", "--since", "2026-11-19"]) == 0
+        assert asked[1][asked[1].index("-S") + 1] == "2026-11-19T00:00:00"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    capsys.readouterr()
+    # a job of the run that sacct does not list is named
+    out = tmp_path / "b.json"
+    lines = [x for x in dump.read_text().splitlines() if not x.startswith("902|")]
+    dump.write_text("\n".join(lines) + "\n")
+    assert main(["--sacct-file", str(dump), "--run-dir", str(run), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["busy"]["jobs_not_in_sacct"] == ["902"]
+    assert "1 of the run's Slurm jobs not in the sacct rows read (outside the window?): 902" in capsys.readouterr().out
+
+
+def test_run_dir_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from r1hpc.fsio import append_jsonl
+
+    assert main(["--sacct-file", str(MIXED), "--run-dir", str(tmp_path / "nope")]) == 2
+    assert "no jobs.jsonl" in capsys.readouterr().err
+    local = tmp_path / "local"
+    append_jsonl(
+        local / "jobs.jsonl", {"stage": "sft", "step": None, "kind": "train", "executor": "local", "job_id": "1"}
+    )
+    assert main(["--sacct-file", str(MIXED), "--run-dir", str(local)]) == 2
+    assert "no Slurm jobs" in capsys.readouterr().err
+    assert "idle_rollout_frac" in build_parser().format_help()  # the split rule is in the help text

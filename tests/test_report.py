@@ -15,7 +15,14 @@ from r1hpc.report import build_report, compare_sentences, job_times, main
 from r1hpc.stages.eval import summarize
 from r1hpc.tensorboard_log import TBWriter, log_scalars, read_scalars, scalars_of
 
-PLOTS = ("reward_accuracy.png", "response_length.png", "sft_loss.png", "heldout_pass1.png", "compute_time.png")
+PLOTS = (
+    "reward_accuracy.png",
+    "response_length.png",
+    "sft_loss.png",
+    "heldout_pass1.png",
+    "compute_time.png",
+    "step_time.png",
+)
 
 
 def eval_summary_for(stage: str, correct_per_problem: list[int], k: int = 4) -> dict:
@@ -172,11 +179,58 @@ def test_report_tables_sentences_and_plots(run_dir, monkeypatch):
     assert "| eval-base | 1 | 2 | 1.25 | eval 1.25 | submitit log timestamps |" in text
     assert re.search(r"\| sft \| 1 \| 1 \| 0\.00 \| - \| none; 1 task\(s\) without a time \|", text)
     assert "Compute: 6.1 job-minutes in all; r1_zero took the most (3.3 min, 55%)" in text  # (90+75+180+20) s
+    # "Where the time goes" with metrics from before the full per-step timing: what is there, "-" for the rest
+    assert "| r1_zero | 8 | - | 12.0 | - | 4.0 | - | - | - | 1.5 | - | - | - |" in text
+    assert "| distill_rl | no timing in metrics |" in text and "| rl_all | not run |" in text
+    assert "a GRPO step took" not in text  # no time_step_s: no sentence
     for name in PLOTS:
         assert f"(plots/{name})" in text
         with Image.open(run_dir / "plots" / name) as im:
             im.verify()
             assert im.format == "PNG" and im.size[0] > 200 and im.size[1] > 100
+
+
+def test_report_where_the_time_goes(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    run = tmp_path / "timed"
+    # three steps; the first carries the job start-up (medians ignore it); step 1 logged twice
+    steps = [  # (step_s, rollout, score, train, wait, reload, publish, handoff, idle train, idle rollout)
+        (90.0, 30.0, 3.0, 10.0, 40.0, 5.0, 2.0, 47.0, 0.89, 0.58),
+        (40.0, 20.0, 2.0, 12.0, 14.0, 4.0, 1.0, 6.0, 0.70, 0.35),
+        (50.0, 22.0, 2.5, 11.0, 20.0, 6.0, 1.5, 14.5, 0.78, 0.39),
+    ]
+    keys = (
+        "time_step_s",
+        "time_rollout_s",
+        "time_score_s",
+        "time_train_s",
+        "time_wait_s",
+        "time_reload_s",
+        "time_publish_s",
+        "time_handoff_s",
+        "idle_train_frac",
+        "idle_rollout_frac",
+    )
+    for step, values in enumerate(steps):
+        if step == 1:  # the killed first try of step 1: replaced by the line after it
+            append_jsonl(run / "metrics" / "r1_zero.jsonl", {"step": 1, **dict.fromkeys(keys, 999.0)})
+        append_jsonl(run / "metrics" / "r1_zero.jsonl", {"step": step, "reward_mean": 0.1, **dict(zip(keys, values))})
+    text = build_report(run).read_text()
+    table = text.split("## Where the time goes")[1].split("## Compute time")[0]
+    assert (
+        "| RL stage | timed steps | whole step s | rollout s | scoring s | training s | wait for rollouts s | "
+        "policy reload s | publish s | overhead s | overhead share | train job idle | rollout tasks idle |"
+    ) in table
+    # medians; overhead share = median of 47/90, 6/40, 14.5/50 = 0.52, 0.15, 0.29
+    assert "| r1_zero | 3 | 50.0 | 22.0 | 2.5 | 11.0 | 20.0 | 5.0 | 1.5 | 14.5 | 29% | 78% | 39% |" in table
+    assert "| r1_zero | not run |" not in table and "| reasoning_rl | not run |" in table
+    assert "(plots/step_time.png)" in table
+    assert (
+        "- r1_zero: a GRPO step took 50.0 s (median); 29% of it overhead (job starts, handoffs, polling); "
+        "idle: the train job 78%, the rollout tasks 39%." in text
+    )
+    with Image.open(run / "plots" / "step_time.png") as im:
+        im.verify()
 
 
 def test_report_of_an_empty_run_says_not_run(tmp_path, capsys):

@@ -4,6 +4,7 @@ gpu-hours --since now-7days                          # standard tables from live
 gpu-hours --since 2026-11-01 --until 2026-12-01 --by account,partition --prices prices.yaml
 gpu-hours --since now-1days --save-sacct dump.txt    # keep what sacct said ...
 gpu-hours --sacct-file dump.txt --by run,stage,day --csv out.csv --plot out.png   # ... report later
+gpu-hours --run-dir runs/exp1                         # one run's jobs, split into busy and waiting
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from r1hpc.accounting.busy import SPLIT_RULES, busy_report, render_busy, run_jobs, run_since, split_usage, step_records
 from r1hpc.accounting.plot import plot_daily
 from r1hpc.accounting.prices import Prices, flat_prices, load_prices
 from r1hpc.accounting.report import KEYS, STANDARD_TABLES, build_report, check_keys, render_text, write_csv, write_json
 from r1hpc.accounting.sacct import SacctError, SacctRow, parse_dump, read_dump, run_sacct, sacct_command, save_dump
 from r1hpc.accounting.timespec import TimeSpecError, parse_time
 from r1hpc.accounting.usage import JobUsage, attribute, job_usage
+from r1hpc.fsio import StoreError
 
 PROG = "gpu-hours"
 
@@ -40,6 +43,14 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     src.add_argument("--user", help="only this user's jobs")
     src.add_argument("--account", help="only this Slurm account's jobs")
     src.add_argument("--run", help="only this r1hpc run's jobs")
+    src.add_argument(
+        "--run-dir",
+        type=Path,
+        metavar="RUN",
+        help="only this run directory's Slurm jobs (its jobs.jsonl; --since defaults to just before its first "
+        "submission), and a table of their GPU-hours per stage and job kind split into busy and waiting; "
+        + SPLIT_RULES,
+    )
     src.add_argument(
         "--sacct-file", type=Path, metavar="FILE", help="read a saved `sacct -P` dump instead of running sacct"
     )
@@ -131,9 +142,17 @@ def main(argv: list[str] | None = None) -> int:
             prices = load_prices(args.prices, args.price_per_gpu_hour)
         elif args.price_per_gpu_hour is not None:
             prices = flat_prices(args.price_per_gpu_hour)
+        jobs: dict[str, dict[str, Any]] | None = None
+        if args.run_dir is not None:
+            jobs = run_jobs(args.run_dir)
+            first = run_since(jobs)
+            if args.since is None and args.sacct_file is None and first is not None:
+                args.since = first.strftime("%Y-%m-%dT%H:%M:%S")
         rows, query, now, since, until = collect(args, now)
         usages: list[JobUsage] = []
         for row in rows:
+            if jobs is not None and row.job_id.split("_")[0] not in jobs:
+                continue
             if (
                 args.user
                 and row.user != args.user
@@ -154,9 +173,16 @@ def main(argv: list[str] | None = None) -> int:
                 )
             usages.append(u)
         tables = [tuple(by)] if by else list(STANDARD_TABLES)
+        if jobs is not None:
+            query["run_dir"] = str(args.run_dir)
         report = build_report(usages, tables, query)
+        if jobs is not None:
+            records = step_records(args.run_dir, {str(j.get("stage")) for j in jobs.values()})
+            report["busy"] = busy_report(split_usage(usages, jobs, records), args.run_dir, jobs, usages)
         if not args.quiet:
             sys.stdout.write(render_text(report))
+            if jobs is not None:
+                sys.stdout.write("\n" + render_busy(report["busy"]))
         if args.csv is not None:
             write_csv(report, args.csv)
         if args.json is not None:
@@ -167,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     except SacctError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
-    except (ValueError, OSError) as e:  # TimeSpecError, PriceError, bad --by, unwritable output
+    except (ValueError, OSError, StoreError) as e:  # TimeSpecError, PriceError, bad --by or run dir, unwritable output
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     return 0
