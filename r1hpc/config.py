@@ -146,6 +146,9 @@ class GRPOConfig:
     checkpoint_every: int = 10  # stage mode: trainer checkpoint (weights + optimizer) every N steps
     wait_timeout_s: float = 3600.0  # stage mode: a job waiting longer for its input fails, naming it
     poll_max_s: float = 2.0  # stage mode: longest sleep between two looks for an awaited output
+    # stage mode: a job stops when a partner's heartbeat is older than this (killed or cancelled;
+    # a job requeued by Slurm that is back within it takes over and nobody stops)
+    heartbeat_timeout_s: float = 300.0
 
 
 @dataclass
@@ -504,19 +507,16 @@ def _problems(cfg: Config) -> list[tuple[str, str]]:
         "grpo.max_staleness",
         f"must be 0 (on-policy) or 1 (one-step overlap), got {g.max_staleness}",
     )
-    # The Megatron train job computes the ratio's old log-probs with v(N) itself, which is right only
-    # on-policy; the lagged behaviour policy is loaded by the torch backend alone (stages/grpo.py).
-    need(
-        g.max_staleness == 0 or p.backend != "megatron",
-        "grpo.max_staleness",
-        "1 (one-step overlap) needs the behaviour policy's log-probs, which parallel.backend 'megatron' "
-        "does not compute yet",
-    )
     need(g.ref_refresh_steps >= 0, "grpo.ref_refresh_steps", f"must be >= 0 (0 = never), got {g.ref_refresh_steps}")
     need(g.max_grad_norm > 0, "grpo.max_grad_norm", f"must be > 0, got {g.max_grad_norm}")
     need(g.checkpoint_every >= 1, "grpo.checkpoint_every", f"must be >= 1, got {g.checkpoint_every}")
     need(g.wait_timeout_s > 0, "grpo.wait_timeout_s", f"must be > 0 seconds, got {g.wait_timeout_s}")
     need(g.poll_max_s > 0, "grpo.poll_max_s", f"must be > 0 seconds, got {g.poll_max_s}")
+    need(
+        g.heartbeat_timeout_s >= 3,
+        "grpo.heartbeat_timeout_s",
+        f"must be >= 3 seconds (renewed every sixth of it), got {g.heartbeat_timeout_s}",
+    )
     if m.max_seq_len >= 1:
         for key, tokens in (
             ("grpo.max_new_tokens", g.max_new_tokens),

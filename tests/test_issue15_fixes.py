@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from r1hpc.accounting.cli import main as gpu_hours
-from r1hpc.rollout.base import derive_seed
 from r1hpc.algos import GRPOSettings
+from r1hpc.rollout.base import derive_seed
 from r1hpc.train.grpo import grpo_update
 
 PAD = 0

@@ -5,9 +5,9 @@ import copy
 import pytest
 import torch
 
+from r1hpc.algos import GRPOSettings
 from r1hpc.model.factory import ModelSize, build_model
 from r1hpc.train.batches import pack
-from r1hpc.algos import GRPOSettings
 from r1hpc.train.grpo import grpo_update, sequence_logprobs
 from r1hpc.train.logprobs import token_logprobs
 

@@ -43,7 +43,7 @@ from r1hpc.stages.common import (
     stage_generator,
     stage_seed,
 )
-from r1hpc.stages.handoff import clear_failures, failures_recorded, wait_for
+from r1hpc.stages.handoff import clear_failures, failures_recorded, heartbeat, wait_for
 from r1hpc.store import list_versions, publish_shard, shard_is_complete, version_published
 
 __all__ = [
@@ -249,7 +249,11 @@ def rollout_loop(run_dir: str, stage: str, shard: int) -> dict[str, Any]:
     worker = RolloutWorker(ctx, stage, shard)
     done = []
     try:
-        with failures_recorded(ctx.run, stage, me), preemption.saving_loop():
+        with (
+            failures_recorded(ctx.run, stage, me),
+            heartbeat(ctx.run, stage, me, g.heartbeat_timeout_s),
+            preemption.saving_loop(),
+        ):
             for step in todo:
                 version = policy_version_for_step(g, step)
                 waited = wait_for(
@@ -260,6 +264,8 @@ def rollout_loop(run_dir: str, stage: str, shard: int) -> dict[str, Any]:
                     me,
                     timeout_s=g.wait_timeout_s,
                     max_sleep_s=g.poll_max_s,
+                    partners=("train",),
+                    heartbeat_timeout_s=g.heartbeat_timeout_s,
                 )
                 worker.run_step(step, wait_seconds=waited)
                 done.append(step)

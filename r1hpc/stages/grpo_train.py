@@ -37,7 +37,7 @@ import torch
 from r1hpc import preemption, recipe
 from r1hpc.algos import GRPOSettings, reward_metrics
 from r1hpc.stages.common import StageContext, load_policy, log_metrics, log_metrics_once, publish_policy, stage_seed
-from r1hpc.stages.handoff import failures_recorded, wait_for
+from r1hpc.stages.handoff import failures_recorded, heartbeat, wait_for
 from r1hpc.store import ModelVersion, list_versions, read_step_shards, shard_is_complete, version_published
 from r1hpc.train.checkpoint import checkpoint_steps, load_checkpoint, save_checkpoint
 
@@ -104,7 +104,11 @@ def train_steps(
         return [{**record, "skipped": "already published"} for record in records]
     me = "train"
     out: list[dict[str, Any]] = []
-    with failures_recorded(ctx.run, stage, me) if is_main else contextlib.nullcontext(), preemption.saving_loop():
+    with (
+        failures_recorded(ctx.run, stage, me) if is_main else contextlib.nullcontext(),
+        heartbeat(ctx.run, stage, me, g.heartbeat_timeout_s) if is_main else contextlib.nullcontext(),
+        preemption.saving_loop(),
+    ):
         backend = make_backend(ctx, stage)
         try:
             versions = {v.version: v for v in list_versions(ctx.run, stage)}
@@ -124,6 +128,8 @@ def train_steps(
                         me,
                         timeout_s=g.wait_timeout_s,
                         max_sleep_s=g.poll_max_s,
+                        partners=tuple(f"rollout_{k}" for k in range(g.rollout_shards)),
+                        heartbeat_timeout_s=g.heartbeat_timeout_s,
                     )
                 started = time.time()
                 records = read_step_shards(ctx.run, stage, step, g.rollout_shards)

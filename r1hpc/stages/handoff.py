@@ -6,9 +6,15 @@ polls a cheap predicate (a stat or two) with a sleep that grows with the time al
 an output that appears after t seconds is noticed within ~2% of t (or `max_sleep_s`): fast
 handoffs on one machine, few metadata requests on a shared filesystem during long waits.
 
-A job of the stage that fails with an exception leaves `rollouts/<stage>/FAILED_<who>.json`; the
-others' waits then stop at once with an error naming it instead of waiting out their timeout.
-`prepare_stage` clears the markers, so re-running `r1hpc run` starts the stage's jobs afresh.
+A job that cannot go on stops its partners instead of letting them wait out their timeout:
+- one that fails with an exception leaves `rollouts/<stage>/FAILED_<who>.json`, and the others'
+  waits stop at once with an error naming it (`prepare_stage` clears the markers, so re-running
+  `r1hpc run` starts the stage's jobs afresh);
+- one that is killed (scancel, OOM, node failure) leaves nothing, so every job of the stage holds a
+  heartbeat lease (`leases/<stage>/<who>.lease`, renewed in the background); a wait stops once a
+  partner's heartbeat is older than grpo.heartbeat_timeout_s. A partner requeued by Slurm (time
+  limit, preemption) takes its lease over when it starts again: within that time nobody stops.
+  The lease also keeps a second copy of the same job from running beside the first.
 """
 
 from __future__ import annotations
@@ -22,9 +28,18 @@ from pathlib import Path
 from typing import Any
 
 from r1hpc.fsio import atomic_write_json
+from r1hpc.lease import Lease, LeaseHeldError
 from r1hpc.store import RunDir
 
-__all__ = ["WaitTimeout", "PartnerFailed", "wait_for", "failure_markers", "clear_failures", "failures_recorded"]
+__all__ = [
+    "WaitTimeout",
+    "PartnerFailed",
+    "wait_for",
+    "failure_markers",
+    "clear_failures",
+    "failures_recorded",
+    "heartbeat",
+]
 
 _PREFIX = "FAILED_"
 
@@ -47,7 +62,40 @@ def clear_failures(run: RunDir, stage: str) -> None:
         path.unlink(missing_ok=True)
 
 
-def _check_partners(run: RunDir, stage: str, me: str) -> None:
+@contextlib.contextmanager
+def heartbeat(run: RunDir, stage: str, me: str, timeout_s: float) -> Iterator[None]:
+    """Hold `me`'s heartbeat lease of the stage while the block runs (module docstring). A copy of
+    the same job still alive elsewhere makes this one fail at once, naming it."""
+    ttl = timeout_s / 2  # renewed every ttl/3: several renewals per timeout
+    lease = Lease(run.lease_path(stage, me), owner=f"{stage} {me}", ttl_s=ttl, max_skew_s=min(30.0, ttl))
+    try:
+        # A killed predecessor's lease: taken over at once on its own host (its pid is gone), or
+        # once it expires elsewhere.
+        lease.acquire(wait_s=ttl + lease.max_skew_s + 1)
+    except LeaseHeldError as e:
+        raise RuntimeError(f"{me} of stage {stage} is already running: {e}") from None
+    with lease.kept_renewed():
+        yield
+
+
+def _silent_for(run: RunDir, stage: str, who: str) -> float | None:
+    """Seconds since `who`'s heartbeat was last renewed; None without one (not started yet, or
+    finished and released)."""
+    info = Lease(run.lease_path(stage, who, create=False)).holder()
+    if info is None:
+        return None
+    return time.time() - (float(info["expires_at"]) - float(info.get("ttl_s", 0.0)))
+
+
+def _check_partners(run: RunDir, stage: str, me: str, partners: tuple[str, ...], heartbeat_timeout_s: float) -> None:
+    for who in partners:
+        silent = _silent_for(run, stage, who)
+        if silent is not None and silent > heartbeat_timeout_s:
+            raise PartnerFailed(
+                f"{who} of stage {stage} stopped: its heartbeat ({run.lease_path(stage, who, create=False)}) "
+                f"is {silent:.0f} s old (grpo.heartbeat_timeout_s={heartbeat_timeout_s:g}): killed, cancelled "
+                f"or requeued and not back. {me} stops too; run `r1hpc run` again to resume the stage"
+            )
     for path in failure_markers(run, stage):
         if path.stem != _PREFIX + me:
             try:
@@ -68,12 +116,15 @@ def wait_for(
     me: str,
     timeout_s: float,
     max_sleep_s: float = 2.0,
+    partners: tuple[str, ...] = (),
+    heartbeat_timeout_s: float = float("inf"),
 ) -> float:
     """Block until `ready()`; return the seconds waited. WaitTimeout naming `what` after `timeout_s`;
-    PartnerFailed as soon as another job of the stage left a failure marker."""
+    PartnerFailed as soon as another job of the stage left a failure marker, or one of `partners`
+    let its heartbeat go silent for `heartbeat_timeout_s`."""
     started = time.monotonic()
     while not ready():
-        _check_partners(run, stage, me)
+        _check_partners(run, stage, me, partners, heartbeat_timeout_s)
         waited = time.monotonic() - started
         if waited > timeout_s:
             raise WaitTimeout(
@@ -90,9 +141,7 @@ def failures_recorded(run: RunDir, stage: str, me: str) -> Iterator[None]:
     """Leave a failure marker if the block raises (not for a stop or requeue: SystemExit passes)."""
     try:
         yield
-    except PartnerFailed:
-        raise  # the partner's marker already says what failed
-    except Exception as e:
+    except Exception as e:  # PartnerFailed too: a partner killed without a marker stops the rest
         info: dict[str, Any] = {
             "who": me,
             "error": f"{type(e).__name__}: {str(e)[:500]}",
