@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_MODEL = ["--layers", "1", "--hidden", "64", "--heads", "2"]  # head_dim 32: one vLLM's CPU kernels take
 SMOKE: dict[str, list[str]] = {
     "bench_generate.py": [
         "--prompts",
@@ -25,7 +24,10 @@ SMOKE: dict[str, list[str]] = {
         "1",
         "--max-new-tokens",
         "2",
-        *TINY_MODEL,
+        "--size",
+        "tiny=1,64,2,1,128",  # one size (one engine start); head_dim 32: one vLLM's CPU kernels take
+        "--vocab",
+        "300",
         "--hf-batch-size",
         "1",
         "--reps",
