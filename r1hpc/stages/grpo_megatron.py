@@ -1,32 +1,46 @@
-"""The Megatron backend of a GRPO stage's train job (used when ``parallel.backend == "megatron"``):
-a stage job over the Megatron modules of r1hpc/megatron (model, conversion, GRPO step, checkpoint).
+"""The Megatron backend of a GRPO stage's train job (used when ``parallel.backend == "megatron"``).
 
-    train_task(run_dir, stage, step)    same contract as r1hpc.stages.grpo.train_task: reads the
-        step's rollout shards, updates v(step) into v(step+1), publishes it, logs metrics; idempotent.
+    train_task(run_dir, stage, step)   per-step mode (grpo.jobs=step): update v(step) into
+        v(step+1), publish it, log metrics; returns the step's metrics record (idempotent).
+    train_loop(run_dir, stage)         long-lived mode (grpo.jobs=stage): every step of the stage in
+        one job that holds the model and optimizer; returns {"stage", "steps_trained"}.
+
+Both run r1hpc.stages.grpo_train.train_steps, the loop every backend shares (waiting for shards,
+restore + replay, reference/behaviour choice, metrics, publishing and checkpointing cadence), with
+`MegatronBackend`: the model, DDP wrapper and Megatron optimizer of r1hpc/megatron built once per
+job on every rank.
 
 How it runs: inside a distributed launch (torchrun, or srun with one task per rank: WORLD_SIZE or
-SLURM_NTASKS > 1) every rank runs the update directly; otherwise (the local executor, or a
-one-task Slurm job on one node) it starts ``torchrun --standalone --nproc-per-node
-launch.train.tasks_per_node`` here and waits.
+SLURM_NTASKS > 1) every rank runs the loop directly; otherwise (the local executor, or a one-task
+Slurm job on one node) it starts ``torchrun --standalone --nproc-per-node
+launch.train.tasks_per_node -m r1hpc.stages.grpo_megatron RUN_DIR STAGE FIRST LAST`` here and waits.
 
-Per step, on every rank:
-1. weights: the Megatron checkpoint ``train_state/<stage>/megatron_step_NNNN`` (weights + Adam
-   state written by the previous step's job) when present, else v(step) imported from its HF
-   directory; the reference policy is imported from its HF version;
-2. the GRPO update (``grpo_step``: r1hpc.algos math, inside megatron's schedule), in
-   ``grpo.mini_batches`` optimizer steps;
-3. checkpoint step+1 (with optimizer), HF export to a temp dir (each rank writes its own tensors),
-   tokenizer files copied from v(step), ``publish_model`` and ``log_metrics`` by rank 0.
-A job killed anywhere reruns the same deterministic update (no sampling inside the update).
+The backend, on every rank:
+- restore: the newest complete Megatron checkpoint ``train_state/<stage>/megatron_step_NNNN``
+  (weights + Adam state, the state before step NNNN's update) at or before the first unpublished
+  step, else v0000 imported from its HF directory with a fresh optimizer; the loop replays the
+  published steps after it.
+- update: the step's records shuffled by the step's seed (rows, as the torch backend), as a
+  RolloutBatch sharded over data-parallel ranks; old log-probs from the held policy (on-policy) or
+  from the behaviour policy v(step-1) (grpo.max_staleness=1: a frozen copy of the policy taken
+  before the previous update, imported from HF after a restart); reference log-probs from a frozen
+  model re-imported only when the reference version changes; then ``grpo.mini_batches`` optimizer
+  steps over consecutive chunks of this rank's micro-batches (``grpo_step.grpo_train_step``).
+- publish: HF export to a temp dir (each rank writes its own tensors), tokenizer files copied from
+  the restored version, ``publish_model`` by rank 0.
+- save_state: the Megatron dist checkpoint (with optimizer), older ones pruned (the newest two kept).
+
+The update is deterministic (no sampling; RNGs reseeded per step), so the versions published equal
+whether the stage runs as one job, as per-step jobs, or is killed and rerun.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +48,29 @@ import torch
 
 from r1hpc import recipe
 
-__all__ = ["train_task", "worker", "checkpoint_dir"]
+__all__ = ["train_task", "train_loop", "worker", "MegatronBackend", "checkpoint_dir", "rollout_batch"]
 
 _WEIGHT_FILES = (".safetensors", ".bin", ".pt")
 _NOT_COPIED = {"config.json", "model.safetensors.index.json", "generation_config.json"}
+_PREFIX = "megatron_step_"
+KEEP_CHECKPOINTS = 2  # the newest and the one before (survives a save found broken later)
 
 
 def checkpoint_dir(state_dir: Path, step: int) -> Path:
     """Where the weights + optimizer state *before* step ``step``'s update live (= v(step))."""
-    return state_dir / f"megatron_step_{step:04d}"
+    return state_dir / f"{_PREFIX}{step:04d}"
+
+
+def checkpoint_steps(state_dir: Path) -> list[int]:
+    """Steps of the complete Megatron checkpoints (their metadata file is written last), ascending."""
+    from r1hpc.megatron.checkpoint import META_NAME
+
+    out = []
+    for d in state_dir.glob(f"{_PREFIX}*") if state_dir.is_dir() else []:
+        tail = d.name[len(_PREFIX) :]
+        if tail.isdigit() and (d / META_NAME).is_file():
+            out.append(int(tail))
+    return sorted(out)
 
 
 def _in_distributed_launch() -> bool:
@@ -51,20 +79,47 @@ def _in_distributed_launch() -> bool:
     )
 
 
+# --------------------------------------------------------------------------------------------
+# Entry points
+
+
 def train_task(run_dir: str, stage: str, step: int) -> dict[str, Any]:
-    """Update v(step) with the step's rollouts and publish v(step+1) (idempotent)."""
-    from r1hpc.distributed import detect
-    from r1hpc.stages.common import StageContext, log_metrics_once
-    from r1hpc.store import list_versions
+    """Per-step mode: update v(step) with the step's rollouts and publish v(step+1) (idempotent);
+    returns the step's metrics record."""
+    return _run(run_dir, stage, step, step)[0]
+
+
+def train_loop(run_dir: str, stage: str) -> dict[str, Any]:
+    """Long-lived mode: every step of the stage in one job holding the model and optimizer."""
+    from r1hpc.stages.common import StageContext
 
     ctx = StageContext(run_dir)
-    versions = {v.version: v for v in list_versions(ctx.run, stage)}
-    if step + 1 in versions:
-        if detect().is_main:  # metrics/<stage>.jsonl has one writer
-            log_metrics_once(ctx, stage, versions[step + 1].meta["metrics"])
-        return {"stage": stage, "step": step, "skipped": "already published", **versions[step + 1].meta}
+    steps = getattr(ctx.cfg, recipe.stage(stage).section).steps  # distill_rl: r1_zero's budget
+    return {"stage": stage, "steps_trained": len(_run(run_dir, stage, 0, steps - 1))}
+
+
+def worker(run_dir: str, stage: str, first: int, last: int) -> list[dict[str, Any]]:
+    """One rank of the train job (all ranks run this): steps first..last, as train_steps returns them."""
+    from r1hpc.distributed import detect
+    from r1hpc.stages.grpo_train import train_steps
+
+    return train_steps(run_dir, stage, range(first, last + 1), MegatronBackend, is_main=detect().is_main)
+
+
+def _run(run_dir: str, stage: str, first: int, last: int) -> list[dict[str, Any]]:
+    """Steps first..last here (inside a distributed launch) or in a torchrun started for them; the
+    records of the steps trained (or, with none left, the stored records, as train_steps)."""
+    from r1hpc.stages.common import StageContext
+    from r1hpc.stages.grpo_train import train_steps
+    from r1hpc.store import list_versions, version_published
+
     if _in_distributed_launch():
-        return worker(run_dir, stage, step)
+        return worker(run_dir, stage, first, last)
+    ctx = StageContext(run_dir)
+    steps = range(first, last + 1)
+    todo = [s for s in steps if not version_published(ctx.run, stage, s + 1)]
+    if not todo:  # logs a record its job did not get to log; starts no ranks
+        return train_steps(run_dir, stage, steps, _no_backend)
     p = ctx.cfg.parallel
     nproc = ctx.cfg.launch.train.tasks_per_node
     if nproc % (p.tp * p.pp):
@@ -73,29 +128,31 @@ def train_task(run_dir: str, stage: str, step: int) -> dict[str, Any]:
             f"parallel.tp*parallel.pp={p.tp * p.pp}"
         )
     torchrun = str(Path(sys.executable).with_name("torchrun"))
-    cmd = [
-        torchrun,
-        "--standalone",
-        f"--nproc-per-node={nproc}",
-        "-m",
-        "r1hpc.stages.grpo_megatron",
-        str(run_dir),
-        stage,
-        str(step),
-    ]
+    cmd = [torchrun, "--standalone", f"--nproc-per-node={nproc}", "-m", "r1hpc.stages.grpo_megatron"]
+    cmd += [str(run_dir), stage, str(first), str(last)]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
+    what = f"megatron train job {stage} steps {first}..{last}"
     proc = subprocess.run(cmd, env=env)
     if proc.returncode != 0:
-        raise RuntimeError(f"megatron train job {stage} step {step} failed (exit {proc.returncode}): {' '.join(cmd)}")
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}")
     versions = {v.version: v for v in list_versions(ctx.run, stage)}
-    if step + 1 not in versions:
-        raise RuntimeError(f"megatron train job {stage} step {step} exited 0 but published no v{step + 1:04d}")
-    return versions[step + 1].meta.get("metrics", {})
+    missing = [s + 1 for s in todo if s + 1 not in versions]
+    if missing:
+        raise RuntimeError(f"{what} exited 0 but published no v{missing[0]:04d}")
+    return [versions[s + 1].meta.get("metrics", {}) for s in todo]
 
 
-def _hyper(g: Any, micro_batch_size: int) -> Any:
-    from r1hpc.megatron.grpo_step import GRPOHyper
+def _no_backend(ctx: Any, stage: str) -> Any:
+    raise RuntimeError(f"{ctx.run_dir}/models/{stage}: the Megatron ranks run in torchrun, not in this process")
+
+
+# --------------------------------------------------------------------------------------------
+# Batch helpers
+
+
+def _settings(g: Any, micro_batch_size: int) -> Any:
+    from r1hpc.algos import GRPOSettings
 
     unsupported = []
     if g.dynamic_sampling:
@@ -104,17 +161,7 @@ def _hyper(g: Any, micro_batch_size: int) -> Any:
         unsupported.append("grpo.loss_agg=seq-mean-token-sum-norm")
     if unsupported:
         raise ValueError(f"parallel.backend=megatron does not support {', '.join(unsupported)} yet")
-    return GRPOHyper(
-        clip_low=g.clip_low,
-        clip_high=g.clip_high,
-        kl_coef=g.kl_coef,
-        kl_estimator=g.kl_estimator,
-        agg_mode=g.loss_agg,
-        micro_batch_size=micro_batch_size,
-        temperature=g.temperature,
-        dual_clip=g.dual_clip,
-        scale_adv_by_std=g.scale_adv_by_std,
-    )
+    return GRPOSettings.of(g, micro_batch_size=micro_batch_size)
 
 
 def rollout_batch(records: list[dict[str, Any]], pad_id: int, pad_multiple: int) -> Any:
@@ -140,163 +187,266 @@ def _micro_batch_size(per_rank: int, wanted: int) -> int:
     return max(d for d in range(1, min(per_rank, wanted) + 1) if per_rank % d == 0)
 
 
-def _reference_version(ref_refresh_steps: int, step: int) -> int:
-    """As the torch backend: the stage's v0, or the newest multiple of ref_refresh_steps."""
-    return 0 if ref_refresh_steps == 0 else (step // ref_refresh_steps) * ref_refresh_steps
-
-
-def _pad_id(hf_dir: Path) -> int:
-    import json
-
-    cfg = json.loads((hf_dir / "config.json").read_text())
-    pad = cfg.get("pad_token_id")
-    return int(pad if pad is not None else (cfg.get("eos_token_id") or 0))
-
-
-def worker(run_dir: str, stage: str, step: int) -> dict[str, Any]:
-    """One rank of the train job (all ranks run this)."""
-    import torch.distributed as dist
-    from megatron.core import parallel_state as ps
-
-    from r1hpc.algos import response_length_metrics, reward_metrics
-    from r1hpc.megatron import checkpoint
-    from r1hpc.megatron.grpo_step import grpo_train_step, is_reporting_rank, prepare_grpo_micro_batches
-    from r1hpc.megatron.hf_convert import export_hf, import_hf, megatron_config_from_hf
-    from r1hpc.megatron.model import ParallelLayout, build_model
-    from r1hpc.megatron.parallel import OptimConfig, build_optimizer, destroy_parallel, init_parallel, wrap_ddp
-    from r1hpc.stages.common import StageContext, log_metrics, stage_seed
-    from r1hpc.store import list_versions, publish_model, read_step_shards
-
-    started = time.time()
-    ctx = StageContext(run_dir)
-    cfg, g = ctx.cfg, ctx.cfg.grpo
-    st = getattr(cfg, recipe.stage(stage).section)  # distill_rl: r1_zero's budget (r1hpc.recipe)
-    versions = {v.version: v for v in list_versions(ctx.run, stage)}
-    if step not in versions:
-        raise FileNotFoundError(f"{ctx.run_dir}/models/{stage}: no v{step:04d} to update at step {step}")
-    records = read_step_shards(ctx.run, stage, step, g.rollout_shards)
-    src = versions[step].checked().path
-    mcfg = megatron_config_from_hf(src)
-    layout = ParallelLayout(tp=cfg.parallel.tp, pp=cfg.parallel.pp, ep=cfg.parallel.ep)
-    if "RANK" not in os.environ:  # srun with one task per rank: derive torchrun's variables
-        from r1hpc.distributed import init_from_env
-
-        init_from_env()
-    init_parallel(layout, seed=stage_seed(cfg.seed, stage, "megatron", step))
-    try:
-        state_dir = ctx.run.train_state_dir(stage)
-        model = build_model(mcfg, layout)
-        resume = checkpoint_dir(state_dir, step)
-        if not (resume / checkpoint.META_NAME).is_file():
-            import_hf(src, model)  # step 0, or the previous job's state is gone: weights only
-        ref = None
-        if g.kl_coef > 0:
-            ref = build_model(mcfg, layout)
-            import_hf(versions[_reference_version(g.ref_refresh_steps, step)].checked().path, ref)
-            ref.requires_grad_(False)
-            ref.eval()
-        optim = OptimConfig(
-            lr=st.lr,
-            clip_grad=g.max_grad_norm,
-            adam_beta2=0.99,
-            distributed_optimizer=cfg.parallel.distributed_optimizer,
-        )
-        ddp = wrap_ddp(model, optim)
-        optimizer = build_optimizer(ddp, optim)
-        if (resume / checkpoint.META_NAME).is_file():
-            checkpoint.load_checkpoint(ddp, mcfg, resume, optimizer=optimizer)
-
-        pad_id = _pad_id(src)
-        batch = rollout_batch(records, pad_id, pad_multiple=layout.tp)
-        dp = ps.get_data_parallel_world_size()
-        if batch.size % dp:
-            raise ValueError(f"{batch.size} rollouts at step {step} do not split over data-parallel size {dp}")
-        hyper = _hyper(g, _micro_batch_size(batch.size // dp, g.micro_batch_size))
-        mbs = prepare_grpo_micro_batches(ddp, ref, batch, hyper)
-        n_mini = min(g.mini_batches, len(mbs))
-        bounds = torch.linspace(0, len(mbs), n_mini + 1).round().long().tolist()
-        chunks = [mbs[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-        per_update = [grpo_train_step(ddp, optimizer, chunk, hyper) for chunk in chunks]
-
-        target = checkpoint_dir(state_dir, step + 1)
-        if not (target / checkpoint.META_NAME).is_file():
-            if dist.get_rank() == 0 and target.exists():
-                shutil.rmtree(target)  # a previous attempt died inside the save
-            dist.barrier()
-            checkpoint.save_checkpoint(
-                ddp, mcfg, target, step=step + 1, optimizer=optimizer, extra={"stage": stage, "layout": vars(layout)}
-            )
-
-        tmp = [str(ctx.tmp_dir()) if dist.get_rank() == 0 else ""]
-        dist.broadcast_object_list(tmp, src=0)
-        out = Path(tmp[0])
-        export_hf(
-            ddp,
-            mcfg,
-            out,
-            bos_id=_token_id(src, "bos_token_id", 0),
-            eos_id=_token_id(src, "eos_token_id", 1),
-            pad_id=pad_id,
-        )
-        metrics: dict[str, float] = {}
-        if is_reporting_rank():
-            metrics = {k: sum(m[k] for m in per_update) / len(per_update) for k in per_update[0]}
-        gathered: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, metrics)
-        metrics = next(m for m in gathered if m)
-        record: dict[str, Any] = {}
-        if dist.get_rank() == 0:
-            for f in src.iterdir():  # tokenizer and generation files of the policy this one came from
-                if (
-                    f.is_file()
-                    and f.name not in _NOT_COPIED
-                    and not f.name.endswith(_WEIGHT_FILES)
-                    and not f.name.startswith("MANIFEST")
-                ):
-                    shutil.copy2(f, out / f.name)
-            record = {
-                "step": step,
-                "stage": stage,
-                "backend": "megatron",
-                "layout": vars(layout),
-                **{k: float(v) for k, v in reward_metrics(batch.rewards, batch.group_ids).items() if v.dim() == 0},
-                **{k: float(v) for k, v in response_length_metrics(batch.mask).items()},
-                **metrics,
-                "updates": float(len(per_update)),
-                "policy_lag": step - min(int(r.get("policy_version", step)) for r in records),
-                "time_train_s": time.time() - started,
-            }
-            publish_model(ctx.run, stage, out, version=step + 1, meta={"metrics": record})
-            log_metrics(ctx, stage, record)
-            shutil.rmtree(out, ignore_errors=True)
-            _prune(state_dir, keep_from=step)
-        dist.barrier()
-        return record
-    finally:
-        destroy_parallel()
-
-
 def _token_id(hf_dir: Path, key: str, default: int) -> int:
-    import json
-
     value = json.loads((hf_dir / "config.json").read_text()).get(key)
     if isinstance(value, list):
         value = value[0] if value else None
     return int(value) if value is not None else default
 
 
-def _prune(state_dir: Path, keep_from: int) -> None:
-    """Drop Megatron checkpoints older than the one this job started from (they are never read again)."""
-    for d in state_dir.glob("megatron_step_*"):
+# --------------------------------------------------------------------------------------------
+# The backend
+
+
+class MegatronBackend:
+    """`r1hpc.stages.grpo_train.GRPOBackend` over megatron-core, one instance per rank per job:
+    the policy (DDP) and its optimizer, a frozen reference and (lag 1) a frozen behaviour policy."""
+
+    def __init__(self, ctx: Any, stage: str) -> None:
+        import torch.distributed as dist
+
+        from r1hpc.megatron.model import ParallelLayout
+        from r1hpc.megatron.parallel import init_parallel
+        from r1hpc.stages.common import stage_seed
+
+        self.ctx, self.stage = ctx, stage
+        self.cfg, self.g = ctx.cfg, ctx.cfg.grpo
+        _settings(self.g, 1)  # refuse what the Megatron step does not implement before building anything
+        self.lr = getattr(self.cfg, recipe.stage(stage).section).lr
+        self.state_dir: Path = ctx.run.train_state_dir(stage)
+        self.layout = ParallelLayout(tp=self.cfg.parallel.tp, pp=self.cfg.parallel.pp, ep=self.cfg.parallel.ep)
+        # A process group made by the caller (several jobs' loops in one process: the tests) outlives
+        # this backend; one made here is destroyed by close().
+        self._own_process_group = not dist.is_initialized()
+        if "RANK" not in os.environ and self._own_process_group:  # srun, one task per rank
+            from r1hpc.distributed import init_from_env
+
+            init_from_env()
+        init_parallel(self.layout, seed=stage_seed(self.cfg.seed, stage, "megatron", 0))
+        self.rank = dist.get_rank()
+        self.is_main = self.rank == 0
+        self.mcfg: Any = None
+        self.src: Path | None = None  # the HF version restored from: tokenizer files and token ids
+        self.ddp: Any = None
+        self.optimizer: Any = None
+        self._frozen: dict[str, Any] = {}  # "reference" / "behaviour" -> GPTModel
+        self._frozen_version: dict[str, int] = {}
+
+    # -- GRPOBackend ------------------------------------------------------------------------
+
+    def restore(self, step: int, versions: dict[int, Any]) -> int:
+        import torch.distributed as dist
+
+        from r1hpc.megatron import checkpoint
+        from r1hpc.megatron.hf_convert import import_hf, megatron_config_from_hf
+        from r1hpc.megatron.model import build_model
+        from r1hpc.megatron.parallel import OptimConfig, build_optimizer, wrap_ddp
+
+        saved = [s for s in checkpoint_steps(self.state_dir) if s <= step and s in versions]
+        choice = [max(saved) if saved else -1]
+        dist.broadcast_object_list(choice, src=0)  # every rank restores what rank 0 saw
+        start = max(choice[0], 0)
+        self.src = versions[start].checked().path
+        self.mcfg = megatron_config_from_hf(self.src)
+        model = build_model(self.mcfg, self.layout)
+        if choice[0] < 0:
+            import_hf(self.src, model)  # v0000: the stage's initial weights, fresh optimizer
+        optim = OptimConfig(
+            lr=self.lr,
+            clip_grad=self.g.max_grad_norm,
+            adam_beta2=0.99,
+            distributed_optimizer=self.cfg.parallel.distributed_optimizer,
+        )
+        self.ddp = wrap_ddp(model, optim)
+        self.optimizer = build_optimizer(self.ddp, optim)
+        if choice[0] >= 0:
+            checkpoint.load_checkpoint(
+                self.ddp, self.mcfg, checkpoint_dir(self.state_dir, start), optimizer=self.optimizer
+            )
+        self._frozen_version.clear()
+        return start
+
+    def update(
+        self,
+        step: int,
+        records: list[dict[str, Any]],
+        reference: Any,
+        behaviour: Any,
+    ) -> dict[str, float]:
+        import torch.distributed as dist
+        from megatron.core import parallel_state as ps
+        from megatron.core import tensor_parallel
+
+        from r1hpc.megatron.grpo_step import grpo_train_step, is_reporting_rank, prepare_grpo_micro_batches
+        from r1hpc.stages.common import stage_seed
+
+        seed = stage_seed(self.cfg.seed, self.stage, "megatron", step)
+        torch.manual_seed(seed)
+        tensor_parallel.model_parallel_cuda_manual_seed(seed)
+        # The mini-batches are random row subsets, as the torch backend's: shuffle the rows (every
+        # rank the same way), then each DP rank takes its contiguous slice, cut into micro-batches.
+        generator = torch.Generator().manual_seed(stage_seed(self.cfg.seed, self.stage, "train", step))
+        order = torch.randperm(len(records), generator=generator).tolist()
+        batch = rollout_batch([records[i] for i in order], self._pad_id(), pad_multiple=self.layout.tp)
+        dp = ps.get_data_parallel_world_size()
+        if batch.size % dp:
+            raise ValueError(f"{batch.size} rollouts at step {step} do not split over data-parallel size {dp}")
+        settings = _settings(self.g, _micro_batch_size(batch.size // dp, self.g.micro_batch_size))
+        ref = self._frozen_model("reference", reference) if reference is not None else None
+        old = self._frozen_model("behaviour", behaviour) if behaviour is not None else self.ddp
+        mbs = prepare_grpo_micro_batches(old, ref, batch, settings)
+        if self.g.max_staleness > 0:  # v(step) samples step+1: keep a copy instead of importing it then
+            self._hold_policy_copy(step)
+        n_mini = min(self.g.mini_batches, len(mbs))
+        bounds = torch.linspace(0, len(mbs), n_mini + 1).round().long().tolist()
+        chunks = [mbs[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        per_update = [grpo_train_step(self.ddp, self.optimizer, chunk, settings) for chunk in chunks]
+        metrics: dict[str, float] = {}
+        if is_reporting_rank():
+            metrics = {k: sum(m[k] for m in per_update) / len(per_update) for k in per_update[0]}
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, metrics)
+        metrics = next(m for m in gathered if m)
+        return {
+            "backend": "megatron",
+            "layout": vars(self.layout),
+            **metrics,
+            "updates": float(len(per_update)),
+        }  # type: ignore[dict-item]
+
+    def publish(self, version: int, meta: dict[str, Any]) -> None:
+        import torch.distributed as dist
+
+        from r1hpc.megatron.hf_convert import export_hf
+        from r1hpc.store import publish_model
+
+        assert self.src is not None
+        tmp = [str(self.ctx.tmp_dir()) if self.is_main else ""]
+        dist.broadcast_object_list(tmp, src=0)
+        out = Path(tmp[0])
         try:
-            n = int(d.name.rsplit("_", 1)[1].split(".")[0])
-        except ValueError:
-            continue
-        if n < keep_from:
-            shutil.rmtree(d, ignore_errors=True)
+            export_hf(
+                self.ddp,
+                self.mcfg,
+                out,
+                bos_id=_token_id(self.src, "bos_token_id", 0),
+                eos_id=_token_id(self.src, "eos_token_id", 1),
+                pad_id=self._pad_id(),
+            )
+            if self.is_main:
+                for f in self.src.iterdir():  # tokenizer and generation files, unchanged along the stage
+                    if (
+                        f.is_file()
+                        and f.name not in _NOT_COPIED
+                        and not f.name.endswith(_WEIGHT_FILES)
+                        and not f.name.startswith("MANIFEST")
+                    ):
+                        shutil.copy2(f, out / f.name)
+                publish_model(self.ctx.run, self.stage, out, version=version, meta=meta)
+        finally:
+            if self.is_main:
+                shutil.rmtree(out, ignore_errors=True)
+        dist.barrier()  # v(version) is in place for every rank before the loop goes on
+
+    def save_state(self, step: int) -> None:
+        import torch.distributed as dist
+
+        from r1hpc.megatron import checkpoint
+
+        target = checkpoint_dir(self.state_dir, step)
+        done = [(target / checkpoint.META_NAME).is_file()]
+        dist.broadcast_object_list(done, src=0)
+        if not done[0]:  # else a previous job saved this very state (the update is deterministic)
+            if self.is_main and target.exists():
+                shutil.rmtree(target)  # a previous attempt died inside the save
+            dist.barrier()
+            checkpoint.save_checkpoint(
+                self.ddp,
+                self.mcfg,
+                target,
+                step=step,
+                optimizer=self.optimizer,
+                extra={"stage": self.stage, "layout": vars(self.layout)},
+            )
+        if self.is_main:
+            _prune(self.state_dir, keep=KEEP_CHECKPOINTS)
+        dist.barrier()
+
+    def agree_stop(self, requested: bool) -> bool:
+        """Whether any rank got the stop signal (Slurm signals each task on its own): then every
+        rank saves at this step boundary (train_steps asks after each step)."""
+        import torch.distributed as dist
+
+        flag = torch.tensor([1 if requested else 0], dtype=torch.int64)
+        if torch.cuda.is_available() and dist.get_backend() == "nccl":
+            flag = flag.cuda()
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def close(self) -> None:
+        from megatron.core import parallel_state
+
+        from r1hpc.megatron.parallel import destroy_parallel
+
+        self.ddp = self.optimizer = None
+        self._frozen.clear()
+        self._frozen_version.clear()
+        if self._own_process_group:
+            destroy_parallel()
+        else:
+            parallel_state.destroy_model_parallel()
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _pad_id(self) -> int:
+        assert self.src is not None
+        cfg = json.loads((self.src / "config.json").read_text())
+        pad = cfg.get("pad_token_id")
+        return int(pad if pad is not None else (cfg.get("eos_token_id") or 0))
+
+    def _frozen_model(self, role: str, version: Any) -> Any:
+        """The frozen model of `role` holding `version` (imported from its HF directory unless held)."""
+        from r1hpc.megatron.hf_convert import import_hf
+
+        model = self._frozen_slot(role)
+        if self._frozen_version.get(role) != version.version:
+            import_hf(version.checked().path, model)
+            self._frozen_version[role] = version.version
+        return model
+
+    def _frozen_slot(self, role: str) -> Any:
+        from r1hpc.megatron.model import build_model
+
+        if role not in self._frozen:
+            model = build_model(self.mcfg, self.layout)
+            model.requires_grad_(False)
+            model.eval()
+            self._frozen[role] = model
+        return self._frozen[role]
+
+    def _hold_policy_copy(self, version: int) -> None:
+        """Copy the policy's weights (and buffers: the routers' expert bias) into the behaviour slot."""
+        from r1hpc.megatron.parallel import unwrap
+
+        model = self._frozen_slot("behaviour")
+        policy = unwrap(self.ddp)
+        src = list(policy.named_parameters()) + list(policy.named_buffers())
+        dst = list(model.named_parameters()) + list(model.named_buffers())
+        if [n for n, _ in src] != [n for n, _ in dst]:
+            raise RuntimeError("behaviour copy: the frozen model's tensors differ from the policy's")
+        with torch.no_grad():
+            for (_, s), (_, d) in zip(src, dst):
+                d.copy_(s)
+        self._frozen_version["behaviour"] = version
+
+
+def _prune(state_dir: Path, keep: int) -> None:
+    """Drop all but the newest `keep` complete Megatron checkpoints (a restore reads the newest)."""
+    for n in checkpoint_steps(state_dir)[:-keep]:
+        shutil.rmtree(checkpoint_dir(state_dir, n), ignore_errors=True)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4:
-        raise SystemExit("usage: torchrun ... -m r1hpc.stages.grpo_megatron RUN_DIR STAGE STEP")
-    worker(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    if len(sys.argv) != 5:
+        raise SystemExit("usage: torchrun ... -m r1hpc.stages.grpo_megatron RUN_DIR STAGE FIRST LAST")
+    worker(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
