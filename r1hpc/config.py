@@ -61,6 +61,29 @@ class LaunchConfig:
 
 
 @dataclass
+class EngineConfig:
+    """The vLLM engine every generation task builds: the rollout and rejection arrays (on
+    launch.rollout's resources) and the eval array (launch.eval's), when grpo.generator is vllm or
+    auto. One engine per array task, spanning all the task's GPUs: tp * pp * dp must equal the
+    kind's nodes * gpus_per_node (checked at load); whether the weights and one model.max_seq_len
+    sequence of KV cache fit is checked at `r1hpc run` / `r1hpc preflight` with the planner's
+    memory model (r1hpc.plan.engine). A multi-node engine is one task on the first node, which
+    starts the engine's workers on the other nodes (r1hpc.rollout.vllm_engine). CPU engines
+    (gpus_per_node = 0) are one process: tp = pp = dp = 1."""
+
+    tp: int = 1  # tensor_parallel_size: within a node (divides launch.<kind>.gpus_per_node)
+    pp: int = 1  # pipeline_parallel_size: across nodes
+    # data_parallel_size: 1 (vLLM 0.32's offline engine refuses more in one process); the array's
+    # tasks are the data parallelism (grpo.rollout_shards, rejection.shards, eval.shards).
+    dp: int = 1
+    ep: bool = False  # enable_expert_parallel: the experts spread over the tp*dp GPUs of a stage (MoE only)
+    # Weights in the engine. auto: float32 on CPU (vLLM's CPU kernels), bfloat16 on GPUs (what the
+    # trainer publishes). fp8: bfloat16 activations, 8-bit weights (vLLM quantization 'fp8': an fp8
+    # checkpoint such as DeepSeek-V3's is read as it is, a bf16 one is quantized when loaded).
+    dtype: Literal["auto", "float32", "bfloat16", "float16", "fp8"] = "auto"
+
+
+@dataclass
 class ModelConfig:
     """The policy's architecture (used when building from scratch) or the checkpoint to start from."""
 
@@ -313,6 +336,7 @@ class Config:
     runs_dir: str = "runs"
     seed: int = 0
     launch: LaunchConfig = field(default_factory=LaunchConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -345,6 +369,9 @@ class Config:
         return Path(self.runs_dir) / self.name
 
 
+# The launch.<kind> resources of the generation arrays, each task one engine (config `engine`):
+# rollout (the GRPO rollout and rejection arrays) and eval.
+ENGINE_KINDS = ("rollout", "eval")
 RL_STAGES = recipe.grpo_sections()  # config sections of the GRPO stages (r1hpc.recipe)
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -621,6 +648,98 @@ def _problems(cfg: Config) -> list[tuple[str, str]]:
     r = cfg.rewards
     need(r.timeout_s > 0, "rewards.timeout_s", f"must be > 0, got {r.timeout_s}")
     need(r.memory_mb >= 64, "rewards.memory_mb", f"must be >= 64, got {r.memory_mb}")
+    return out + _engine_problems(cfg)
+
+
+def _engine_problems(cfg: Config) -> list[tuple[str, str]]:
+    """The engine layout (config `engine`) against the model and against the resources of every
+    generation kind (ENGINE_KINDS). A rule both kinds break is one problem naming both, keyed by
+    the first."""
+    e, m, launch = cfg.engine, cfg.model, cfg.launch
+    kinds = {kind: getattr(launch, kind) for kind in ENGINE_KINDS}
+    out: list[tuple[str, str]] = []
+
+    def per_kind(field_name: str, bad: list[str], msg: str) -> None:
+        if bad:
+            keys = [f"launch.{k}.{field_name}" for k in bad]
+            shown = ", ".join(f"{key}={getattr(kinds[k], field_name)}" for key, k in zip(keys, bad))
+            out.append((keys[0], f"{shown}: {msg}"))
+
+    for name in ("tp", "pp", "dp"):
+        if getattr(e, name) < 1:
+            out.append((f"engine.{name}", f"must be >= 1, got {getattr(e, name)}"))
+    per_kind(
+        "tasks_per_node",
+        [k for k, r in kinds.items() if r.tasks_per_node != 1],
+        "a generation task is one process (a vLLM engine starts its worker per GPU itself); set it to 1",
+    )
+    if out:
+        return out
+    sizes = {name: getattr(e, name) for name in ("tp", "pp", "dp")}
+    if cfg.grpo.generator == "hf":
+        for name, size in sizes.items():
+            if size > 1:
+                out.append(
+                    (f"engine.{name}", f"{size} > 1 needs grpo.generator 'vllm' or 'auto' (hf runs on one device)")
+                )
+        if e.ep:
+            out.append(("engine.ep", "needs grpo.generator 'vllm' or 'auto' (hf runs on one device)"))
+        per_kind("nodes", [k for k, r in kinds.items() if r.nodes != 1], "grpo.generator 'hf' runs on one node")
+        return out
+
+    if e.dp != 1:
+        out.append(
+            (
+                "engine.dp",
+                f"{e.dp}: vLLM 0.32's offline engine runs one data-parallel rank per process (it refuses "
+                "LLM(data_parallel_size > 1)); the array's tasks are the data parallelism: raise "
+                "grpo.rollout_shards, rejection.shards, eval.shards",
+            )
+        )
+    if m.num_heads >= 1 and m.num_heads % e.tp:
+        out.append(("engine.tp", f"{e.tp} does not divide model.num_heads={m.num_heads}"))
+    elif m.num_kv_heads >= 1 and m.num_kv_heads % e.tp and e.tp % m.num_kv_heads:
+        out.append(("engine.tp", f"{e.tp} and model.num_kv_heads={m.num_kv_heads}: one must divide the other"))
+    if e.pp > m.num_layers >= 1:
+        out.append(("engine.pp", f"{e.pp} pipeline stages for model.num_layers={m.num_layers}"))
+    if e.ep and m.num_experts == 0:
+        out.append(("engine.ep", "expert parallelism needs a mixture of experts (model.num_experts > 0)"))
+
+    cpu = [k for k, r in kinds.items() if r.gpus_per_node == 0]
+    gpu = [k for k, r in kinds.items() if r.gpus_per_node > 0]
+    if cpu:
+        where = " and ".join(f"launch.{k}" for k in cpu)
+        for name in ("tp", "pp"):
+            if sizes[name] > 1:
+                out.append(
+                    (
+                        f"engine.{name}",
+                        f"{sizes[name]} on {where} without GPUs (gpus_per_node=0): a CPU engine is one process",
+                    )
+                )
+        if e.dtype == "fp8":
+            out.append(("engine.dtype", f"fp8 needs GPUs; {where} has gpus_per_node=0"))
+        per_kind("nodes", [k for k in cpu if kinds[k].nodes != 1], "a CPU engine is one process on one node")
+    world = e.tp * e.pp * e.dp
+    split = [k for k in gpu if kinds[k].gpus_per_node % e.tp]
+    if split:
+        shown = ", ".join(f"launch.{k}.gpus_per_node={kinds[k].gpus_per_node}" for k in split)
+        out.append(
+            (
+                "engine.tp",
+                f"{e.tp} does not divide {shown}: tensor parallelism stays within a node (engine.pp spans nodes)",
+            )
+        )
+    odd = [k for k in gpu if kinds[k].nodes * kinds[k].gpus_per_node != world]
+    if odd and not split:
+        shown = ", ".join(f"launch.{k}: {kinds[k].nodes} node(s) x {kinds[k].gpus_per_node} GPUs" for k in odd)
+        out.append(
+            (
+                f"launch.{odd[0]}.nodes",
+                f"{shown} per task, but one engine is engine.tp*pp*dp = {e.tp}*{e.pp}*{e.dp} = {world} GPUs: "
+                "give each task that many GPUs (whole nodes), or change engine.tp/pp",
+            )
+        )
     return out
 
 

@@ -1,5 +1,6 @@
 """What the user brings, checked before any job is submitted: dataset files, released checkpoints
-and their tokenizers, the chat template, custom rewards.
+and their tokenizers, the chat template, custom rewards; and whether the generation engine (config
+`engine`) holds the model on the GPUs it is given (the planner's memory model, r1hpc.plan.engine).
 
 `r1hpc run` and `r1hpc preflight` call `check_inputs(cfg)`; every problem is one line naming the
 file (and row) or the config key, and what was expected. A run whose inputs fail here submits
@@ -17,9 +18,11 @@ def input_problems(cfg: Config) -> list[str]:
     """Every problem with the run's inputs, one line each (reads the files; loads no weights)."""
     from r1hpc.datasets import source_problems
     from r1hpc.model.checkpoint import checkpoint_problems  # transformers: only when a run is submitted
+    from r1hpc.plan.engine import engine_memory_problems
     from r1hpc.rewards.custom import custom_reward_problems
 
-    return [*checkpoint_problems(cfg), *custom_reward_problems(cfg), *source_problems(cfg)]
+    engine = [f"{key}: {msg}" for key, msg in engine_memory_problems(cfg)]
+    return [*engine, *checkpoint_problems(cfg), *custom_reward_problems(cfg), *source_problems(cfg)]
 
 
 def check_inputs(cfg: Config) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 
 import submitit
 
-from r1hpc.config import Config, JobResources
+from r1hpc.config import ENGINE_KINDS, Config, JobResources
 from r1hpc.fsio import append_jsonl
 from r1hpc.preemption import defer_stop_signal
 
@@ -45,6 +45,7 @@ __all__ = [
     "job_name",
     "parse_job_name",
     "executor_parameters",
+    "engine_note",
     "render_sbatch",
     "wait_all",
 ]
@@ -166,14 +167,26 @@ def _failure_message(sub: Submission, job: submitit.Job, error: BaseException) -
 
 
 def executor_parameters(
-    cfg: Config, res: JobResources, name: str, comment: str, dependency: str | None, distributed: bool = False
+    cfg: Config,
+    res: JobResources,
+    name: str,
+    comment: str,
+    dependency: str | None,
+    distributed: bool = False,
+    engine: bool = True,
 ) -> dict[str, Any]:
     """submitit AutoExecutor parameters for one job of the run (all executors; slurm_* ignored locally).
 
-    Only `distributed` jobs (one process per rank, e.g. a Megatron train job) get the kind's nodes
-    and tasks per node; every other job is one process on one node with the kind's CPUs/GPUs.
-    OMP_NUM_THREADS follows cpus_per_task, so a job's math uses the CPUs it was given and no more
-    (the local executor runs array tasks side by side)."""
+    `distributed` jobs (one process per rank, e.g. a Megatron train job) get the kind's nodes and
+    tasks per node. A generation job (launch.rollout / launch.eval, ENGINE_KINDS) is one process
+    holding one vLLM engine (config `engine`) over all the kind's nodes: sbatch asks for all of
+    them (--nodes, --gpus-per-node), srun starts the one process on the first node
+    (--nodes=1 --ntasks=1; submitit waits for that one task's result), and the engine starts its
+    workers on the other nodes itself (r1hpc.rollout.vllm_engine). With a vLLM generator its
+    layout is a comment in the script's setup. Every other job is one process on one node with
+    the kind's CPUs/GPUs. OMP_NUM_THREADS follows cpus_per_task, so a job's math uses the CPUs it
+    was given and no more (the local executor runs array tasks side by side). engine=False: a
+    single job of a generation kind that holds no engine (the report) stays on one node."""
     partition = res.partition or cfg.launch.partition
     additional: dict[str, Any] = dict(cfg.launch.extra_sbatch)
     if "no-requeue" not in additional:
@@ -183,6 +196,7 @@ def executor_parameters(
     if dependency:
         additional["dependency"] = dependency
         additional["kill-on-invalid-dep"] = "yes"
+    setup = [f"export OMP_NUM_THREADS={res.cpus_per_task}"]
     params: dict[str, Any] = {
         "name": name,
         "timeout_min": res.time_min,
@@ -195,8 +209,16 @@ def executor_parameters(
         "slurm_comment": comment,
         "slurm_wckey": "r1hpc",
         "slurm_additional_parameters": additional,
-        "slurm_setup": [f"export OMP_NUM_THREADS={res.cpus_per_task}"],
+        "slurm_setup": setup,
     }
+    # Launcher._make_executor and render_sbatch pass launch.<kind> itself: which kind is this job?
+    kind = next((k for k in ENGINE_KINDS if getattr(cfg.launch, k) is res), None)
+    if kind is not None and not distributed and engine:
+        if res.nodes > 1:
+            additional["nodes"] = res.nodes  # sbatch's; submitit's own `nodes` (its task count) stays 1
+            params["slurm_srun_args"] = ["--nodes=1", "--ntasks=1"]
+        if cfg.grpo.generator != "hf":
+            setup.append(f"# {engine_note(cfg, kind)}")
     if res.array_parallelism:
         params["slurm_array_parallelism"] = res.array_parallelism
     for key, value in (
@@ -208,6 +230,22 @@ def executor_parameters(
         if value:
             params[key] = value
     return params
+
+
+def engine_note(cfg: Config, kind: str) -> str:
+    """One line: the vLLM engine a generation task of `kind` builds (config `engine` on launch.<kind>)."""
+    from r1hpc.rollout.vllm_engine import layout_args  # pure; vllm itself is imported only by the engine
+
+    e, res = cfg.engine, getattr(cfg.launch, kind)
+    args = layout_args(e.tp, e.pp, e.ep, e.dtype, res.nodes, cpu=res.gpus_per_node == 0)
+    shown = ", ".join(f"{k}={v!r}" for k, v in args.items())
+    where = f"{res.nodes} node(s) x {res.gpus_per_node} GPUs" if res.gpus_per_node else "CPU, one process"
+    note = f"engine (config engine, launch.{kind}): vLLM LLM({shown}) on {where}"
+    if res.nodes > 1:
+        note += f"; its workers on nodes 2-{res.nodes} are started by the engine (one task per node)"
+    if cfg.grpo.generator == "auto":
+        note += "; if grpo.generator 'auto' finds vllm"
+    return note
 
 
 class Launcher:
@@ -226,7 +264,13 @@ class Launcher:
         self.abort = threading.Event()  # set: submissions still waiting for dependencies give up
 
     def _make_executor(
-        self, kind: str, name: str, comment: str, after: Sequence[Submission], distributed: bool = False
+        self,
+        kind: str,
+        name: str,
+        comment: str,
+        after: Sequence[Submission],
+        distributed: bool = False,
+        engine: bool = True,
     ) -> submitit.AutoExecutor:
         res: JobResources = getattr(self.cfg.launch, kind)
         dependency = None
@@ -235,7 +279,9 @@ class Launcher:
         executor = submitit.AutoExecutor(
             folder=self.logs_dir / "%j", cluster=self.executor, slurm_max_num_timeout=self.cfg.launch.max_requeues
         )
-        executor.update_parameters(**executor_parameters(self.cfg, res, name, comment, dependency, distributed))
+        executor.update_parameters(
+            **executor_parameters(self.cfg, res, name, comment, dependency, distributed, engine=engine)
+        )
         return executor
 
     @contextlib.contextmanager
@@ -273,7 +319,8 @@ class Launcher:
         name = job_name(self.cfg.name, stage, step)
         self._wait_here(after)
         with self._lock:
-            executor = self._make_executor(kind, name, self._comment(stage, step), after, distributed)
+            # Generation engines live in array tasks; a single job (the report) holds none.
+            executor = self._make_executor(kind, name, self._comment(stage, step), after, distributed, engine=False)
             with self._local_env(kind):
                 job = executor.submit(self._task(target), **kwargs)
             sub = Submission(stage, step, name, [job], is_array=False)
@@ -359,7 +406,7 @@ _SBATCH_NAMES = {
     "mem_gb": "mem",
 }
 # Parameters that are not #SBATCH lines: they shape the array, the signal and the script's body.
-_NOT_SBATCH = {"array_parallelism", "additional_parameters", "setup", "signal_delay_s"}
+_NOT_SBATCH = {"array_parallelism", "additional_parameters", "setup", "signal_delay_s", "srun_args"}
 
 
 def _sbatch_flag(key: str, value: Any) -> str:
@@ -408,7 +455,10 @@ def render_sbatch(
     flags["output"], flags["error"] = stdout.replace("%t", "0"), stderr.replace("%t", "0")
     flags["open-mode"] = "append"
     flags.update(params["slurm_additional_parameters"])
-    srun = " ".join(shlex.quote(a) for a in ["srun", "--unbuffered", "--output", stdout, "--error", stderr])
+    srun = " ".join(
+        shlex.quote(a)
+        for a in ["srun", "--unbuffered", "--output", stdout, "--error", stderr, *params.get("slurm_srun_args", [])]
+    )
     command = f"{srun} python -u -m submitit.core._submit {shlex.quote(str(folder))}"
     lines = [
         "#!/bin/bash",

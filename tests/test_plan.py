@@ -126,6 +126,7 @@ def test_v3_layout_fits_and_a_smaller_one_is_flagged(v3, capsys):
         (["launch.gpu_type=v100"], "launch.gpu_type"),
         (["parallel.expert_tp=3"], "parallel.expert_tp"),
         (["grpo.micro_batch_size=3"], "grpo.micro_batch_size"),
+        (["launch.train.tasks_per_node=4"], "launch.train.tasks_per_node"),  # Megatron: one rank per GPU
     ],
 )
 def test_impossible_layouts_name_the_key(overrides, key, capsys):
@@ -181,6 +182,10 @@ def test_main_prints_every_section(capsys):
         "#SBATCH --nodes=64",
         "== sbatch: rollout array",
         "#SBATCH --array=0-15",
+        "engine of the rollout tasks: tp 8 x pp 4 x dp 1, expert parallel, bfloat16 on 4 node(s) x 8 GPUs",
+        "# engine (config engine, launch.rollout): vLLM LLM(dtype='bfloat16', tensor_parallel_size=8",
+        "# the job's one process: --nodes=1 --ntasks=1",
+        "== sbatch: eval array (8 tasks)",
         "fits: yes",
     ):
         assert needle in out, needle

@@ -10,8 +10,13 @@ Decode (vLLM, one engine per rollout array task over all its GPUs): every decode
 of B sequences reads the dense weights, the experts the batch touches (each token picks k of E:
 a fraction 1 - (1 - k/E)^B of them) and the KV cache of every sequence, and does 2 * active * B
 FLOPs; step time = max(bytes / (GPUs * HBM * DECODE_BW_EFF), FLOPs / (GPUs * peak * DECODE_MFU),
-DECODE_STEP_FLOOR_S). B is what the KV cache memory holds (vLLM gpu_memory_utilization 0.9,
-bf16 weights and cache) at the mean context prompt + response/2.
+DECODE_STEP_FLOOR_S). B is what the KV cache memory holds (vLLM gpu_memory_utilization 0.9) at the
+mean context prompt + response/2. Weights and cache take the bytes of the engine's dtype (config
+engine.dtype, r1hpc.plan.engine; bf16 by default). With pipeline parallelism the batch is split
+into pp micro-batches that keep every stage busy (the step time above), but one lone sequence
+(the tail of a rollout) passes the pp stages one after another, each reading its weights with its
+own tp GPUs: its memory and compute terms take pp times as long (the floor, which counts per layer
+kernel launches and TP collectives, does not grow with pp).
 """
 
 from __future__ import annotations
@@ -111,32 +116,54 @@ class Decode:
         return self.batch >= 1
 
 
-def _step_time(m: ModelConfig, pc: ParamCount, gpu: GpuSpec, gpus: int, batch: int, ctx: float) -> float:
+def _step_time(
+    m: ModelConfig,
+    pc: ParamCount,
+    gpu: GpuSpec,
+    gpus: int,
+    batch: int,
+    ctx: float,
+    wbytes: float,
+    kvbytes: float,
+    serial: int = 1,
+) -> float:
+    """One decode step; `serial`: pipeline stages the batch passes one after another."""
     touched = 1.0 - (1.0 - m.experts_per_token / m.num_experts) ** batch if m.num_experts else 0.0
-    weights = (pc.total - pc.experts + touched * pc.experts) * ROLLOUT_WEIGHT_BYTES
-    kv = batch * ctx * kv_cache_elems_per_token(m) * 2.0
+    weights = (pc.total - pc.experts + touched * pc.experts) * wbytes
+    kv = batch * ctx * kv_cache_elems_per_token(m) * kvbytes
     memory_s = (weights + kv) / (gpus * gpu.hbm_tb_s * 1e12 * DECODE_BW_EFF)
     compute_s = (
         batch * forward_flops_per_token(m, pc, 2 * ctx, with_mtp=False) / (gpus * gpu.bf16_tflops * 1e12 * DECODE_MFU)
     )
-    return max(memory_s, compute_s, DECODE_STEP_FLOOR_S)
+    return max(serial * memory_s, serial * compute_s, DECODE_STEP_FLOOR_S)
 
 
-def decode_model(m: ModelConfig, gpu: GpuSpec, gpus: int, mean_context: float, max_batch: int) -> Decode:
+def decode_model(
+    m: ModelConfig,
+    gpu: GpuSpec,
+    gpus: int,
+    mean_context: float,
+    max_batch: int,
+    weight_bytes: float | None = None,
+    kv_bytes_per_elem: float = 2.0,
+    pp: int = 1,
+) -> Decode:
     """Throughput of one engine on `gpus` GPUs with sequences of `mean_context` tokens on average;
-    at most `max_batch` sequences at a time (the sequences the task has)."""
+    at most `max_batch` sequences at a time (the sequences the task has). weight_bytes: the
+    engine's weights (default: bf16, ROLLOUT_WEIGHT_BYTES per parameter); kv_bytes_per_elem: its
+    KV cache's element size; pp: its pipeline stages (the lone sequence's step, module docstring)."""
     pc = count_params(m)
-    weight_bytes = pc.total * ROLLOUT_WEIGHT_BYTES
-    kv_per_token = kv_cache_elems_per_token(m) * 2.0
+    weight_bytes = pc.total * ROLLOUT_WEIGHT_BYTES if weight_bytes is None else weight_bytes
+    wbytes = weight_bytes / pc.total
+    kv_per_token = kv_cache_elems_per_token(m) * kv_bytes_per_elem
     free = gpus * gpu.memory_bytes * VLLM_MEMORY_UTILIZATION - weight_bytes
     batch = int(max(0.0, free) // (kv_per_token * max(mean_context, 1.0)))
     batch = min(batch, max_batch)
     if batch < 1:
         return Decode(gpus, weight_bytes, kv_per_token, 0, float("inf"), 0.0, float("inf"))
-    step = _step_time(m, pc, gpu, gpus, batch, mean_context)
-    return Decode(
-        gpus, weight_bytes, kv_per_token, batch, step, batch / step, _step_time(m, pc, gpu, gpus, 1, mean_context)
-    )
+    step = _step_time(m, pc, gpu, gpus, batch, mean_context, wbytes, kv_bytes_per_elem)
+    single = _step_time(m, pc, gpu, gpus, 1, mean_context, wbytes, kv_bytes_per_elem, serial=pp)
+    return Decode(gpus, weight_bytes, kv_per_token, batch, step, batch / step, single)
 
 
 @dataclass(frozen=True)

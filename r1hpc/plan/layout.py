@@ -85,6 +85,12 @@ def layout_problems(cfg: Config) -> list[tuple[str, str]]:
         "launch.train.gpus_per_node",
         f"the planner needs training GPUs; got nodes={res.nodes} x gpus_per_node={res.gpus_per_node}",
     )
+    need(
+        p.backend == "torch" or res.gpus_per_node == 0 or res.tasks_per_node == res.gpus_per_node,
+        "launch.train.tasks_per_node",
+        f"{res.tasks_per_node}: parallel.backend {p.backend!r} runs one rank per GPU; set it to "
+        f"launch.train.gpus_per_node={res.gpus_per_node}",
+    )
     sizes = {k: getattr(p, k) for k in ("tp", "pp", "cp", "ep", "expert_tp", "vpp")}
     bad = [k for k, v in sizes.items() if v < 1]
     for k in bad:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from r1hpc.config import Config
+from r1hpc.plan.engine import EngineLayout, JobShape, engine_layout, engine_memory_problems, job_shapes
 from r1hpc.plan.flops import Calibration, calibrate
 from r1hpc.plan.hardware import GpuSpec, gpu_spec
 from r1hpc.plan.layout import Layout, LayoutError, make_layout
@@ -72,10 +73,18 @@ class Plan:
     calibration: Calibration
     students: list[StudentMemory] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    engines: dict[str, EngineLayout] = field(default_factory=dict)  # rollout, eval: config engine on launch.<kind>
+    jobs: dict[str, JobShape] = field(default_factory=dict)  # the jobs these figures assume (train, rollout, ...)
+    engine_problems: list[str] = field(default_factory=list)  # r1hpc.plan.engine.engine_memory_problems
 
     @property
     def fits(self) -> bool:
-        return all(s.fits for s in self.memory) and self.step.decode.fits and all(st.peak.fits for st in self.students)
+        return (
+            all(s.fits for s in self.memory)
+            and self.step.decode.fits
+            and all(st.peak.fits for st in self.students)
+            and not self.engine_problems
+        )
 
     @property
     def peak_stage(self) -> StageMemory:
@@ -130,11 +139,14 @@ def make_plan(cfg: Config, students: tuple[Config, ...] = ()) -> Plan:
                 f"student {sm.name}: {sm.peak.total / 2**30:.1f} GiB per GPU, more than the "
                 f"{sm.peak.capacity / 2**30:.1f} GiB usable on {sm.gpu.name}"
             )
+    engines = {kind: engine_layout(cfg, kind) for kind in ("rollout", "eval")}
     if not step.decode.fits:
         warnings.append(
-            f"rollout: the bf16 weights ({step.decode.weight_bytes / 1e9:.0f} GB) leave no KV-cache room on "
-            f"{step.decode.gpus} GPU(s) (launch.rollout.nodes x gpus_per_node); give each task more GPUs"
+            f"rollout: the {engines['rollout'].dtype} weights ({step.decode.weight_bytes / 1e9:.0f} GB) leave no "
+            f"KV-cache room on {step.decode.gpus} GPU(s) (config engine on launch.rollout); give each task more GPUs"
         )
+    engine_problems = [f"{key}: {msg}" for key, msg in engine_memory_problems(cfg)]
+    warnings += engine_problems
     if micro_batches < layout.pp:
         warnings.append(
             f"{micro_batches} micro-batches per step for {layout.pp} pipeline stages: the bubble is "
@@ -156,4 +168,7 @@ def make_plan(cfg: Config, students: tuple[Config, ...] = ()) -> Plan:
         calibrate(),
         student_mem,
         warnings,
+        engines,
+        job_shapes(cfg, layout),
+        engine_problems,
     )

@@ -24,7 +24,8 @@ def _section(title: str) -> list[str]:
 
 
 def sbatch_lines(cfg: Config, kind: str, stage: str, array_size: int = 0, dependency: str | None = None) -> list[str]:
-    """The #SBATCH lines of the script the slurm executor would submit (r1hpc.launch.render_sbatch)."""
+    """The #SBATCH lines of the script the slurm executor would submit (r1hpc.launch.render_sbatch),
+    its engine note and the srun options that shape the job (a multi-node engine's one process)."""
     from r1hpc.launch import render_sbatch
 
     # The GRPO train job runs one process per rank (Megatron); the arrays run one per task.
@@ -37,7 +38,12 @@ def sbatch_lines(cfg: Config, kind: str, stage: str, array_size: int = 0, depend
         dependency=dependency,
         distributed=kind == "train" and cfg.parallel.backend == "megatron",
     )
-    return [line for line in script.splitlines() if line.startswith("#SBATCH")]
+    lines = [line for line in script.splitlines() if line.startswith(("#SBATCH", "# engine"))]
+    srun = next((line for line in script.splitlines() if line.startswith("srun ")), "")
+    shaping = [arg for arg in srun.split() if arg.startswith(("--nodes", "--ntasks"))]
+    if shaping:
+        lines.append(f"# the job's one process: {' '.join(shaping)} (of the batch step's launcher)")
+    return lines
 
 
 def render(plan: Plan, cfg: Config) -> str:
@@ -105,11 +111,14 @@ def render(plan: Plan, cfg: Config) -> str:
         f"{st.sequences} sequences (prompts_per_step x group_size), mean response {st.mean_response:.0f} tokens, "
         f"{st.train_tokens / 1e6:.2f}M training tokens"
     )
+    ro = plan.engines["rollout"]
     out.append(
-        f"rollout: {cfg.grpo.rollout_shards} tasks x {d.gpus} GPUs, one vLLM engine each: bf16 weights "
+        f"rollout: {cfg.grpo.rollout_shards} tasks x {d.gpus} GPUs, one vLLM engine each: {ro.dtype} weights "
         f"{d.weight_bytes / _G:.0f} GB, KV {d.kv_bytes_per_token / 1e3:.1f} kB/token, batch {d.batch}, "
         f"{d.step_s * 1e3:.1f} ms/decode step, {d.tokens_per_s:.0f} tok/s/engine"
     )
+    for kind, lay in plan.engines.items():
+        out.append(f"  engine of the {kind} tasks: {lay.describe()}")
     out.append(
         f"  decode {st.rollout_decode_s:.0f} s, tail (one sequence to max_new_tokens) {st.rollout_tail_s:.0f} s, "
         f"start + weight load {st.rollout_io_s:.0f} s -> {st.rollout_s:.0f} s"
@@ -141,8 +150,10 @@ def render(plan: Plan, cfg: Config) -> str:
 
     out += _section("sbatch: train job")
     out += sbatch_lines(cfg, "train", "r1_zero", dependency="afterok:<rollout array>")
-    out += _section(f"sbatch: rollout array ({cfg.grpo.rollout_shards} tasks)")
+    out += _section(f"sbatch: rollout array ({cfg.grpo.rollout_shards} tasks; rejection: {cfg.rejection.shards})")
     out += sbatch_lines(cfg, "rollout", "r1_zero", array_size=cfg.grpo.rollout_shards)
+    out += _section(f"sbatch: eval array ({cfg.eval.shards} tasks)")
+    out += sbatch_lines(cfg, "eval", "eval", array_size=cfg.eval.shards)
 
     out += _section("verdict")
     out += [f"WARNING: {w}" for w in plan.warnings]

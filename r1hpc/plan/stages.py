@@ -1,10 +1,11 @@
 """Time and GPU-hours per R1 stage from stated token counts (every number here is printed).
 
-A GRPO step on Slurm is a rollout array (grpo.rollout_shards tasks, one vLLM engine each on
-launch.rollout's GPUs) followed by a train job on launch.train's GPUs; each is its own Slurm job,
-so each step also pays job start-up and the checkpoint traffic through the shared filesystem:
-the train job loads and saves its state (bf16 weights + fp32 master, m, v = 14 bytes/param) and
-publishes bf16 weights; every rollout engine loads them. GPU-hours = GPUs x wall of each job.
+A GRPO step on Slurm is a rollout array (grpo.rollout_shards tasks, one vLLM engine each: config
+engine on launch.rollout's GPUs, r1hpc.plan.engine) followed by a train job on launch.train's
+GPUs; each is its own Slurm job, so each step also pays job start-up and the checkpoint traffic
+through the shared filesystem: the train job loads and saves its state (bf16 weights + fp32
+master, m, v = 14 bytes/param) and publishes bf16 weights; every rollout engine loads them.
+GPU-hours = GPUs x wall of each job.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 
 from r1hpc import recipe
 from r1hpc.config import Config
-from r1hpc.plan.flops import TRAIN_MFU, Decode, decode_model, forward_flops_per_token, train_flops_per_token
+from r1hpc.plan.engine import engine_decode, engine_layout
+from r1hpc.plan.flops import TRAIN_MFU, Decode, forward_flops_per_token, train_flops_per_token
 from r1hpc.plan.hardware import GpuSpec
 from r1hpc.plan.layout import Layout
 from r1hpc.plan.params import ParamCount
@@ -126,8 +128,9 @@ def grpo_step(cfg: Config, layout: Layout, gpu: GpuSpec, pc: ParamCount, respons
     train_io = JOB_START_S + (2 * CKPT_BYTES_PER_PARAM * (pc.total + pc.mtp) + 2 * pc.total) / fs
 
     per_task = math.ceil(seqs / g.rollout_shards)
-    rgpus = launch.rollout.nodes * launch.rollout.gpus_per_node
-    decode = decode_model(cfg.model, gpu, max(rgpus, 1), PROMPT_TOKENS + resp / 2, per_task)
+    engine = engine_layout(cfg, "rollout")
+    rgpus = engine.gpus
+    decode = engine_decode(cfg, engine, gpu, PROMPT_TOKENS + resp / 2, per_task)
     decode_s = per_task * resp / decode.tokens_per_s if decode.fits else math.inf
     tail = g.max_new_tokens * decode.single_step_s
     waves = math.ceil(g.rollout_shards / (launch.rollout.array_parallelism or g.rollout_shards))
@@ -151,15 +154,15 @@ def grpo_step(cfg: Config, layout: Layout, gpu: GpuSpec, pc: ParamCount, respons
 def _generate(
     name: str, note: str, cfg: Config, gpu: GpuSpec, resources: str, engines: int, outputs: float, mean_tokens: float
 ) -> StageEstimate:
-    res = getattr(cfg.launch, resources)
-    gpus = max(res.nodes * res.gpus_per_node, 1)
-    decode = decode_model(cfg.model, gpu, gpus, PROMPT_TOKENS + mean_tokens / 2, 10**9)
+    engine = engine_layout(cfg, resources)
+    gpus = max(engine.gpus, 1)
+    decode = engine_decode(cfg, engine, gpu, PROMPT_TOKENS + mean_tokens / 2, 10**9)
     tokens = outputs * mean_tokens
     secs = tokens / (engines * decode.tokens_per_s) + JOB_START_S if decode.fits else math.inf
     return StageEstimate(
         name,
         f"{outputs:.0f} outputs x {mean_tokens:.0f} tokens ({note}); {engines} engines x {gpus} GPUs "
-        f"(launch.{resources})",
+        f"(engine on launch.{resources})",
         tokens,
         secs / 3600,
         secs * engines * gpus / 3600,

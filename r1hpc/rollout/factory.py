@@ -21,12 +21,15 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def make_generator(backend: Backend, model_dir: str | Path, seed: int = 0, **kwargs: Any) -> Generator:
+def make_generator(
+    backend: Backend, model_dir: str | Path, seed: int = 0, engine: dict[str, Any] | None = None, **kwargs: Any
+) -> Generator:
     """Load the policy in ``model_dir`` with the chosen backend.
 
     backend: "hf", "vllm", or "auto" (vllm when importable, else hf; the choice is printed to
     stderr so the job log says which ran). kwargs go to the backend's constructor (e.g. dtype,
-    batch_size for hf; dtype, max_model_len, kv_cache_memory_bytes for vllm).
+    batch_size for hf; dtype, max_model_len, kv_cache_memory_bytes for vllm). engine: arguments
+    only the vllm backend gets (the config's engine layout: tp, pp, ep, dtype); hf ignores them.
     """
     if backend == "auto":
         backend = "vllm" if vllm_available() else "hf"
@@ -42,5 +45,5 @@ def make_generator(backend: Backend, model_dir: str | Path, seed: int = 0, **kwa
     if backend == "vllm":
         from r1hpc.rollout.vllm_engine import VLLMGenerator  # vllm takes ~13 s to import: only when asked for
 
-        return VLLMGenerator(model_dir, seed=seed, **kwargs)
+        return VLLMGenerator(model_dir, seed=seed, **(engine or {}), **kwargs)
     raise ValueError(f"backend must be one of 'hf', 'vllm', 'auto', got {backend!r}")

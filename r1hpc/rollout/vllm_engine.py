@@ -11,6 +11,15 @@ request's random stream, so one seed for all prompts would make every prompt dra
 uniforms. vLLM must be imported inside ``if __name__ == "__main__":`` of the launching script
 (the engine starts worker processes that re-import ``__main__``).
 
+Layout (config ``engine``, ``layout_args``): tensor / pipeline parallel sizes, expert parallelism
+and dtype (fp8: vLLM's ``quantization="fp8"``) go to ``vllm.LLM`` only where they differ from a
+one-device engine, so a CPU engine is built exactly as before layouts existed. An engine of more
+GPUs than this node has spans nodes with vLLM's multiprocessing executor: the job's one process
+(on the first node of its allocation, see ``r1hpc.launch.executor_parameters``) holds the engine
+(``nnodes``, ``node_rank=0``, ``master_addr`` = this node) and starts the workers of the other
+nodes with one ``srun`` task per node (``remote_worker_command``), each vLLM's headless mode for
+its node; ``close`` stops them.
+
 Weight reload (``load_weights``): a GRPO rollout job keeps its engine and swaps in each newly
 published policy. It calls the worker's own ``reload_weights`` through ``collective_rpc``: that
 streams the new safetensors through the model's ``load_weights`` and re-runs each layer's
@@ -21,6 +30,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +55,83 @@ CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 # 64 (csrc/cpu/mla_decode.cpp); anything else fails only at the first forward, with "Head dimension
 # N is not supported by MLA." or, for N in (320, 512), "Unsupported block size: 16".
 CPU_MLA_DIMS = {"kv_lora_rank": 512, "qk_rope_head_dim": 64}
+
+
+# config engine.dtype; auto = float32 on CPU (vLLM's CPU kernels), bfloat16 on GPUs (what the trainer publishes)
+DTYPES = ("auto", "float32", "bfloat16", "float16", "fp8")
+# kv_cache_memory_bytes on CPU, where vLLM's automatic size is a fraction of ALL the machine's
+# memory and refuses to start on a shared machine. GPUs: vLLM's automatic size (gpu_memory_utilization).
+CPU_KV_CACHE_BYTES = 256 << 20
+
+
+def layout_args(
+    tp: int = 1, pp: int = 1, ep: bool = False, dtype: str = "auto", nnodes: int = 1, cpu: bool = False
+) -> dict[str, Any]:
+    """The ``vllm.LLM`` arguments of an engine layout (config ``engine``): tp x pp GPUs over
+    ``nnodes`` nodes. ``dtype`` always; the others only where they differ from a one-device
+    engine. ``cpu``: the engine runs on vLLM's CPU platform (decides dtype auto)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"engine dtype must be one of {DTYPES}, got {dtype!r}")
+    out: dict[str, Any] = {"dtype": {"auto": "float32" if cpu else "bfloat16", "fp8": "bfloat16"}.get(dtype, dtype)}
+    if dtype == "fp8":
+        out["quantization"] = "fp8"
+    if tp > 1:
+        out["tensor_parallel_size"] = tp
+    if pp > 1:
+        out["pipeline_parallel_size"] = pp
+    if ep:
+        out["enable_expert_parallel"] = True
+    if tp * pp > 1:
+        out["distributed_executor_backend"] = "mp"
+    if nnodes > 1:
+        out["nnodes"] = nnodes
+    return out
+
+
+def remote_worker_command(model_dir: str | Path, llm_args: dict[str, Any], python: str = sys.executable) -> list[str]:
+    """argv of the ``srun`` that starts a multi-node engine's workers on the other nodes of this
+    job: one task per node from the allocation's second node on (``--relative=1``), each
+    ``vllm serve MODEL --headless`` with the head's engine arguments (``llm_args``: those given to
+    ``vllm.LLM`` besides the model, with ``nnodes`` and ``master_addr``) and its own node rank,
+    1 + its task rank (``_headless_main``)."""
+    nnodes = int(llm_args["nnodes"])
+    cli: list[str] = []
+    for key, value in llm_args.items():
+        if key == "node_rank" or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        cli += [flag] if value is True else [flag, str(value)]
+    return [
+        "srun",
+        f"--nodes={nnodes - 1}",
+        f"--ntasks={nnodes - 1}",  # explicit: the head's step environment says SLURM_NTASKS=1
+        "--ntasks-per-node=1",
+        "--relative=1",
+        "--kill-on-bad-exit=1",
+        python,
+        "-m",
+        "r1hpc.rollout.vllm_engine",
+        "serve",
+        str(model_dir),
+        "--headless",
+        *cli,
+    ]
+
+
+def _headless_main(argv: list[str]) -> None:
+    """One srun task of ``remote_worker_command``: vLLM's command line with this node's rank."""
+    rank = 1 + int(os.environ.get("SLURM_PROCID", "0"))
+    sys.argv = ["vllm", *argv, "--node-rank", str(rank)]
+    # vllm: ~13 s to import, optional
+    from vllm.entrypoints.cli.main import main
+
+    main()
+
+
+def _local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def _cpu_platform() -> bool:
@@ -72,6 +160,26 @@ def _check_config(model_dir: Path) -> dict[str, Any]:
             f"expected one of {CPU_HEAD_SIZES}"
         )
     return cfg
+
+
+def _nodes_for(gpus: int, local_gpus: int) -> int:
+    """Nodes an engine of ``gpus`` GPUs spans when this node has ``local_gpus``; a clear error when
+    this job has fewer nodes (SLURM_JOB_NUM_NODES) than that."""
+    if gpus <= max(local_gpus, 1):
+        return 1
+    if local_gpus < 1 or gpus % local_gpus:
+        raise ValueError(
+            f"the engine (config engine.tp*pp = {gpus} GPUs) is not whole nodes of the {local_gpus} GPU(s) "
+            "this process sees"
+        )
+    nnodes = gpus // local_gpus
+    have = int(os.environ.get("SLURM_JOB_NUM_NODES", "1"))
+    if have < nnodes:
+        raise ValueError(
+            f"the engine needs {nnodes} nodes x {local_gpus} GPUs (config engine.tp*pp = {gpus}); this job has "
+            f"{have} node(s): generation jobs get launch.rollout / launch.eval's nodes"
+        )
+    return nnodes
 
 
 class ReloadExtension:
@@ -141,22 +249,28 @@ class VLLMGenerator:
         self,
         model_dir: str | Path,
         seed: int = 0,
-        dtype: str = "float32",
+        dtype: str = "auto",
         max_model_len: int | None = None,
-        kv_cache_memory_bytes: int | None = 256 << 20,
+        kv_cache_memory_bytes: int | None | str = "auto",
         enforce_eager: bool | None = None,
         progress: bool = True,
         pad_token: str = "",
         eos_tokens: list[str] | tuple[str, ...] = (),
+        tp: int = 1,
+        pp: int = 1,
+        ep: bool = False,
         **engine_kwargs: Any,
     ) -> None:
-        """dtype: model dtype in the engine. max_model_len: prompt + response tokens (default:
-        the model's max_position_embeddings). kv_cache_memory_bytes: explicit KV-cache size
-        (the automatic one takes a fraction of ALL machine memory on CPU and refuses to start
-        on a shared machine); None = vLLM's automatic sizing. enforce_eager: skip
-        torch.compile / graph capture; None = skip on CPU only (on the 2-core test machine start-up
-        took 22-45 s eager vs 121 s compiled). pad_token / eos_tokens: config model.pad_token /
-        model.eos_tokens (``base.load_generation_tokenizer``). engine_kwargs go to ``vllm.LLM`` unchanged.
+        """dtype: config engine.dtype (``layout_args``; auto = float32 on CPU, bfloat16 on GPUs).
+        max_model_len: prompt + response tokens (default: the model's max_position_embeddings).
+        kv_cache_memory_bytes: explicit KV-cache size; "auto" = CPU_KV_CACHE_BYTES on CPU (the
+        automatic one takes a fraction of ALL machine memory there and refuses to start on a
+        shared machine) and vLLM's automatic sizing on GPUs; None = automatic everywhere.
+        enforce_eager: skip torch.compile / graph capture; None = skip on CPU only (on the 2-core
+        test machine start-up took 22-45 s eager vs 121 s compiled). pad_token / eos_tokens:
+        config model.pad_token / model.eos_tokens (``base.load_generation_tokenizer``). tp, pp, ep:
+        config engine.tp / pp / ep; an engine of more GPUs than this node has spans nodes (module
+        docstring). engine_kwargs go to ``vllm.LLM`` unchanged.
         """
         # 2-core machines: vLLM's CPU backend otherwise reserves a core for the frontend
         if (os.cpu_count() or 1) <= 4:
@@ -170,19 +284,33 @@ class VLLMGenerator:
         self.tokenizer, self.eos_ids = load_generation_tokenizer(self.model_dir, pad_token, eos_tokens)
         self.last_reload_fixes: list[list[str]] = []  # per worker, from the last load_weights
         self.max_model_len = max_model_len or int(cfg.get("max_position_embeddings", 2048))
-        self.llm: Any = LLM(
-            model=str(self.model_dir),
-            tokenizer=str(self.model_dir),
-            dtype=dtype,
-            seed=seed,
-            max_model_len=self.max_model_len,
-            kv_cache_memory_bytes=kv_cache_memory_bytes,
-            enforce_eager=_cpu_platform() if enforce_eager is None else enforce_eager,
-            logprobs_mode="processed_logprobs",
-            generation_config="vllm",
-            worker_extension_cls=f"{ReloadExtension.__module__}.{ReloadExtension.__qualname__}",
+        cpu = _cpu_platform()
+        if kv_cache_memory_bytes == "auto":
+            kv_cache_memory_bytes = CPU_KV_CACHE_BYTES if cpu else None
+        nnodes = 1 if cpu else _nodes_for(tp * pp, _local_gpus())
+        args: dict[str, Any] = {
+            "tokenizer": str(self.model_dir),
+            "seed": seed,
+            "max_model_len": self.max_model_len,
+            "kv_cache_memory_bytes": kv_cache_memory_bytes,
+            "enforce_eager": cpu if enforce_eager is None else enforce_eager,
+            "logprobs_mode": "processed_logprobs",
+            "generation_config": "vllm",
+            "worker_extension_cls": f"{ReloadExtension.__module__}.{ReloadExtension.__qualname__}",
+            **layout_args(tp, pp, ep, dtype, nnodes, cpu),
             **engine_kwargs,
-        )
+        }
+        self._workers: subprocess.Popen[bytes] | None = None
+        if nnodes > 1:
+            from vllm.utils.network_utils import get_ip  # vllm: as above
+
+            args.update(node_rank=0, master_addr=get_ip())
+            self._workers = subprocess.Popen(remote_worker_command(self.model_dir, args))
+        try:
+            self.llm: Any = LLM(model=str(self.model_dir), **args)
+        except BaseException:
+            self._stop_workers()
+            raise
 
     def load_weights(self, model_dir: str | Path) -> None:
         """Swap the policy in ``model_dir`` into the running engine (same architecture)."""
@@ -217,6 +345,18 @@ class VLLMGenerator:
         if self.llm is not None:
             self.llm.llm_engine.engine_core.shutdown()
             self.llm = None
+        self._stop_workers()
+
+    def _stop_workers(self) -> None:
+        """End the other nodes' workers of a multi-node engine (srun passes SIGTERM on to them)."""
+        workers, self._workers = getattr(self, "_workers", None), None
+        if workers is not None and workers.poll() is None:
+            workers.terminate()
+            try:
+                workers.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                workers.kill()
+                workers.wait()
 
     def generate(
         self,
@@ -273,3 +413,7 @@ class VLLMGenerator:
         text, _ = truncate_at_stop(self.tokenizer.decode(body, skip_special_tokens=False), stop)
         finish: FinishReason = c.finish_reason
         return Sample(text=text, token_ids=token_ids, logprobs=logprobs, finish_reason=finish)
+
+
+if __name__ == "__main__":
+    _headless_main(sys.argv[1:])

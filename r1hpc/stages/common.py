@@ -7,7 +7,9 @@ directory: the resolved config, the data the `base` stage generated, the publish
 
 from __future__ import annotations
 
+import json
 import shutil
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -46,11 +48,26 @@ def prompt_format(cfg: Config, tokenizer: Any) -> PromptFormat:
 
 
 def stage_generator(cfg: Config, model_dir: str | Path) -> Any:
-    """A rollout backend (grpo.generator) over a policy directory, with the run's pad and eos tokens."""
+    """A rollout backend (grpo.generator) over a policy directory, with the run's pad and eos tokens
+    and, for vLLM, the run's engine layout (config `engine`: only what differs from a one-device
+    engine). The layout is the policy's (model.*): a model of another shape (a distillation
+    student, evaluated on the same resources) gets a one-device engine of engine.dtype."""
+    e = cfg.engine
+    engine: dict[str, Any] = {} if e.dtype == "auto" else {"dtype": e.dtype}
+    layout: dict[str, Any] = {name: size for name, size in (("tp", e.tp), ("pp", e.pp)) if size > 1}
+    if e.ep:
+        layout["ep"] = True
+    hf_config = Path(model_dir) / "config.json"
+    if layout and hf_config.exists():
+        hf = json.loads(hf_config.read_text())
+        if (hf.get("num_hidden_layers"), hf.get("hidden_size")) != (cfg.model.num_layers, cfg.model.hidden_size):
+            print(f"r1hpc: {model_dir} is not the shape of model.*: a one-device engine, not {layout}", file=sys.stderr)
+            layout = {}
     return make_generator(
         cfg.grpo.generator,
         model_dir,
         seed=cfg.seed,
+        engine={**engine, **layout},
         pad_token=cfg.model.pad_token,
         eos_tokens=list(cfg.model.eos_tokens),
     )
