@@ -1,18 +1,26 @@
 """One GRPO step of r1hpc against one step of TRL's GRPOTrainer, interleaved in one process.
 
-Run: `.venv/bin/python bench/bench_grpo_vs_trl.py` (defaults = configs/tiny.yaml's GRPO step:
-8 prompts x G=8, max_new_tokens 128, micro-batch 16, KL 0.001, T=1.0, lr 2e-5; see --help).
+Run: `.venv/bin/python bench/bench_grpo_vs_trl.py` (defaults: 8 prompts x G=8, max_new_tokens 128,
+micro-batch 16, one optimizer update per step, KL 0.001, T=1.0, lr 2e-5; configs/tiny.yaml's model
+size and rollout backend, grpo.generator=hf; see --help). tiny.yaml's own GRPO step is 16 prompts in
+2 rollout shards of 8, 80 new tokens and 2 optimizer updates; the bench keeps one update per step,
+which is what one TRL step is.
 Needs `trl` (not a project dependency: .venv/bin/pip install -c constraints.txt trl==1.16.0).
 
 Both sides train the same freshly built tiny Qwen2 (saved once to a temp dir) on prompts from
 `generate_problems(0, "train", ...)` rendered with the R1 template, fp32, the same torch threads.
 
-r1hpc's step is the real job code path (r1hpc/stages/grpo.py rollout_task + train_task) minus the
-run-directory protocol: make_generator("hf") from the policy dir -> generate -> score_batch in a
-WorkerPool started for the call (as rollout_task does) -> records -> load policy, reference and
-optimizer state from disk -> grpo_update with the stage's GRPOSettings -> save_checkpoint and
-save_pretrained of v(N+1). Loading and saving are reported apart: they are the price of running
-each step as separate Slurm jobs, which TRL (one long process) does not pay per step.
+r1hpc's step is the long-lived GRPO stage (grpo.jobs=stage, the default) run by its own classes
+in one process, on a real run directory (config.yaml, data/problems_train.jsonl, models/, rollouts/):
+the rollout side is `r1hpc.stages.grpo.RolloutWorker` (what `rollout_loop` holds for the stage:
+the HF generator and the reward WorkerPool live across steps), the train side is
+`r1hpc.stages.grpo_train.TorchBackend` (what `train_steps` holds: policy, reference and AdamW in
+memory). Per step k: `worker.run_step(k)` reloads the newly published v(k) into the generator in
+place (list_versions + MANIFEST size check + `load_weights`), generates, scores in the pool and
+publishes the shard; the train side reads the shard, `backend.update` (grpo_update with
+GRPOSettings.of(cfg.grpo)) and `backend.publish(k + 1)` (save_pretrained + sha256 MANIFEST).
+Not measured: the wait/poll of the two jobs for each other's output (grpo.poll_max_s; the
+metrics' time_handoff_s in a real run) and the trainer checkpoint every grpo.checkpoint_every steps.
 
 TRL: GRPOTrainer(num_generations=G, per_device_train_batch_size=micro-batch, gradient
 accumulation so one optimizer step covers prompts x G completions, generation once per step,
@@ -24,11 +32,14 @@ in a benchmark only (math-verify/sympy evaluate what they parse; r1hpc never doe
 --trl-rewards pool sends them through r1hpc's WorkerPool (one pool for the whole run).
 TRL decodes completions with skip_special_tokens=True, which drops the <think>/<answer> tags
 (special tokens here), so the wrappers re-decode completion_ids with the tags kept, like r1hpc.
+TRL generates with the model it trains, so it has no publish or reload.
 
 Phases are timed with wrappers around the real functions (the wrapped code is unchanged); the
 TRL step runs inside trainer.train() and each r1hpc step runs in TRL's on_step_end callback, so
 the two alternate (ABAB...) and machine noise hits both. Reported: the median over the timed
-steps after --warmup steps, per phase, and the ratio r1hpc / TRL.
+steps after --warmup steps, per phase, and the ratio r1hpc / TRL. On a machine shared with other
+work, measure with --threads 1: at 2 threads with another process on one of 2 cores, both sides'
+steps took 5-10x longer (OpenMP threads wait for each other) and varied too much to compare.
 """
 
 from __future__ import annotations
@@ -56,35 +67,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # standalone: no i
 if __name__ == "__main__":
     import torch
 
+    import r1hpc.rewards.scorer as r1_scorer
     import r1hpc.train.grpo as r1_grpo
-    from r1hpc.config import GRPOConfig, RLStageConfig
+    from r1hpc import configio
+    from r1hpc.config import Config, DataConfig, GRPOConfig, RewardsConfig, RLStageConfig
     from r1hpc.model.factory import ModelSize, build_model, n_params
     from r1hpc.model.pretrain_corpus import build_corpus
-    from r1hpc.model.prompting import PromptFormat, encode_prompt
+    from r1hpc.model.prompting import PromptFormat
     from r1hpc.model.tokenizer import load_tokenizer, train_tokenizer
     from r1hpc.rewards import REWARD_FUNCS
     from r1hpc.rewards.isolation import WorkerPool
     from r1hpc.rewards.scorer import score_batch
-    from r1hpc.rollout import make_generator
-    from r1hpc.stages.common import load_policy, reward_example
-    from r1hpc.stages.grpo import _settings  # the job's own helper
+    from r1hpc.stages.common import StageContext, data_path
+    from r1hpc.stages.grpo import RolloutWorker
+    from r1hpc.stages.grpo_train import TorchBackend
+    from r1hpc.store import list_versions, publish_model, read_step_shards
 
     render_prompt = PromptFormat().render  # R1's plain template, as make demo uses
-    from r1hpc.tasks.dataset import generate_problems
-    from r1hpc.train.checkpoint import load_checkpoint, save_checkpoint
+    from r1hpc.tasks.dataset import generate_problems, write_jsonl
 
-PHASES = (
-    "load (job start)",
-    "generate",
-    "score: pool start/stop",
-    "score",
-    "log-probs, no grad (old/ref)",
-    "forward+backward",
-    "optimizer (clip+step)",
-    "save (ckpt + publish)",
-    "other",
-)
-COMPUTE = ("generate", "score", "log-probs, no grad (old/ref)", "forward+backward", "optimizer (clip+step)")
+STAGE = "r1_zero"
+UPDATE = ("log-probs, no grad (old/ref)", "forward+backward", "optimizer (clip+step)")
+PHASES = ("generate", "score", *UPDATE, "publish (save + manifest)", "reload (into generator)", "other")
+COMPUTE = ("generate", "score", *UPDATE)
 
 
 class Phases:
@@ -125,96 +130,89 @@ def build_assets(root: Path, size: ModelSize, seed: int) -> tuple[Path, int]:
     return out, n_params(model)
 
 
+def make_run_dir(root: Path, v0: Path, g: GRPOConfig, st: RLStageConfig, problems: list, seed: int) -> Path:
+    """A run directory as `r1hpc run` leaves it before a GRPO stage: config.yaml, the training
+    problems, v0000 of the stage published."""
+    cfg = dataclasses.replace(
+        Config(),
+        name="bench",
+        runs_dir=str(root),
+        seed=seed,
+        grpo=g,
+        r1_zero=st,
+        rewards=RewardsConfig(timeout_s=5.0, memory_mb=1024),  # configs/tiny.yaml
+    )
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(configio.to_yaml(cfg))
+    ctx = StageContext(run_dir)  # reads it back (and validates it) as every job does
+    write_jsonl(data_path(ctx, "problems_train"), problems)
+    publish_model(ctx.run, STAGE, v0, version=0)
+    return run_dir
+
+
 class R1hpcStep:
-    """r1hpc's GRPO step as its rollout + train jobs do it, one version directory per step."""
+    """r1hpc's long-lived GRPO stage, one step per call: the rollout task's RolloutWorker and the
+    train job's TorchBackend, both held across steps (module docstring)."""
 
-    def __init__(self, root: Path, v0: Path, g: GRPOConfig, st: RLStageConfig, threads: int, seed: int) -> None:
-        self.root, self.g, self.st, self.threads, self.seed = root, g, st, threads, seed
-        self.versions = [v0]
-        self.state_dir = root / "train_state"
-
-    def step(self, k: int, problems: list[dict[str, Any]]) -> Phases:
-        g, st, ph = self.g, self.st, Phases()
-        torch.set_num_threads(self.threads)
-        cur = self.versions[-1]
+    def __init__(self, run_dir: Path, threads: int) -> None:
+        self.threads = threads
+        self.ph = Phases()
         t0 = time.perf_counter()
-        # --- rollout job (rollout_task) ---
-        with ph.timer("load (job start)"):
-            generator = make_generator(g.generator, cur, seed=self.seed, progress=False)
-        with ph.timer("generate"):
-            samples = generator.generate(
-                [render_prompt(p["prompt"]) for p in problems],
-                n=g.group_size,
-                max_new_tokens=g.max_new_tokens,
-                temperature=g.temperature,
-                top_p=g.top_p,
-                seed=self.seed * 1000 + k,
-            )
-        generator.close()
-        flat = [(i, s) for i, group in enumerate(samples) for s in group]
-        # score_batch without a pool starts one per call (what rollout_task does); started here
-        # explicitly so that its start/stop cost is reported apart.
-        with ph.timer("score: pool start/stop"):
-            pool = WorkerPool(None, item_timeout_s=5.0)
-        with ph.timer("score"):
-            scores = score_batch(
-                [s.text for _, s in flat],
-                [reward_example(problems[i]) for i, _ in flat],
-                st.rewards,
-                pool=pool,
-                progress=False,
-            )
-        with ph.timer("score: pool start/stop"):
-            pool.close()
-        with ph.timer("load (job start)"):
-            tokenizer = load_tokenizer(cur)
-        with ph.timer("other"):
-            records = [
-                {
-                    "group": i,
-                    "prompt_ids": encode_prompt(tokenizer, render_prompt(problems[i]["prompt"])),
-                    "response_ids": s.token_ids,
-                    "gen_logprobs": s.logprobs,
-                    "reward": scores.totals[j],
-                }
-                for j, (i, s) in enumerate(flat)
-            ]
-        # --- train job (train_task) ---
-        with ph.timer("load (job start)"):
-            policy, tokenizer = load_policy(cur)
-            ref = load_policy(self.versions[0])[0] if g.kl_coef > 0 else None
-            optimizer = torch.optim.AdamW(policy.parameters(), lr=st.lr, betas=(0.9, 0.99), weight_decay=0.0)
-            if k > 0:
-                load_checkpoint(self.state_dir, k, policy, optimizer, torch.Generator())
-        policy.train()
-        metrics = self._update(ph, policy, ref, optimizer, records, tokenizer.pad_token_id, k)
-        policy.eval()
-        with ph.timer("save (ckpt + publish)"):
-            save_checkpoint(self.state_dir, k + 1, policy, optimizer, torch.Generator(), keep=2)
-            nxt = self.root / f"v{k + 1:04d}"
-            policy.save_pretrained(str(nxt), safe_serialization=True)
-            tokenizer.save_pretrained(str(nxt))
-        self.versions.append(nxt)
+        ctx = StageContext(run_dir)
+        self.ctx, self.g = ctx, ctx.cfg.grpo
+        self.worker = RolloutWorker(ctx, STAGE, 0)
+        self.worker.load_policy(0)  # the rollout task's first step builds the engine
+        self.worker.pool()  # and starts the pool
+        self.backend = TorchBackend(ctx, STAGE)
+        self.versions = {v.version: v for v in list_versions(ctx.run, STAGE)}
+        self.backend.restore(0, self.versions)  # the train job's start: v0000, fresh AdamW
+        self.init_s = time.perf_counter() - t0
+        # timing wrappers on the held objects (instance attributes; the classes are untouched)
+        cur = lambda: self.ph  # noqa: E731
+        self.worker.generator.generate = timed(self.worker.generator.generate, cur, "generate")
+        self.worker.load_policy = timed(self.worker.load_policy, cur, "reload (into generator)")
+        self.backend.publish = timed(self.backend.publish, cur, "publish (save + manifest)")
+
+    def close(self) -> None:
+        self.worker.close()
+        self.backend.close()
+
+    def step(self, k: int) -> Phases:
+        ph = self.ph = Phases()
+        torch.set_num_threads(self.threads)
+        t0 = time.perf_counter()
+        # --- the rollout task (rollout_loop): reload v(k) in place, generate, score, publish ---
+        saved_score = r1_scorer.score_batch  # run_step imports it at call time: the wrapper is seen
+        r1_scorer.score_batch = timed(saved_score, lambda: ph, "score")
+        try:
+            self.worker.run_step(k)
+        finally:
+            r1_scorer.score_batch = saved_score
+        # --- the train job (train_steps): read the shard, update, publish v(k+1) ---
+        records = read_step_shards(self.ctx.run, STAGE, k, self.g.rollout_shards)
+        reference = self.versions[0] if self.g.kl_coef > 0 else None
+        metrics = self._update(ph, k, records, reference)
+        self.backend.publish(k + 1, {"metrics": {"step": k, **metrics}})
         ph.secs["total"] = time.perf_counter() - t0
         ph.secs["other"] += ph.secs["total"] - sum(v for n, v in ph.secs.items() if n != "total")
         ph.info = {
-            "completion tokens": sum(len(s.token_ids) for _, s in flat) / len(flat),
-            "reward mean": sum(scores.totals) / len(flat),
+            "completion tokens": sum(len(r["response_ids"]) for r in records) / len(records),
+            "reward mean": sum(r["reward"] for r in records) / len(records),
             "loss": metrics.get("loss", float("nan")),
         }
         return ph
 
-    def _update(self, ph: Phases, policy: Any, ref: Any, optimizer: Any, records: list, pad_id: int, k: int) -> dict:
-        """grpo_update with its no-grad log-prob passes and its clip + optimizer step timed."""
+    def _update(self, ph: Phases, k: int, records: list, reference: Any) -> dict:
+        """backend.update with grpo_update's no-grad log-prob passes and clip + optimizer step timed."""
+        optimizer = self.backend.optimizer
         saved = (r1_grpo.sequence_logprobs, torch.nn.utils.clip_grad_norm_)
         r1_grpo.sequence_logprobs = timed(saved[0], lambda: ph, "log-probs, no grad (old/ref)")
         torch.nn.utils.clip_grad_norm_ = timed(saved[1], lambda: ph, "optimizer (clip+step)")
         optimizer.step = timed(optimizer.step, lambda: ph, "optimizer (clip+step)")
         try:
             t0 = time.perf_counter()
-            metrics = r1_grpo.grpo_update(
-                policy, ref, optimizer, records, _settings(self.g), pad_id, torch.Generator().manual_seed(k)
-            )
+            metrics = self.backend.update(k, records, reference, None)
             inner = ph.secs["log-probs, no grad (old/ref)"] + ph.secs["optimizer (clip+step)"]
             ph.secs["forward+backward"] += time.perf_counter() - t0 - inner
         finally:
@@ -374,10 +372,14 @@ def run(args: argparse.Namespace) -> tuple[list[Phases], list[Phases], dict[str,
         temperature=args.temperature,
         kl_coef=args.kl,
         generator="hf",
+        rollout_shards=1,  # one rollout task generates the whole step, as TRL's one process does
+        mini_batches=1,  # one optimizer update per step, as TRL's step (num_iterations=1)
+        max_staleness=0,  # on-policy: TRL generates with the policy it then updates
     )
-    st = RLStageConfig(lr=args.lr)
+    st = RLStageConfig(lr=args.lr, steps=args.warmup + args.steps)
     n_steps = args.warmup + args.steps
-    problems = generate_problems(0, "train", args.prompts * n_steps * 2)
+    # as many training problems as a run has (data.train_problems): the rollout task reads them per step
+    problems = generate_problems(0, "train", max(DataConfig().train_problems, args.prompts * n_steps * 2))
     size = ModelSize(
         layers=args.layers,
         hidden=args.hidden,
@@ -388,8 +390,8 @@ def run(args: argparse.Namespace) -> tuple[list[Phases], list[Phases], dict[str,
     )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        v0, params = build_assets(root / "r1hpc", size, args.seed)
-        r1 = R1hpcStep(root / "r1hpc", v0, g, st, args.threads, args.seed)
+        v0, params = build_assets(root / "model", size, args.seed)
+        r1 = R1hpcStep(make_run_dir(root / "runs", v0, g, st, problems, args.seed), args.threads)
         pool = WorkerPool(None, item_timeout_s=5.0) if args.trl_rewards == "pool" else None
         lengths: list[float] = []
         t0 = time.perf_counter()
@@ -415,7 +417,7 @@ def run(args: argparse.Namespace) -> tuple[list[Phases], list[Phases], dict[str,
                 end = time.perf_counter()
                 trl_steps.append(finish_trl_phases(state["ph"], state["start"], end, state["opt_end"], lengths))
                 k = len(r1_steps)
-                r1_steps.append(r1.step(k, problems[k * args.prompts : (k + 1) * args.prompts]))
+                r1_steps.append(r1.step(k))
                 print(
                     f"step {k}: TRL {trl_steps[-1].secs['total']:.2f} s, r1hpc {r1_steps[-1].secs['total']:.2f} s",
                     flush=True,
@@ -425,10 +427,13 @@ def run(args: argparse.Namespace) -> tuple[list[Phases], list[Phases], dict[str,
 
         trainer.add_callback(Interleave())
         instrument_trl(trainer, lambda: state["ph"])
-        trainer.train()
-        if pool is not None:
-            pool.close()
-    meta = {"params": params, "trl_init_s": trl_init, "threads": torch.get_num_threads()}
+        try:
+            trainer.train()
+        finally:
+            r1.close()
+            if pool is not None:
+                pool.close()
+    meta = {"params": params, "trl_init_s": trl_init, "r1hpc_init_s": r1.init_s, "threads": torch.get_num_threads()}
     return r1_steps[args.warmup :], trl_steps[args.warmup :], meta
 
 
@@ -456,11 +461,22 @@ def report(args: argparse.Namespace, r1: list[Phases], trl: list[Phases], meta: 
         "| phase | r1hpc s (median) | TRL s (median) | r1hpc / TRL | r1hpc s (min) | TRL s (min) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for name in (*PHASES, "total"):
-        a, b = median(r1, name), median(trl, name)
+    rows: list[tuple[str, tuple[str, ...]]] = [
+        ("generate", ("generate",)),
+        ("score", ("score",)),
+        *((f"update: {n}", (n,)) for n in UPDATE),
+        ("update (sum)", UPDATE),
+        ("publish (save + manifest)", ("publish (save + manifest)",)),
+        ("reload (into generator)", ("reload (into generator)",)),
+        ("publish + reload (sum)", ("publish (save + manifest)", "reload (into generator)")),
+        ("other", ("other",)),
+        ("total", ("total",)),
+    ]
+    for label, names in rows:
+        a, b = (statistics.median(sum(s.secs.get(n, 0.0) for n in names) for s in x) for x in (r1, trl))
         ratio = f"{a / b:.2f}" if b > 1e-4 else "-"
-        lo_a, lo_b = (min(s.secs.get(name, 0.0) for s in x) for x in (r1, trl))
-        lines.append(f"| {name} | {a:.3f} | {b:.3f} | {ratio} | {lo_a:.3f} | {lo_b:.3f} |")
+        lo_a, lo_b = (min(sum(s.secs.get(n, 0.0) for n in names) for s in x) for x in (r1, trl))
+        lines.append(f"| {label} | {a:.3f} | {b:.3f} | {ratio} | {lo_a:.3f} | {lo_b:.3f} |")
     ca = statistics.median(sum(s.secs.get(n, 0.0) for n in COMPUTE) for s in r1)
     cb = statistics.median(sum(s.secs.get(n, 0.0) for n in COMPUTE) for s in trl)
     ta, tb = median(r1, "total"), median(trl, "total")
@@ -470,11 +486,13 @@ def report(args: argparse.Namespace, r1: list[Phases], trl: list[Phases], meta: 
         f"ratio r1hpc / TRL, whole step, best of {len(r1)} (less sensitive to other load): "
         f"{min(s.secs['total'] for s in r1) / min(s.secs['total'] for s in trl):.2f}",
         f"ratio r1hpc / TRL, compute only ({' + '.join(COMPUTE)}): {ca / cb:.2f}",
-        f"TRL one-time trainer construction (models + ref + dataset): {meta['trl_init_s']:.2f} s",
+        f"one-time setup, not in the steps: TRL trainer construction (models + ref + dataset) "
+        f"{meta['trl_init_s']:.2f} s; r1hpc rollout task (generator + pool) and train job (policy, AdamW) "
+        f"{meta['r1hpc_init_s']:.2f} s",
         f"mean completion tokens per step: r1hpc {statistics.mean(s.info['completion tokens'] for s in r1):.1f}, "
         f"TRL {statistics.mean(s.info['completion tokens'] for s in trl):.1f}",
         "no-grad log-prob passes over the step's sequences: r1hpc "
-        f"{r1[0].calls['log-probs, no grad (old/ref)']} (old + ref), TRL "
+        f"{r1[0].calls['log-probs, no grad (old/ref)']} (ref; old = detached new when on-policy), TRL "
         f"{trl[0].calls['log-probs, no grad (old/ref)']} (ref; old = detached new when on-policy)",
         "per step totals, r1hpc: " + ", ".join(f"{s.secs['total']:.2f}" for s in r1),
         "per step totals, TRL:   " + ", ".join(f"{s.secs['total']:.2f}" for s in trl),

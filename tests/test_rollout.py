@@ -239,6 +239,24 @@ def test_hf_reload_switches_policy(hf, policies, tmp_path):
         hf.load_weights(policies[0])
 
 
+def test_hf_reload_is_in_place_for_the_same_architecture_and_rebuilds_otherwise(hf, policies, tmp_path):
+    """A GRPO rollout task reloads every step: the next version (same config.json) is copied into
+    the held model; a checkpoint of another shape is built afresh."""
+    held = hf.model
+    try:
+        hf.load_weights(policies[1])
+        assert hf.model is held
+        fresh = load_policy(str(policies[1])).state_dict()
+        assert all(torch.equal(v, fresh[k]) for k, v in hf.model.state_dict().items())
+        wide = Qwen2ForCausalLM(Qwen2Config(**{**held.config.to_dict(), "intermediate_size": 96})).eval()
+        wide.save_pretrained(str(tmp_path / "wide"))
+        hf.tokenizer.save_pretrained(str(tmp_path / "wide"))
+        hf.load_weights(tmp_path / "wide")
+        assert hf.model is not held and hf.model.config.intermediate_size == 96
+    finally:
+        hf.load_weights(policies[0])
+
+
 # ---------------------------------------------------------------- vLLM backend
 
 

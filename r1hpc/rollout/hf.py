@@ -8,9 +8,11 @@ and top-p warpers), so they are under the sampling distribution described in ``b
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, GenerationConfig
 
@@ -26,6 +28,17 @@ from r1hpc.rollout.base import (
 )
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# config.json keys that say nothing about the weights' layout (written by whoever saved them)
+_CONFIG_NOISE = ("transformers_version", "_name_or_path")
+
+
+def _config_json(path: Path) -> dict | None:
+    """A model directory's config.json without its provenance keys; None when it is unreadable."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return {k: v for k, v in config.items() if k not in _CONFIG_NOISE} if isinstance(config, dict) else None
 
 
 class HFGenerator:
@@ -57,11 +70,17 @@ class HFGenerator:
         self.model_dir = check_model_dir(model_dir)
         self.tokenizer, self.eos_ids = load_generation_tokenizer(self.model_dir, pad_token, eos_tokens)
         self.model: torch.nn.Module | None = None
+        self._config: dict | None = None  # config.json of the held model
         self.load_weights(self.model_dir)
 
     def load_weights(self, model_dir: str | Path) -> None:
-        """Load a new policy (HF has no engine to keep warm: this just reloads the model)."""
+        """Load a new policy: copied into the held model when it has the same config.json (a GRPO
+        stage's next version), else built afresh with from_pretrained."""
         path = check_model_dir(model_dir)
+        config = _config_json(path)
+        if self.model is not None and config is not None and config == self._config and self._copy_weights(path):
+            self.model_dir = path
+            return
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype)
         vocab = model.get_output_embeddings().weight.shape[0]
         for name, ids in (("eos id", self.eos_ids), ("pad_token_id", [self.tokenizer.pad_token_id])):
@@ -74,9 +93,36 @@ class HFGenerator:
         model.generation_config = GenerationConfig(eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id)
         self.model = model.to(self.device).eval()
         self.model_dir = path
+        self._config = config
+
+    def _copy_weights(self, path: Path) -> bool:
+        """Copy the safetensors weights of `path` into the held model in place (no new module, no
+        re-read of config or generation settings); False when the files do not cover exactly the
+        held parameters (the caller then loads with from_pretrained)."""
+        files = sorted(path.glob("*.safetensors"))  # one file, or every shard of an index
+        if not files:
+            return False
+        state: dict[str, torch.Tensor] = {}
+        for f in files:
+            state.update(load_file(str(f)))
+        held = self.model.state_dict(keep_vars=True)
+        if not state.keys() <= held.keys():
+            return False
+        # Keys absent from the files must be tied to a loaded one (lm_head.weight = embed_tokens);
+        # a tied pair stored twice is left to from_pretrained's rule of which copy wins.
+        loaded = {id(held[k]) for k in state}
+        if len(loaded) < len(state) or any(id(held[k]) not in loaded for k in held.keys() - state.keys()):
+            return False
+        if any(tuple(held[k].shape) != tuple(v.shape) for k, v in state.items()):
+            return False
+        with torch.no_grad():
+            for k, v in state.items():
+                held[k].copy_(v)  # casts to the generator's dtype as from_pretrained(dtype=...) does
+        return True
 
     def close(self) -> None:
         self.model = None
+        self._config = None
 
     @torch.inference_mode()
     def generate(

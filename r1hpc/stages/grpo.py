@@ -76,9 +76,12 @@ def policy_version_for_step(g: GRPOConfig, step: int) -> int:
     return max(0, step - g.max_staleness)
 
 
-def step_prompts(ctx: StageContext, stage: str, step: int) -> list[dict[str, Any]]:
-    """The step's prompts: a deterministic draw from the training problems (same on every rerun)."""
-    problems = read_data(ctx, "problems_train")
+def step_prompts(
+    ctx: StageContext, stage: str, step: int, problems: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """The step's prompts: a deterministic draw from the training problems (same on every rerun).
+    problems: the run's training problems when the caller holds them already (a long-lived task)."""
+    problems = read_data(ctx, "problems_train") if problems is None else problems
     g = ctx.cfg.grpo
     gen = torch.Generator().manual_seed(stage_seed(ctx.cfg.seed, stage, "prompts", step))
     idx = torch.randperm(len(problems), generator=gen)[: g.prompts_per_step].tolist()
@@ -96,6 +99,7 @@ class RolloutWorker:
         self.fmt: Any = None
         self.version: int | None = None
         self._pool: Any = None
+        self._problems: list[dict[str, Any]] | None = None  # the run's training problems, read once
 
     def load_policy(self, version: int) -> float:
         """Hold policy v(version) in the engine (built on first use, weights reloaded after);
@@ -142,7 +146,9 @@ class RolloutWorker:
         version = policy_version_for_step(g, step)
         reload_seconds = self.load_policy(version)
         started = time.time()
-        prompts = step_prompts(ctx, stage, step)
+        if self._problems is None:
+            self._problems = read_data(ctx, "problems_train")
+        prompts = step_prompts(ctx, stage, step, self._problems)
         per_shard = len(prompts) // g.rollout_shards
         mine = prompts[shard * per_shard : (shard + 1) * per_shard]
         texts = [self.fmt.render(p) for p in mine]
