@@ -5,7 +5,7 @@ r1hpc plan configs/deepseek_v3_671b.yaml            layout, memory per GPU, GPU-
 r1hpc config configs/tiny.yaml grpo.group_size=16     validate and print the resolved config
 r1hpc sbatch configs/tiny.yaml --kind rollout --array 4   print the sbatch script a job would get
 r1hpc preflight configs/tiny.yaml launch.executor=slurm   check nodes, GPUs and the shared run dir
-r1hpc status runs/tiny                                 stages, steps, jobs and their states
+r1hpc status runs/tiny                                 stages, steps, time left, results, jobs
 r1hpc exec r1hpc.preflight:node_report report_dir=/tmp/p task=0   run one task here
 r1hpc gpu-hours --since now-7days --by user,run        GPU-hours and cost from Slurm accounting
 """
@@ -59,7 +59,7 @@ def _cmd_preflight(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from r1hpc.status import main as status_main
 
-    return status_main([args.run_dir, *(["--no-slurm"] if args.no_slurm else [])])
+    return status_main([args.run_dir, *(["--no-slurm"] if args.no_slurm else []), *(["--jobs"] if args.jobs else [])])
 
 
 def _cmd_exec(args: argparse.Namespace) -> int:
@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["preflight"].add_argument("--kind", choices=["train", "rollout", "eval"], default="rollout")
     parsers["status"].add_argument("run_dir")
     parsers["status"].add_argument("--no-slurm", action="store_true", help="do not ask squeue/sacct")
+    parsers["status"].add_argument("--jobs", action="store_true", help="list every job (default: one line per stage)")
     parsers["exec"].add_argument("target", help="package.module:function")
     parsers["exec"].add_argument("kwargs", nargs="*", help="key=value arguments (values parsed as YAML)")
     parsers["exec"].add_argument(

@@ -165,7 +165,7 @@ class GRPOConfig:
     generator: Literal["hf", "vllm", "auto"] = "hf"
     # stage: one rollout array + one train job live for the whole stage (no job start, import or
     # model load per step); step: fresh jobs per step (backfill / preemptible capacity).
-    jobs: Literal["stage", "step"] = "stage"
+    jobs: Literal["stage", "step"] = "stage"  # launch.executor=debug always runs per-step jobs
     checkpoint_every: int = 10  # stage mode: trainer checkpoint (weights + optimizer) every N steps
     wait_timeout_s: float = 3600.0  # stage mode: a job waiting longer for its input fails, naming it
     poll_max_s: float = 2.0  # stage mode: longest sleep between two looks for an awaited output

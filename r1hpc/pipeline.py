@@ -61,7 +61,9 @@ def _grpo(launcher: Launcher, cfg: Config, stage: str, after: Sequence[Submissio
     prep = launcher.submit(stage, "train", entry.target, {"run_dir": run_dir, "stage": stage}, after=after)
     if steps == 0:
         return prep
-    if cfg.grpo.jobs == "stage":
+    # The debug executor runs one job at a time in this process (for pdb): loops that wait on each
+    # other cannot run there, so it takes the per-step jobs.
+    if cfg.grpo.jobs == "stage" and launcher.executor != "debug":
         # Both start once v0000 is published and hand over through the run directory from then on.
         rollouts = launcher.submit_array(
             stage,
@@ -277,6 +279,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="key=value overrides")
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of: " + ", ".join(STAGES))
     parser.add_argument("--no-wait", action="store_true", help="return after submitting (slurm executor)")
+    parser.add_argument(
+        "--progress",
+        choices=["auto", "live", "log", "off"],
+        default="auto",
+        help="while waiting: a view redrawn in place (live; the default on a terminal), one line per "
+        "event (log; the default otherwise), or nothing (off)",
+    )
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
@@ -284,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         write_resolved(cfg, argv=["r1hpc", "run", *(argv if argv is not None else sys.argv[1:])])
         stages = [s.strip() for s in args.stages.split(",") if s.strip()]
         with sole_submitter(cfg):
-            return _submit_and_wait(cfg, stages, args.no_wait)
+            return _submit_and_wait(cfg, stages, args.no_wait, args.progress)
     except ConfigError as e:
         print(f"r1hpc run: config error: {e}", file=sys.stderr)
         return 2
@@ -293,17 +302,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _submit_and_wait(cfg: Config, stages: list[str], no_wait: bool) -> int:
+def _submit_and_wait(cfg: Config, stages: list[str], no_wait: bool, progress: str = "auto") -> int:
+    """Submit, then wait for the run's jobs while showing its progress (r1hpc.live): on a terminal
+    one block redrawn in place every ~2 s, in a log one line per event; at the end the held-out
+    results and the path of report.md. progress: auto, live, log or off."""
+    from r1hpc.live import LiveDisplay, duration
+
     started = time.time()
+    # With --no-wait a Slurm submission returns at once: nothing to watch (r1hpc status does).
+    watch = "off" if no_wait and cfg.launch.executor == "slurm" else progress
+    display = LiveDisplay(cfg.run_dir, stages=stages, cfg=cfg, mode=watch, interval_s=2.0, since=started)
     try:
-        subs = submit_pipeline(cfg, stages)
-        print(
-            f"r1hpc run: {cfg.name}: submitted {', '.join(subs)} on the {cfg.launch.executor} executor; "
-            f"run directory {cfg.run_dir} (watch with: r1hpc status {cfg.run_dir})"
-        )
-        if no_wait:
-            return 0
-        wait_all(list(subs.values()), poll_s=cfg.launch.poll_interval_s)
+        with display:  # the local executor runs the jobs while submitting: watch from the start
+            subs = submit_pipeline(cfg, stages)
+            display.message(
+                f"r1hpc run: {cfg.name}: submitted {', '.join(subs)} on the {cfg.launch.executor} executor; "
+                f"run directory {cfg.run_dir} (watch with: r1hpc status {cfg.run_dir})"
+            )
+            if no_wait:
+                return 0
+            wait_all(list(subs.values()), poll_s=cfg.launch.poll_interval_s)
     except JobFailed as e:  # the local executor also runs dependencies while submitting
         print(
             f"r1hpc run: {cfg.name}: a job failed; fix the cause and run the same command again to "
@@ -311,6 +329,7 @@ def _submit_and_wait(cfg: Config, stages: list[str], no_wait: bool) -> int:
             file=sys.stderr,
         )
         return 1
+    display.finish()  # the held-out results
     report = f"; report: {cfg.run_dir / 'report.md'}" if "report" in subs else ""
-    print(f"r1hpc run: {cfg.name} finished in {time.time() - started:.0f} s{report}")
+    print(f"r1hpc run: {cfg.name} finished in {duration(time.time() - started)}{report}")
     return 0

@@ -1,11 +1,15 @@
-"""`r1hpc status RUN_DIR`: a run's stages, steps, published models and jobs, with Slurm states.
+"""`r1hpc status RUN_DIR`: a run's stages, steps, results and jobs, with Slurm states.
 
-Everything comes from the run directory (config.yaml, jobs.jsonl, models/, rollouts/, metrics/)
-plus, for jobs submitted to Slurm, one `sacct` call (which also knows running and pending jobs).
-GRPO stages show their progress as published steps out of the configured ones, and where a
-step's time goes: medians per step of generation, scoring, training, the train job's wait for
-rollouts, policy reload, publish and overhead (job starts, handoffs, polling), and the share of
-the step each pool (train job, rollout tasks) sat idle. See step_time_summary().
+Everything comes from the run directory (config.yaml, jobs.jsonl, models/, rollouts/, metrics/,
+eval/) plus, for jobs submitted to Slurm, one `sacct` call (which also knows running and pending
+jobs) and one `squeue` call for jobs sacct does not know yet. It prints the same view `r1hpc run`
+shows while it waits (r1hpc.live: each stage done / running / waiting / failed / stopped, a GRPO
+stage's step N of M with its last reward, accuracy and response length, the elapsed time and an
+estimate of the time left), the held-out results once evaluated, where a GRPO step's time goes
+(medians per step of generation, scoring, training, the train job's wait for rollouts, policy
+reload, publish and overhead: job starts, handoffs, polling; and the share of the step each pool,
+train job and rollout tasks, sat idle; see step_time_summary()), and the run's jobs with their
+states per stage (every job with --jobs).
 """
 
 from __future__ import annotations
@@ -129,17 +133,12 @@ def queued_states(job_ids: list[str]) -> dict[str, list[str]]:
     return {job: states for job, states in _states_by_job(proc.stdout).items() if job in wanted}
 
 
-def _local_state(run: RunDir, task_ids: list[str]) -> list[str]:
-    """Local/debug jobs: submitit writes <logs>/<id>/<id>_0_result.pkl when a job ends."""
-    out = []
-    for task in task_ids:
-        result = run.logs_dir(create=False) / task / f"{task}_0_result.pkl"
-        out.append("ENDED" if result.exists() else "NOT_ENDED")
-    return out
-
-
 def summarize_run(run_dir: str | Path, ask_slurm: bool = True) -> dict[str, Any]:
-    """Collect the run's state as plain data (the text view is built from it)."""
+    """Collect the run's state as plain data (the text view is built from it): "stages" (published
+    versions, GRPO steps done of planned, last metrics, step_time_summary), "jobs" (jobs.jsonl with
+    each task's state) and "view" (r1hpc.live.run_view, with the Slurm states)."""
+    from r1hpc.live import job_task_states, run_view
+
     run = RunDir(run_dir)
     if not (Path(run_dir) / "config.yaml").exists() and not run.jobs_path.exists():
         raise FileNotFoundError(f"{run_dir}: not an r1hpc run directory (no config.yaml or jobs.jsonl)")
@@ -150,10 +149,7 @@ def summarize_run(run_dir: str | Path, ask_slurm: bool = True) -> dict[str, Any]
         missing = [j for j in slurm_ids if j not in states]
         states.update(queued_states(missing))
     for job in jobs:
-        if job.get("executor") == "slurm":
-            job["states"] = states.get(job["job_id"], ["?"])
-        else:
-            job["states"] = _local_state(run, job.get("task_ids", [job["job_id"]]))
+        job["states"] = job_task_states(Path(run_dir), job, states)
     planned = _planned_rl_steps(Path(run_dir))
     stages: dict[str, dict[str, Any]] = {}
     for stage in sorted(
@@ -171,7 +167,8 @@ def summarize_run(run_dir: str | Path, ask_slurm: bool = True) -> dict[str, Any]
         if stage in planned:  # v(N) is published by step N-1's train job: N steps done
             stages[stage]["steps_done"] = max((v.version for v in versions), default=0)
             stages[stage]["steps_planned"] = planned[stage]
-    return {"run_dir": str(run_dir), "jobs": jobs, "stages": stages}
+    view = run_view(run_dir, job_states=states if ask_slurm else None)
+    return {"run_dir": str(run_dir), "jobs": jobs, "stages": stages, "view": view}
 
 
 def _planned_rl_steps(run_dir: Path) -> dict[str, int]:
@@ -233,42 +230,59 @@ def format_step_times(stage: str, t: dict[str, Any], done: int | None = None, pl
     return lines
 
 
-def format_status(summary: dict[str, Any]) -> str:
-    lines = [f"run {summary['run_dir']}", "", "stages:"]
+def _state_counts(states: list[str]) -> str:
+    counts = Counter(states)
+    return ", ".join(f"{s} x{n}" if n > 1 else s for s, n in sorted(counts.items()))
+
+
+def format_status(summary: dict[str, Any], all_jobs: bool = False) -> str:
+    """The view of r1hpc.live, the held-out results, where the GRPO step time goes, and the jobs
+    (per stage, or every job with all_jobs)."""
+    from r1hpc.live import render_view, results_lines
+
+    view = summary.get("view")
+    lines = render_view(view) if view is not None else [f"run {summary['run_dir']}"]
+    results = results_lines(summary["run_dir"])
+    if results:
+        lines += ["", *results]
     timing: list[str] = []
-    for stage, info in summary["stages"].items():
-        latest = info["versions"][-1] if info["versions"] else "-"
+    order = {name: i for i, name in enumerate(recipe.names())}
+    for stage, info in sorted(summary["stages"].items(), key=lambda item: order.get(item[0], len(order))):
         if info.get("step_times"):
             timing += format_step_times(stage, info["step_times"], info.get("steps_done"), info.get("steps_planned"))
-        metric = ""
-        if info["last_metrics"]:
-            shown = {
-                k: v
-                for k, v in info["last_metrics"].items()
-                if isinstance(v, (int, float)) and k != "time" and k not in TIMING_KEYS and not k.startswith("time_")
-            }
-            metric = "  " + " ".join(
-                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(shown.items())[:6]
-            )
-        progress = f" steps={info['steps_done']}/{info['steps_planned']}" if "steps_planned" in info else ""
-        lines.append(
-            f"  {stage:<14} models={len(info['versions'])} latest={latest}{progress} "
-            f"rollout_steps={info['rollout_steps']}{metric}"
-        )
     if timing:
         lines += ["", "where the time goes (GRPO, per step):", *timing]
+    jobs = summary["jobs"]
+    if not jobs:
+        return "\n".join([*lines, "", "jobs: none recorded yet (jobs.jsonl)"])
+    where = "Slurm (sacct/squeue)" if any(j.get("executor") == "slurm" for j in jobs) else "local processes"
+    if all_jobs:
+        lines += [
+            "",
+            f"jobs (states from {where}):",
+            f"  {'submitted':<26} {'stage':<14} {'step':>4} {'kind':<8} {'job':>10} {'tasks':>5}  states",
+        ]
+        for job in jobs:
+            step = "-" if job.get("step") is None else job["step"]
+            lines.append(
+                f"  {job['time']:<26} {job['stage']:<14} {step:>4} {job['kind']:<8} {job['job_id']:>10} "
+                f"{job.get('array_size') or 1:>5}  {_state_counts(job['states'])}"
+            )
+        return "\n".join(lines)
+    by_stage: dict[str, list[dict[str, Any]]] = {}
+    for job in sorted(jobs, key=lambda j: order.get(str(j["stage"]), len(order))):  # stable: in time order
+        by_stage.setdefault(str(job["stage"]), []).append(job)
+    pad = max(14, *(len(s) for s in by_stage))
     lines += [
         "",
-        "jobs:",
-        f"  {'submitted':<26} {'stage':<14} {'step':>4} {'kind':<8} {'job':>10} {'tasks':>5}  states",
+        f"jobs per stage (states from {where}; every job: r1hpc status {summary['run_dir']} --jobs):",
+        f"  {'stage':<{pad}} {'jobs':>4} {'tasks':>5}  {'last job':>10}  states",
     ]
-    for job in summary["jobs"]:
-        counts = Counter(job["states"])
-        state = ", ".join(f"{s} x{n}" if n > 1 else s for s, n in sorted(counts.items()))
-        step = "-" if job.get("step") is None else job["step"]
+    for stage, stage_jobs in by_stage.items():
+        states = [s for j in stage_jobs for s in j["states"]]
         lines.append(
-            f"  {job['time']:<26} {job['stage']:<14} {step:>4} {job['kind']:<8} {job['job_id']:>10} "
-            f"{job.get('array_size') or 1:>5}  {state}"
+            f"  {stage:<{pad}} {len(stage_jobs):>4} {len(states):>5}  {stage_jobs[-1]['job_id']:>10}  "
+            f"{_state_counts(states)}"
         )
     return "\n".join(lines)
 
@@ -277,11 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="r1hpc status", description=__doc__)
     parser.add_argument("run_dir")
     parser.add_argument("--no-slurm", action="store_true", help="do not ask sacct for job states")
+    parser.add_argument("--jobs", action="store_true", help="list every job (default: one line per stage)")
     args = parser.parse_args(argv)
     try:
         summary = summarize_run(args.run_dir, ask_slurm=not args.no_slurm)
     except FileNotFoundError as e:
         print(f"r1hpc status: {e}")
         return 2
-    print(format_status(summary))
+    print(format_status(summary, all_jobs=args.jobs))
     return 0

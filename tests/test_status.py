@@ -86,7 +86,8 @@ def test_status_shows_where_the_time_goes(run: Path, capsys: pytest.CaptureFixtu
     assert summary["stages"]["distill_rl"]["step_times"] is None
     assert main([str(run), "--no-slurm"]) == 0
     out = capsys.readouterr().out
-    assert out == format_status(summary) + "\n"
+    # the same text as format_status (but the first line's elapsed time, which moves on)
+    assert out.split("\n", 1)[1] == format_status(summary).split("\n", 1)[1] + "\n"
     block = out.split("where the time goes (GRPO, per step):\n")[1].split("\n\njobs:")[0].splitlines()
     assert block == [
         "  r1_zero: step 3/5, median over 3 timed steps: 50.0 s per step",
@@ -95,10 +96,14 @@ def test_status_shows_where_the_time_goes(run: Path, capsys: pytest.CaptureFixtu
         "    train job: waits 11.0 s for the rollouts, publishes the new policy in 1.0 s, idle 76% of the step",
         "    rollout tasks: reload the policy in 3.0 s, idle 42% of the step",
     ]
-    # the stage line keeps the last step's metrics, without repeating the timing as raw keys
-    stage_line = next(line for line in out.splitlines() if line.startswith("  r1_zero ") and "models=" in line)
-    assert "steps=3/5" in stage_line and "reward_mean=0.25" in stage_line
-    assert "time_" not in stage_line and "idle_" not in stage_line
+    # the stage line: its state, step N/M and the last step's figures, in words (no raw metric keys)
+    stage_line = next(line for line in out.splitlines() if line.startswith("  running  r1_zero "))
+    assert "step 3/5, reward 0.250" in stage_line, stage_line
+    for raw in ("models=", "latest=", "rollout_steps=", "reward_mean", "time_", "idle_"):
+        assert raw not in out, raw
+    assert out.splitlines()[0].startswith("smoke: ") and "elapsed" in out.splitlines()[0]
+    assert "  waiting  cold_start    after r1_zero" in out.splitlines()
+    assert out.endswith("jobs: none recorded yet (jobs.jsonl)\n")
 
 
 def test_status_without_timing_has_no_time_block(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -107,4 +112,42 @@ def test_status_without_timing_has_no_time_block(tmp_path: Path, capsys: pytest.
     append_jsonl(run / "metrics" / "sft.jsonl", {"time": 1.0, "step": 0, "loss": 2.0})
     assert main([str(run), "--no-slurm"]) == 0
     out = capsys.readouterr().out
-    assert "where the time goes" not in out and "loss=2" in out
+    assert "where the time goes" not in out and "step 0, loss 2.000" in out
+    assert "jobs per stage" in out and "--jobs" in out
+    assert main([str(run), "--no-slurm", "--jobs"]) == 0
+    every = capsys.readouterr().out
+    assert "submitted" in every and "sft" in every.split("states\n")[1]
+
+
+def test_status_of_a_slurm_run(run: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run on Slurm, seen from elsewhere: the view takes the jobs' states from sacct/squeue (here
+    stubbed), a job per stage line names them, and a failed job marks its stage failed."""
+    import r1hpc.status as status
+
+    for job_id, stage, step in (("201", "r1_zero", None), ("202", "distill_rl", None), ("203", "cold_start", None)):
+        append_jsonl(
+            run / "jobs.jsonl",
+            {
+                "time": "2026-01-01T00:00:00+00:00",
+                "stage": stage,
+                "step": step,
+                "kind": "train",
+                "executor": "slurm",
+                "job_id": job_id,
+                "task_ids": [job_id],
+                "array_size": 0,
+            },
+        )
+    states = {"201": ["RUNNING"], "202": ["FAILED"]}
+    monkeypatch.setattr(status, "slurm_states", lambda ids: {j: s for j, s in states.items() if j in ids})
+    monkeypatch.setattr(status, "queued_states", lambda ids: {j: ["PENDING"] for j in ids if j == "203"})
+    assert main([str(run)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("  running  r1_zero ") and "step 3/5" in line for line in lines)
+    assert any(line.startswith("  failed   distill_rl ") and "job 202 (train) FAILED" in line for line in lines)
+    assert "  waiting  cold_start    queued on Slurm (job 203)" in lines
+    assert "time left" not in lines[0] and "a job failed" in lines[0]
+    jobs = lines[lines.index(next(line for line in lines if line.startswith("jobs per stage"))) :]
+    assert jobs[0].startswith("jobs per stage (states from Slurm (sacct/squeue)")
+    assert [line.split()[0] for line in jobs[2:]] == ["r1_zero", "cold_start", "distill_rl"]  # recipe order
+    assert jobs[2].endswith("201  RUNNING") and jobs[4].endswith("202  FAILED")
