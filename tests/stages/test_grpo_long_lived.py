@@ -19,7 +19,7 @@ from r1hpc.stages.grpo import prepare_stage, train_loop
 from r1hpc.stages.handoff import PartnerFailed, WaitTimeout, failures_recorded
 from r1hpc.store import RunDir, list_versions, read_shard
 
-STEPS = 4
+STEPS = 3
 NOT_COMPARED = ("time", "idle_")  # wall-clock figures differ between any two runs
 
 
