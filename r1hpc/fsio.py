@@ -94,7 +94,8 @@ def process_identity() -> dict[str, Any]:
     }
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True if a process with this pid exists on this host (whoever owns it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -109,7 +110,7 @@ def holder_is_dead(host: Any, ns: Any, pid: Any) -> bool:
 
     A reused pid reads as alive, which only delays recovery (to the ttl), never breaks safety.
     """
-    return host == _HOST and ns == _NS and isinstance(pid, int) and not _pid_alive(pid)
+    return host == _HOST and ns == _NS and isinstance(pid, int) and not pid_alive(pid)
 
 
 # ---------------------------------------------------------------- atomic whole-file writes

@@ -68,7 +68,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from r1hpc import recipe
-from r1hpc.fsio import StoreError, read_json, read_jsonl
+from r1hpc.fsio import StoreError, pid_alive, read_json, read_jsonl
 
 __all__ = [
     "DONE",
@@ -102,16 +102,11 @@ _SHARD = re.compile(r"^shard_\d{3,}\.jsonl$")
 # ---------------------------------------------------------------- jobs
 
 
-def _pid_alive(pid: int) -> bool:
+def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return pid_alive(pid)
+    except OSError:  # a pid the kernel refuses to look at: not a job of ours
         return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    except OSError:
-        return False
-    return True
 
 
 def local_task_state(logs_dir: Path, task_id: str) -> str:
@@ -129,7 +124,7 @@ def local_task_state(logs_dir: Path, task_id: str) -> str:
     except FileNotFoundError:
         if not task_id.isdigit():  # the debug executor's ids are not process ids
             return "NOT_ENDED"
-        return "RUNNING" if _pid_alive(int(task_id)) else "STOPPED"
+        return "RUNNING" if _alive(int(task_id)) else "STOPPED"
     return "FAILED" if b"error" in head and b"success" not in head else "ENDED"
 
 
