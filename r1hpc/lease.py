@@ -234,6 +234,17 @@ class Lease:
                 os.rename(aside, self.path)
         aside.unlink(missing_ok=True)
 
+    def break_if_stale(self) -> bool:
+        """Remove the lease file if it is stale (its holder is dead or it expired); True if removed
+        (or absent). For cleaning up after holders that were killed, before anyone waits on them."""
+        got = self._read()
+        if got is None:
+            return True
+        if not self._is_stale(*got):
+            return False
+        self._break(got[0])
+        return not self.path.exists()
+
     def try_acquire(self) -> bool:
         """Acquire now if free or stale; False if a live owner holds it."""
         if self.held:

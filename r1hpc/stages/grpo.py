@@ -43,7 +43,7 @@ from r1hpc.stages.common import (
     stage_generator,
     stage_seed,
 )
-from r1hpc.stages.handoff import clear_failures, failures_recorded, heartbeat, wait_for
+from r1hpc.stages.handoff import clear_dead_heartbeats, clear_failures, failures_recorded, heartbeat, wait_for
 from r1hpc.store import list_versions, publish_shard, shard_is_complete, version_published
 
 __all__ = [
@@ -67,7 +67,9 @@ def stage_config(ctx: StageContext, stage: str) -> RLStageConfig:
 def prepare_stage(run_dir: str, stage: str) -> str:
     """Publish v0000 of the stage from the model it starts from (idempotent)."""
     ctx = StageContext(run_dir)
-    clear_failures(ctx.run, stage)  # a rerun of `r1hpc run` starts the stage's jobs afresh
+    # A rerun of `r1hpc run` starts the stage's jobs afresh: no failure markers, no dead heartbeats.
+    clear_failures(ctx.run, stage)
+    clear_dead_heartbeats(ctx.run, stage, ctx.cfg.grpo.heartbeat_timeout_s)
     return init_stage_from(ctx, stage, recipe.stage(stage).init_from).name
 
 

@@ -14,7 +14,9 @@ A job that cannot go on stops its partners instead of letting them wait out thei
   heartbeat lease (`leases/<stage>/<who>.lease`, renewed in the background); a wait stops once a
   partner's heartbeat is older than grpo.heartbeat_timeout_s. A partner requeued by Slurm (time
   limit, preemption) takes its lease over when it starts again: within that time nobody stops.
-  The lease also keeps a second copy of the same job from running beside the first.
+  The lease also keeps a second copy of the same job from running beside the first, and
+  `prepare_stage` removes the stale leases of killed jobs, so a rerun's jobs do not mistake a
+  predecessor's silence for a partner that died.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ __all__ = [
     "clear_failures",
     "failures_recorded",
     "heartbeat",
+    "clear_dead_heartbeats",
 ]
 
 _PREFIX = "FAILED_"
@@ -62,16 +65,28 @@ def clear_failures(run: RunDir, stage: str) -> None:
         path.unlink(missing_ok=True)
 
 
+def _heartbeat_lease(run: RunDir, stage: str, who: str, timeout_s: float) -> Lease:
+    ttl = timeout_s / 2  # renewed every ttl/3: several renewals per timeout
+    return Lease(run.lease_path(stage, who), owner=f"{stage} {who}", ttl_s=ttl, max_skew_s=min(30.0, ttl))
+
+
+def clear_dead_heartbeats(run: RunDir, stage: str, timeout_s: float) -> None:
+    """Remove the heartbeats of the stage's killed jobs (stale leases), so the jobs of a rerun do not
+    take a predecessor's silence for a partner that died while they wait for it to start."""
+    d = run.lease_path(stage, "x", create=False).parent
+    for path in sorted(d.glob("*.lease")) if d.is_dir() else []:
+        _heartbeat_lease(run, stage, path.stem, timeout_s).break_if_stale()
+
+
 @contextlib.contextmanager
 def heartbeat(run: RunDir, stage: str, me: str, timeout_s: float) -> Iterator[None]:
     """Hold `me`'s heartbeat lease of the stage while the block runs (module docstring). A copy of
     the same job still alive elsewhere makes this one fail at once, naming it."""
-    ttl = timeout_s / 2  # renewed every ttl/3: several renewals per timeout
-    lease = Lease(run.lease_path(stage, me), owner=f"{stage} {me}", ttl_s=ttl, max_skew_s=min(30.0, ttl))
+    lease = _heartbeat_lease(run, stage, me, timeout_s)
     try:
         # A killed predecessor's lease: taken over at once on its own host (its pid is gone), or
         # once it expires elsewhere.
-        lease.acquire(wait_s=ttl + lease.max_skew_s + 1)
+        lease.acquire(wait_s=lease.ttl_s + lease.max_skew_s + 1)
     except LeaseHeldError as e:
         raise RuntimeError(f"{me} of stage {stage} is already running: {e}") from None
     with lease.kept_renewed():

@@ -5,6 +5,8 @@ waits that end with an error naming what never came."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import time
 
 import pytest
@@ -13,6 +15,7 @@ from tiny_stage_run import clone_run
 from r1hpc.config import read_run_config
 from r1hpc.fsio import read_jsonl
 from r1hpc.launch import wait_all
+from r1hpc.lease import Lease
 from r1hpc.pipeline import submit_pipeline
 from r1hpc.stages.common import read_metrics
 from r1hpc.stages.grpo import prepare_stage, train_loop
@@ -113,3 +116,29 @@ def test_a_wait_names_what_never_appeared_and_stops_on_a_partner_failure(tmp_pat
     # A rerun of the stage (prepare_stage) clears the markers.
     prepare_stage(str(run_dir), "r1_zero")
     assert not list(run.rollouts_dir("r1_zero").glob("FAILED_*"))
+
+
+def test_a_rerun_clears_the_heartbeats_of_killed_jobs(tmp_path):
+    """A killed train job leaves its heartbeat lease behind; without clearing it, the rerun's rollout
+    tasks (started before the new train job) would take its silence for a partner that died."""
+    run_dir = clone_run(tmp_path)
+    run = RunDir(run_dir)
+    path = run.lease_path("r1_zero", "train")
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; from r1hpc.lease import Lease; "
+            "Lease(sys.argv[1], owner='r1_zero train', ttl_s=150).acquire(); os._exit(9)",
+            str(path),
+        ],
+        check=False,
+    )
+    assert killed.returncode == 9 and path.exists()
+    live = Lease(run.lease_path("r1_zero", "rollout_0"), owner="r1_zero rollout_0", ttl_s=150).acquire()
+    try:
+        prepare_stage(str(run_dir), "r1_zero")
+        assert not path.exists()  # the dead holder's heartbeat is gone
+        assert live.path.exists()  # a live one is left alone
+    finally:
+        live.release()
