@@ -75,7 +75,8 @@ def main() -> int:
         "--require-peer", action="store_true", help="exit 2 when there is no Slurm cluster (default: say so and exit 0)"
     )
     args = parser.parse_args()
-    if "SLURM_CONF" not in os.environ and not Path("/etc/slurm/slurm.conf").exists():
+    # The configuration Slurm's clients would read: without one there is no cluster to reach.
+    if not Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).is_file():
         print("bench_launcher: skipped, no Slurm cluster (start the test cluster: make cluster-up; set SLURM_CONF)")
         return 2 if args.require_peer else 0
     print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
