@@ -306,7 +306,8 @@ def _submit_and_wait(cfg: Config, stages: list[str], no_wait: bool, progress: st
     """Submit, then wait for the run's jobs while showing its progress (r1hpc.live): on a terminal
     one block redrawn in place every ~2 s, in a log one line per event; at the end the held-out
     results and the path of report.md. progress: auto, live, log or off."""
-    from r1hpc.live import LiveDisplay, duration
+    from r1hpc.live import duration
+    from r1hpc.live_display import LiveDisplay
 
     started = time.time()
     # With --no-wait a Slurm submission returns at once: nothing to watch (r1hpc status does).

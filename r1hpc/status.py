@@ -238,7 +238,7 @@ def _state_counts(states: list[str]) -> str:
 def format_status(summary: dict[str, Any], all_jobs: bool = False) -> str:
     """The view of r1hpc.live, the held-out results, where the GRPO step time goes, and the jobs
     (per stage, or every job with all_jobs)."""
-    from r1hpc.live import render_view, results_lines
+    from r1hpc.live_display import render_view, results_lines
 
     view = summary.get("view")
     lines = render_view(view) if view is not None else [f"run {summary['run_dir']}"]

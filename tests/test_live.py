@@ -18,12 +18,9 @@ from r1hpc.live import (
     RUNNING,
     STOPPED,
     WAITING,
-    EventLog,
-    LiveDisplay,
-    render_view,
-    results_lines,
     run_view,
 )
+from r1hpc.live_display import EventLog, LiveDisplay, render_view, results_lines
 from r1hpc.store import RunDir, mark_done, publish_model, publish_shard
 
 REPO = Path(__file__).resolve().parents[1]
