@@ -60,6 +60,7 @@ __all__ = [
     "read_jsonl",
     "publish_model",
     "version_published",
+    "model_version",
     "latest_model",
     "list_versions",
     "verify_version",
@@ -425,6 +426,16 @@ def version_published(run: RunDir, stage: str, version: int) -> bool:
     """True once models/<stage>/vNNNN is published (its MANIFEST is written last, then the tree is
     renamed into place): one stat, for jobs polling for a version."""
     return (run.models_dir(stage, create=False) / version_name(version) / MANIFEST).is_file()
+
+
+def model_version(run: RunDir, stage: str, version: int) -> ModelVersion | None:
+    """models/<stage>/vNNNN if published (its MANIFEST parses; files unchecked), else None: one
+    version's read for a job that needs it every step (list_versions reads every MANIFEST)."""
+    path = run.models_dir(stage, create=False) / version_name(version)
+    try:
+        return ModelVersion(path, version, read_json(path / MANIFEST))
+    except StoreError:
+        return None
 
 
 def list_versions(run: RunDir, stage: str) -> list[ModelVersion]:

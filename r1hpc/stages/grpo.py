@@ -44,7 +44,7 @@ from r1hpc.stages.common import (
     stage_seed,
 )
 from r1hpc.stages.handoff import clear_dead_heartbeats, clear_failures, failures_recorded, heartbeat, wait_for
-from r1hpc.store import list_versions, publish_shard, shard_is_complete, version_published
+from r1hpc.store import model_version, publish_shard, shard_is_complete, version_published
 
 __all__ = [
     "rollout_task",
@@ -109,13 +109,13 @@ class RolloutWorker:
         if version == self.version:
             return 0.0
         started = time.time()
-        found = [v for v in list_versions(self.ctx.run, self.stage) if v.version == version]
-        if not found:
+        found = model_version(self.ctx.run, self.stage, version)
+        if found is None:
             raise FileNotFoundError(
                 f"{self.ctx.run_dir}/models/{self.stage}: no v{version:04d}; "
                 "its train job must publish it first (submit through the pipeline or after=)"
             )
-        policy_dir = found[0].checked().path
+        policy_dir = found.checked().path
         if self.generator is None:
             cfg = self.ctx.cfg
             self.fmt = prompt_format(cfg, load_tokenizer(policy_dir, pad_token=cfg.model.pad_token))

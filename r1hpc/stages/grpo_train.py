@@ -38,7 +38,14 @@ from r1hpc import preemption, recipe
 from r1hpc.algos import GRPOSettings, reward_metrics
 from r1hpc.stages.common import StageContext, load_policy, log_metrics, log_metrics_once, publish_policy, stage_seed
 from r1hpc.stages.handoff import failures_recorded, heartbeat, wait_for
-from r1hpc.store import ModelVersion, list_versions, read_step_shards, shard_is_complete, version_published
+from r1hpc.store import (
+    ModelVersion,
+    list_versions,
+    model_version,
+    read_step_shards,
+    shard_is_complete,
+    version_published,
+)
 from r1hpc.train.checkpoint import checkpoint_steps, load_checkpoint, save_checkpoint
 
 __all__ = ["GRPOBackend", "TorchBackend", "train_steps", "reference_version", "step_timing"]
@@ -133,7 +140,11 @@ def train_steps(
                     )
                 started = time.time()
                 records = read_step_shards(ctx.run, stage, step, g.rollout_shards)
-                versions = {v.version: v for v in list_versions(ctx.run, stage)}
+                # Only the versions this step needs: reading every MANIFEST each step grows with the stage.
+                for v in {step, reference_version(g.ref_refresh_steps, step), *_sampled_by(records)} - versions.keys():
+                    found = model_version(ctx.run, stage, v)
+                    if found is not None:
+                        versions[v] = found
                 behaviour = _sampler(ctx, stage, step, records, versions)
                 reference = versions[reference_version(g.ref_refresh_steps, step)] if g.kl_coef > 0 else None
                 metrics = backend.update(step, records, reference, None if behaviour == step else versions[behaviour])
@@ -173,11 +184,15 @@ def _stop_requested(backend: GRPOBackend) -> bool:
     return bool(agree(requested)) if agree is not None else requested
 
 
+def _sampled_by(records: list[dict[str, Any]]) -> set[int]:
+    return {int(r["policy_version"]) for r in records}
+
+
 def _sampler(
     ctx: StageContext, stage: str, step: int, records: list[dict[str, Any]], versions: dict[int, ModelVersion]
 ) -> int:
     """The one published version that sampled the step's records (the ratio's old policy)."""
-    sampled_by = {int(r["policy_version"]) for r in records}
+    sampled_by = _sampled_by(records)
     if len(sampled_by) != 1 or not sampled_by <= versions.keys():
         raise ValueError(
             f"{ctx.run_dir}/rollouts/{stage}/step_{step:04d}: records sampled by policy versions "
