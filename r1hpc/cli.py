@@ -84,8 +84,9 @@ def _cmd_exec(args: argparse.Namespace) -> int:
                 f"r1hpc exec --array-arg {args.array_arg}: SLURM_ARRAY_TASK_ID is {index!r}; submit with sbatch --array"
             )
         kwargs[args.array_arg] = int(index)
-    result = StageTask(args.target)(**kwargs)
-    print(json.dumps(result, default=str))
+    result = StageTask(args.target, engine_workers=args.engine_workers)(**kwargs)
+    if int(os.environ.get("RANK", "0")) == 0:  # the followers of an engine have no result
+        print(json.dumps(result, default=str))
     return 0
 
 
@@ -143,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="NAME",
         help="also pass NAME=<SLURM_ARRAY_TASK_ID> (e.g. shard, for a rollout array)",
+    )
+    parsers["exec"].add_argument(
+        "--engine-workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="a generation task whose vLLM engine spans N processes (config engine.tp*pp): start it with "
+        "`srun` as N tasks; rank 0 runs the target, the others serve its engine",
     )
     return parser
 

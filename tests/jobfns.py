@@ -77,3 +77,38 @@ def slow_tiny_sft(state_dir: str, out: str, step_s: float) -> int:
 def sleep_for(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+def engine_generate(model_dirs: list[str], out: str, tp: int, prompts: list[str], generate_s: float = 0.0) -> str:
+    """A generation task's body: sample from model_dirs[0], reload model_dirs[1] in place, sample
+    again; write both (and the generator's type and world) to `out`. With engine.tp > 1 only rank 0
+    runs this; the task's other processes serve its engine. generate_s > 0: then go on generating
+    for that long (a task to kill in the middle of a generate)."""
+    import dataclasses
+
+    from r1hpc.rollout import make_generator
+
+    if Path(out).exists():  # done by an earlier attempt, as a stage's published shard would be
+        return out
+    gen = make_generator("vllm", model_dirs[0], seed=0, engine={"tp": tp} if tp > 1 else {}, progress=False)
+    kw = {"n": 3, "max_new_tokens": 16, "temperature": 1.0, "top_p": 1.0, "seed": 2}
+    try:
+        before = gen.generate(prompts, **kw)
+        gen.load_weights(model_dirs[1])
+        after = gen.generate(prompts, **kw)
+        rows = {
+            "generator": type(gen).__name__,
+            "world": int(os.environ.get("WORLD_SIZE", "1")),
+            "pid": os.getpid(),
+            "engine_ident": os.environ.get("R1HPC_ENGINE_IDENT", ""),
+            "fixes": gen.last_reload_fixes,
+            "before": [[dataclasses.asdict(s) for s in group] for group in before],
+            "after": [[dataclasses.asdict(s) for s in group] for group in after],
+        }
+        atomic_write_json(out, rows)
+        deadline = time.time() + generate_s
+        while time.time() < deadline:
+            gen.generate(prompts, **{**kw, "max_new_tokens": 64})
+    finally:
+        gen.close()
+    return out

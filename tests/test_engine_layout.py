@@ -15,11 +15,11 @@ import submitit
 from r1hpc import cli
 from r1hpc.config import ConfigError, load_config
 from r1hpc.inputs import check_inputs
-from r1hpc.launch import executor_parameters, render_sbatch
+from r1hpc.launch import engine_workers, executor_parameters, render_sbatch
 from r1hpc.plan import make_plan
 from r1hpc.plan.engine import JobShape, engine_layout, engine_memory_problems, engine_weight_bytes, job_shapes
 from r1hpc.plan.params import count_params
-from r1hpc.rollout.vllm_engine import _nodes_for, layout_args, remote_worker_command
+from r1hpc.rollout.vllm_engine import layout_args
 
 ROOT = Path(__file__).resolve().parent.parent
 V3 = str(ROOT / "configs" / "deepseek_v3_671b.yaml")
@@ -29,13 +29,13 @@ CONFIGS = sorted(p.name for p in (ROOT / "configs").glob("*.yaml"))
 
 
 def shape_of(script: str) -> JobShape:
-    """The job shape a rendered sbatch script asks for: #SBATCH lines, and the srun options that
-    limit the batch step's launcher (a multi-node engine's one process)."""
+    """The job shape a rendered sbatch script asks for: its #SBATCH lines (srun starts
+    nodes x ntasks-per-node processes: it is given no options that would change that)."""
     flags = dict(re.findall(r"^#SBATCH --([a-z-]+)=?(\S*)$", script, re.M))
     srun = next(line for line in script.splitlines() if line.startswith("srun "))
-    srun_flags = dict(re.findall(r"--(nodes|ntasks)=(\d+)", srun))
+    assert not re.search(r"--(nodes|ntasks)", srun), srun
     nodes = int(flags["nodes"])
-    processes = int(srun_flags["ntasks"]) if "ntasks" in srun_flags else nodes * int(flags["ntasks-per-node"])
+    processes = nodes * int(flags["ntasks-per-node"])
     array = int(flags["array"].split("-")[1].split("%")[0]) + 1 if "array" in flags else 0
     return JobShape(array, nodes, processes, int(flags.get("gpus-per-node", 0)))
 
@@ -55,22 +55,22 @@ def rendered(cfg, job: str) -> str:
 def test_v3_rollout_sbatch_is_the_planners_engine(capsys):
     cfg = load_config(V3)
     plan = make_plan(cfg)
-    assert plan.jobs["rollout"] == JobShape(array=16, nodes=4, processes=1, gpus_per_node=8)
+    # one process per GPU: the engine's 32 workers, rank 0 of them runs the task
+    assert plan.jobs["rollout"] == JobShape(array=16, nodes=4, processes=32, gpus_per_node=8)
     assert plan.step.rollout_gpus == 16 * 32 and plan.step.decode.gpus == 32
     assert cli.main(["sbatch", V3, "--kind", "rollout", "--array", "16"]) == 0
     script = capsys.readouterr().out
     assert shape_of(script) == plan.jobs["rollout"]
-    for line in ("#SBATCH --nodes=4", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=8"):
+    for line in ("#SBATCH --nodes=4", "#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8"):
         assert line in script.splitlines(), line
-    assert " --nodes=1 --ntasks=1 python -u -m submitit.core._submit " in script
     note = next(line for line in script.splitlines() if line.startswith("# engine"))
     for arg in (
         "tensor_parallel_size=8",
         "pipeline_parallel_size=4",
         "enable_expert_parallel=True",
         "dtype='bfloat16'",
-        "distributed_executor_backend='mp'",
-        "nnodes=4",
+        "distributed_executor_backend='external_launcher'",
+        "32 processes",
     ):
         assert arg in note, arg
 
@@ -104,7 +104,7 @@ def test_planner_job_shapes_equal_the_rendered_sbatch(name, job):
 
 def test_a_multi_node_engine_job_is_what_submitit_writes(tmp_path, monkeypatch):
     """render_sbatch against submitit's own SlurmExecutor text for the parameters we give it (no
-    cluster needed: only submitit's srun probe is patched); submitit waits for ONE task's result."""
+    cluster needed: only submitit's srun probe is patched); submitit starts all 32 processes."""
     monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 2))
     cfg = load_config(V3, [f"runs_dir={tmp_path}"])
     folder = tmp_path / "logs" / "%j"
@@ -113,7 +113,7 @@ def test_a_multi_node_engine_job_is_what_submitit_writes(tmp_path, monkeypatch):
     auto.update_parameters(**params)
     ex = auto._executor
     ex.parameters["map_count"] = 16  # what submitit sets for an array of 16
-    assert ex._num_tasks() == 1
+    assert ex._num_tasks() == 32
     written = ex._make_submission_file_text(ex._submitit_command_str, "uid")
     written = written.replace(f"{shlex.quote(sys.executable)} -u -m", "python -u -m")
     expected = render_sbatch(cfg, "rollout", "r1_zero", array_size=16, folder=folder)
@@ -131,8 +131,20 @@ def test_only_generation_jobs_span_their_nodes():
     dist = executor_parameters(cfg, cfg.launch.train, "n", "c", None, distributed=True)
     assert (dist["nodes"], dist["tasks_per_node"]) == (64, 8)
     ev = executor_parameters(cfg, cfg.launch.eval, "n", "c", None)
-    assert ev["nodes"] == 1 and ev["slurm_additional_parameters"]["nodes"] == 4
-    assert ev["slurm_srun_args"] == ["--nodes=1", "--ntasks=1"]
+    assert (ev["nodes"], ev["tasks_per_node"]) == (4, 8) and "slurm_srun_args" not in ev
+    report = executor_parameters(cfg, cfg.launch.eval, "n", "c", None, engine=False)  # a job holding no engine
+    assert (report["nodes"], report["tasks_per_node"]) == (1, 1)
+
+
+def test_a_cpu_engine_of_two_workers_is_two_processes_of_one_task(tmp_path):
+    cfg = load_config(TINY, ["grpo.generator=vllm", "engine.tp=2", f"runs_dir={tmp_path}"])
+    params = executor_parameters(cfg, cfg.launch.rollout, "n", "c", None)
+    assert (params["nodes"], params["tasks_per_node"], params["gpus_per_node"]) == (1, 2, 0)
+    assert any("2 processes" in line for line in params["slurm_setup"])
+    assert shape_of(render_sbatch(cfg, "rollout", "r1_zero", array_size=2)) == job_shapes(cfg)["rollout"]
+    from r1hpc.launch import Launcher
+
+    assert Launcher(cfg, "local")._task("m:f", engine_workers(cfg)).engine_workers == 2
 
 
 BAD_LAYOUTS = {
@@ -147,10 +159,21 @@ BAD_LAYOUTS = {
     ),
     "data parallel in one process": (V3, ["engine.dp=2", "engine.pp=2"], "engine.dp", "data_parallel_size"),
     "expert parallel on a dense model": (QWEN, ["engine.ep=true"], "engine.ep", "mixture of experts"),
-    "several processes per task": (V3, ["launch.eval.tasks_per_node=8"], "launch.eval.tasks_per_node", "one process"),
+    "several processes per task": (
+        V3,
+        ["launch.eval.tasks_per_node=8"],
+        "launch.eval.tasks_per_node",
+        r"follow from the engine \(one per worker",
+    ),
     "layout for the hf backend": (TINY, ["engine.tp=2"], "engine.tp", "grpo.generator 'vllm'"),
     "hf on several nodes": (TINY, ["launch.rollout.nodes=2"], "launch.rollout.nodes", "runs on one node"),
-    "tp on a CPU engine": (TINY, ["grpo.generator=vllm", "engine.tp=2"], "engine.tp", "a CPU engine is one process"),
+    "pp on a CPU engine": (TINY, ["grpo.generator=vllm", "engine.pp=2"], "engine.pp", "pipeline parallelism fails"),
+    "a CPU engine on several nodes": (
+        TINY,
+        ["grpo.generator=vllm", "engine.tp=2", "launch.rollout.nodes=2"],
+        "launch.rollout.nodes",
+        "run on one node",
+    ),
     "fp8 on CPU": (TINY, ["grpo.generator=vllm", "engine.dtype=fp8"], "engine.dtype", "fp8 needs GPUs"),
 }
 
@@ -202,53 +225,16 @@ def test_engine_weight_bytes_by_dtype():
 def test_layout_args_are_only_what_differs_from_one_device():
     assert layout_args(cpu=True) == {"dtype": "float32"}  # the CPU engine of the tests, exactly as before
     assert layout_args() == {"dtype": "bfloat16"}
-    assert layout_args(8, 4, True, "fp8", 4) == {
+    assert layout_args(8, 4, True, "fp8") == {
         "dtype": "bfloat16",
         "quantization": "fp8",
         "tensor_parallel_size": 8,
         "pipeline_parallel_size": 4,
         "enable_expert_parallel": True,
-        "distributed_executor_backend": "mp",
-        "nnodes": 4,
+        "distributed_executor_backend": "external_launcher",
     }
     with pytest.raises(ValueError, match="dtype"):
         layout_args(dtype="int4")
-
-
-def test_remote_workers_are_one_headless_task_per_other_node():
-    args = {
-        "tokenizer": "/m",
-        "seed": 0,
-        "kv_cache_memory_bytes": None,
-        "enforce_eager": False,
-        **layout_args(8, 4, True, "bfloat16", 4),
-        "node_rank": 0,
-        "master_addr": "10.0.0.1",
-    }
-    argv = remote_worker_command("/m", args, python="py")
-    assert argv[:6] == [
-        "srun",
-        "--nodes=3",
-        "--ntasks=3",
-        "--ntasks-per-node=1",
-        "--relative=1",
-        "--kill-on-bad-exit=1",
-    ]
-    assert argv[6:12] == ["py", "-m", "r1hpc.rollout.vllm_engine", "serve", "/m", "--headless"]
-    text = " ".join(argv)
-    for part in ("--nnodes 4", "--master-addr 10.0.0.1", "--tensor-parallel-size 8", "--pipeline-parallel-size 4"):
-        assert part in text, part
-    assert "--enable-expert-parallel" in argv and "--distributed-executor-backend" in argv
-    # each task adds its own --node-rank; unset and false options are left out
-    assert "--node-rank" not in text and "--kv-cache-memory-bytes" not in text and "--enforce-eager" not in text
-
-
-def test_engine_nodes_from_the_gpus_this_node_has(monkeypatch):
-    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "4")
-    assert _nodes_for(1, 8) == 1 and _nodes_for(8, 8) == 1 and _nodes_for(32, 8) == 4
-    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "1")  # e.g. a train-kind job building a 4-node engine
-    with pytest.raises(ValueError, match=r"needs 4 nodes x 8 GPUs .* this job has 1 node"):
-        _nodes_for(32, 8)
 
 
 def test_stage_generator_passes_the_layout_to_vllm_only_for_the_policy(tmp_path, monkeypatch):

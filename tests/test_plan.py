@@ -184,7 +184,7 @@ def test_main_prints_every_section(capsys):
         "#SBATCH --array=0-15",
         "engine of the rollout tasks: tp 8 x pp 4 x dp 1, expert parallel, bfloat16 on 4 node(s) x 8 GPUs",
         "# engine (config engine, launch.rollout): vLLM LLM(dtype='bfloat16', tensor_parallel_size=8",
-        "# the job's one process: --nodes=1 --ntasks=1",
+        "#SBATCH --ntasks-per-node=8",
         "== sbatch: eval array (8 tasks)",
         "fits: yes",
     ):

@@ -146,7 +146,8 @@ def engine_memory_problems(cfg: Config) -> list[tuple[str, str]]:
 def job_shapes(cfg: Config, layout: Layout | None = None) -> dict[str, JobShape]:
     """The jobs the planner's figures assume: the GRPO train job (with a training `layout`: one
     rank per GPU for Megatron and DeepSpeed, one process for plain torch), the rollout, rejection
-    and eval arrays (one process per task, on its engine's nodes)."""
+    and eval arrays (per task one process per worker of its vLLM engine, on its engine's nodes;
+    one process with hf)."""
     out: dict[str, JobShape] = {}
     if layout is not None:
         ranks = layout.world if cfg.parallel.backend != "torch" else 1
@@ -157,7 +158,7 @@ def job_shapes(cfg: Config, layout: Layout | None = None) -> dict[str, JobShape]
         ("eval", "eval", cfg.eval.shards),
     ):
         lay = engine_layout(cfg, kind)
-        vllm = cfg.grpo.generator != "hf" and lay.gpus  # hf: one device of one node
-        nodes = -(-lay.gpus // lay.gpus_per_node) if vllm else 1
-        out[name] = JobShape(tasks, nodes, 1, lay.gpus_per_node)
+        vllm = cfg.grpo.generator != "hf"  # hf: one device of one node
+        nodes = -(-lay.gpus // lay.gpus_per_node) if vllm and lay.gpus else 1
+        out[name] = JobShape(tasks, nodes, lay.tp * lay.pp if vllm else 1, lay.gpus_per_node)
     return out

@@ -24,11 +24,11 @@ def _section(title: str) -> list[str]:
 
 
 def sbatch_lines(cfg: Config, kind: str, stage: str, array_size: int = 0, dependency: str | None = None) -> list[str]:
-    """The #SBATCH lines of the script the slurm executor would submit (r1hpc.launch.render_sbatch),
-    its engine note and the srun options that shape the job (a multi-node engine's one process)."""
+    """The #SBATCH lines of the script the slurm executor would submit (r1hpc.launch.render_sbatch)
+    and its engine note."""
     from r1hpc.launch import render_sbatch
 
-    # The GRPO train job runs one process per rank (Megatron); the arrays run one per task.
+    # The GRPO train job runs one process per rank (Megatron); the arrays one per engine worker.
     script = render_sbatch(
         cfg,
         kind=kind,
@@ -38,12 +38,7 @@ def sbatch_lines(cfg: Config, kind: str, stage: str, array_size: int = 0, depend
         dependency=dependency,
         distributed=kind == "train" and cfg.parallel.backend == "megatron",
     )
-    lines = [line for line in script.splitlines() if line.startswith(("#SBATCH", "# engine"))]
-    srun = next((line for line in script.splitlines() if line.startswith("srun ")), "")
-    shaping = [arg for arg in srun.split() if arg.startswith(("--nodes", "--ntasks"))]
-    if shaping:
-        lines.append(f"# the job's one process: {' '.join(shaping)} (of the batch step's launcher)")
-    return lines
+    return [line for line in script.splitlines() if line.startswith(("#SBATCH", "# engine"))]
 
 
 def render(plan: Plan, cfg: Config) -> str:

