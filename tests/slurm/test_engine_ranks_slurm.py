@@ -5,8 +5,12 @@ The local-executor version and the failure cases: tests/test_engine_ranks.py."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+
 import pytest
-from test_engine_ranks import check_against, submit, wait_done
+from test_engine_ranks import PROMPTS, check_against, submit, wait_done
+from test_stage_template import R1HPC, REPO, TEMPLATE
 from tiny_policies import make_policies
 
 from r1hpc.fsio import read_json
@@ -29,3 +33,44 @@ def test_two_task_engine_on_slurm_equals_the_one_process_engine(tmp_path, polici
     # one Slurm allocation of 2 tasks (1 CPU each): its batch step started both with srun
     rows = slurm.sacct_rows(two.job_id, ["JobID", "NTasks", "AllocCPUS"], allocations=False)
     assert any(row["NTasks"] == "2" and not row["JobID"].endswith(".batch") for row in rows), rows
+
+
+def test_two_task_engine_through_the_plain_sbatch_template(tmp_path, policies, slurm, slurm_env):
+    """slurm/templates/stage.sbatch with SRUN=srun and --engine-workers 2: the processes find each
+    other from srun's environment (r1hpc.distributed's `slurm` launch style), not submitit's."""
+    out = tmp_path / "samples.json"
+    args = [
+        "--engine-workers",
+        "2",
+        "jobfns:engine_generate",
+        f"model_dirs={json.dumps([str(p) for p in policies])}",
+        f"out={out}",
+        "tp=2",
+        f"prompts={json.dumps(PROMPTS)}",
+    ]
+    res = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "--ntasks-per-node=2",
+            "--cpus-per-task=1",
+            "--mem=3G",
+            f"--output={tmp_path}/%j.out",
+            str(TEMPLATE),
+            *args,
+        ],
+        env={**slurm_env, "R1HPC": R1HPC, "SRUN": "srun", "PYTHONPATH": str(REPO / "tests")},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    job = res.stdout.strip().split(";")[0]
+    slurm.wait_for_state(job, {"COMPLETED"}, timeout=600)
+    result = read_json(out)
+    assert (result["generator"], result["world"]) == ("EngineLeader", 2)
+    assert result["fixes"] == [["lm_head CPU gemm re-packed"]]
+    # rank 0 printed the task's result; rank 1 (the follower) printed none
+    printed = (tmp_path / f"{job}.out").read_text()
+    assert printed.count(json.dumps(str(out))) == 1, printed[-2000:]
