@@ -277,13 +277,29 @@ class EngineLeader:
     def model_dir(self) -> Path:
         return self.local.model_dir
 
-    def generate(self, *args: Any, **kwargs: Any) -> list[list[Sample]]:
+    def generate(
+        self,
+        prompts: list[str] | list[list[int]],
+        n: int,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int,
+        stop: list[str] | None = None,
+    ) -> list[list[Sample]]:
         """See ``base.Generator.generate``."""
-        named = dict(zip(("prompts", "n", "max_new_tokens", "temperature", "top_p", "seed", "stop"), args))
-        named.update(kwargs)
-        self.local.check_request(**named)
-        self.ranks.call("generate", named)
-        return self.local.generate(**named)
+        request = {
+            "prompts": prompts,
+            "n": n,
+            "max_new_tokens": max_new_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+            "seed": seed,
+            "stop": stop,
+        }
+        self.local.check_request(**request)
+        self.ranks.call("generate", request)
+        return self.local.generate(**request)
 
     def load_weights(self, model_dir: str | Path) -> None:
         self.local.check_reload(model_dir)
