@@ -3,7 +3,9 @@
     python -m r1hpc.report runs/tiny
 
 Sources: metrics/<stage>.jsonl (per-step training metrics), eval/<stage>.json (held-out
-summaries written by r1hpc.stages.eval), jobs.jsonl and the submitit logs (job wall time).
+summaries written by r1hpc.stages.eval) and its per-problem records rollouts/eval-<stage>/,
+jobs.jsonl and the submitit logs (job wall time). The first section, "The R1 story in this run",
+is r1hpc.report_story: the paper's claim per stage, its figure, paired interval and verdict.
 Nothing is hard-coded about the results: every sentence of "What this shows" is computed from
 those numbers, and a stage without its files is listed as "not run".
 
@@ -27,6 +29,7 @@ from typing import Any
 
 from r1hpc import recipe
 from r1hpc.fsio import StoreError, atomic_write_text, read_json, read_jsonl
+from r1hpc.report_story import fmt_paired, story_lines
 from r1hpc.stages.common import read_metrics
 from r1hpc.stages.eval import DEFAULT_SOURCE, paired_difference
 from r1hpc.status import TIMING_SECONDS, TIMING_SHARES, step_time_summary
@@ -84,26 +87,30 @@ def _log_seconds(log_dir: Path, task_id: str) -> float | None:
     return best
 
 
-def _sacct_seconds(job_ids: Sequence[str]) -> dict[str, float]:
-    """{task job id: summed ElapsedRaw} from sacct; SacctError if sacct is absent or fails."""
+def _sacct_seconds(job_ids: Sequence[str]) -> dict[str, list[float]]:
+    """{task job id: [summed ElapsedRaw, summed ElapsedRaw x allocated GPUs]} from sacct; SacctError
+    if sacct is absent or fails."""
     from r1hpc.accounting.sacct import FIELDS, SacctError, parse_dump, run_sacct
+    from r1hpc.accounting.usage import parse_gpus
 
     if shutil.which("sacct") is None:
         raise SacctError("sacct not on PATH")
     base_ids = sorted({j.split("_")[0] for j in job_ids})
-    out: dict[str, float] = defaultdict(float)
+    out: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     for i in range(0, len(base_ids), 200):  # keep the command line short
         cmd = ["sacct", "-P", "-D", "-X", "--format=" + ",".join(FIELDS), "-j", ",".join(base_ids[i : i + 200])]
         for row in parse_dump(run_sacct(cmd, timeout=60), "sacct"):
-            out[row.job_id] += row.elapsed_s
+            out[row.job_id][0] += row.elapsed_s
+            out[row.job_id][1] += row.elapsed_s * parse_gpus(row)[0]
     return dict(out)
 
 
 def job_times(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """Per stage: {"seconds": {kind: s}, "jobs": n, "tasks": n, "unknown": n, "sources": {...}}."""
+    """Per stage: {"seconds": {kind: s}, "gpu_seconds": {kind: s}, "jobs": n, "tasks": n, "unknown": n,
+    "sources": {...}}; gpu_seconds only from sacct (the logs do not say how many GPUs a job held)."""
     jobs = read_jsonl(run_dir / "jobs.jsonl", missing_ok=True)
     slurm_ids = [t for j in jobs if j.get("executor") == "slurm" for t in j.get("task_ids", [])]
-    sacct: dict[str, float] = {}
+    sacct: dict[str, list[float]] = {}
     sacct_error = ""
     if slurm_ids:
         try:
@@ -116,13 +123,22 @@ def job_times(run_dir: Path) -> dict[str, dict[str, Any]]:
         if not isinstance(stage, str) or not isinstance(job.get("task_ids"), list):
             raise ValueError(f"{run_dir / 'jobs.jsonl'}:{i}: expected 'stage' (str) and 'task_ids' (list), got {job}")
         entry = out.setdefault(
-            stage, {"seconds": defaultdict(float), "jobs": 0, "tasks": 0, "unknown": 0, "sources": set()}
+            stage,
+            {
+                "seconds": defaultdict(float),
+                "gpu_seconds": defaultdict(float),
+                "jobs": 0,
+                "tasks": 0,
+                "unknown": 0,
+                "sources": set(),
+            },
         )
         entry["jobs"] += 1
         for tid in job["task_ids"]:
             entry["tasks"] += 1
             if str(tid) in sacct:
-                entry["seconds"][kind] += sacct[str(tid)]
+                entry["seconds"][kind] += sacct[str(tid)][0]
+                entry["gpu_seconds"][kind] += sacct[str(tid)][1]
                 entry["sources"].add("sacct ElapsedRaw")
                 continue
             secs = _log_seconds(run_dir / "logs", str(tid))
@@ -136,6 +152,7 @@ def job_times(run_dir: Path) -> dict[str, dict[str, Any]]:
                 )
     for entry in out.values():
         entry["seconds"] = dict(entry["seconds"])
+        entry["gpu_seconds"] = {k: v for k, v in entry["gpu_seconds"].items() if v > 0}
         entry["sources"] = sorted(entry["sources"])
     return out
 
@@ -258,9 +275,11 @@ def _compute_sentence(times: dict[str, dict[str, Any]]) -> list[str]:
     if grand <= 0:
         return []
     top = max(totals, key=totals.get)
+    gpu_hours = sum(v for t in times.values() for v in t.get("gpu_seconds", {}).values()) / 3600
     return [
         f"Compute: {grand / 60:.1f} job-minutes in all; {top} took the most "
-        f"({totals[top] / 60:.1f} min, {100 * totals[top] / grand:.0f}%)."
+        f"({totals[top] / 60:.1f} min, {100 * totals[top] / grand:.0f}%)"
+        + (f"; {gpu_hours:.2f} GPU-hours from sacct." if gpu_hours > 0 else ".")
     ]
 
 
@@ -336,13 +355,6 @@ def _sources(summaries: dict[str, dict[str, Any]]) -> list[str]:
     return sorted({src for s in summaries.values() for src in _by_source(s)})
 
 
-def _fmt_paired(d: dict[str, Any] | None) -> str:
-    if d is None:
-        return "-"
-    lo, hi = d["ci"]
-    return f"{d['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}] ({d['problems']})"
-
-
 def _source_tables(summaries: dict[str, dict[str, Any]], stages: list[str]) -> list[str]:
     """Per data source results and paired changes along the recipe, when there is more than one source."""
     sources = _sources(summaries)
@@ -362,8 +374,8 @@ def _source_tables(summaries: dict[str, dict[str, Any]], stages: list[str]) -> l
     ]
     for after, before in pairs:
         a, b = summaries[after], summaries[before]
-        cells = [_fmt_paired(paired_difference(a, b, src)) for src in sources]
-        cells.append(_fmt_paired(paired_difference(a, b)))
+        cells = [fmt_paired(paired_difference(a, b, src)) for src in sources]
+        cells.append(fmt_paired(paired_difference(a, b)))
         lines.append(f"| {after} vs {before} | " + " | ".join(cells) + " |")
     return lines
 
@@ -479,6 +491,7 @@ def build_report(run_dir: str | Path) -> Path:
     k = next((s["k"] for s in summaries.values()), None)
     pdir = run_dir / "plots"
     plots.plot_rl_curves(rl, pdir / "reward_accuracy.png")
+    plots.plot_rl_stages(rl, pdir / "rl_stages.png")
     plots.plot_series(
         rl,
         "response_length_mean",
@@ -488,7 +501,11 @@ def build_report(run_dir: str | Path) -> Path:
     )
     plots.plot_series(sft, "loss", "loss", "SFT loss per step", pdir / "sft_loss.png")
     plots.plot_heldout(summaries, k, pdir / "heldout_pass1.png")
-    plots.plot_compute({s: t["seconds"] for s, t in times.items()}, pdir / "compute_time.png")
+    plots.plot_compute(
+        {s: t["seconds"] for s, t in times.items()},
+        pdir / "compute_time.png",
+        {s: t["gpu_seconds"] for s, t in times.items()},
+    )
     plots.plot_step_times(rl, pdir / "step_time.png")
 
     first = next(iter(summaries.values()), {})
@@ -497,8 +514,9 @@ def build_report(run_dir: str | Path) -> Path:
         f"# Run report: {run_dir.name}",
         "",
         f"Built {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')} from "
-        "metrics/, eval/, jobs.jsonl and logs/ by `python -m r1hpc.report`.",
+        "metrics/, eval/, rollouts/eval-*/, jobs.jsonl and logs/ by `python -m r1hpc.report`.",
         "",
+        *story_lines(run_dir, summaries, set(times)),
         "## What this shows",
         "",
     ]
@@ -525,6 +543,8 @@ def build_report(run_dir: str | Path) -> Path:
     lines += [
         "",
         "![reward and accuracy](plots/reward_accuracy.png)",
+        "",
+        "![accuracy and length per RL stage](plots/rl_stages.png)",
         "",
         "![response length](plots/response_length.png)",
         "",
