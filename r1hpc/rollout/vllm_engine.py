@@ -31,6 +31,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from r1hpc.preemption import stop_after_call
 from r1hpc.rollout.base import (
     FinishReason,
     Sample,
@@ -295,9 +296,10 @@ class VLLMGenerator:
     def load_weights(self, model_dir: str | Path) -> None:
         """Swap the policy in ``model_dir`` into the running engine (same architecture)."""
         path = self.check_reload(model_dir)
-        self.last_reload_fixes = self.llm.collective_rpc("r1hpc_reload_weights", args=(str(path.resolve()),))
-        # cached KV blocks of shared prompt prefixes were computed with the old weights
-        self.llm.reset_prefix_cache()
+        with stop_after_call():
+            self.last_reload_fixes = self.llm.collective_rpc("r1hpc_reload_weights", args=(str(path.resolve()),))
+            # cached KV blocks of shared prompt prefixes were computed with the old weights
+            self.llm.reset_prefix_cache()
         self.model_dir = path
 
     def check_reload(self, model_dir: str | Path) -> Path:
@@ -362,7 +364,8 @@ class VLLMGenerator:
             )
             for i in range(len(prompts))
         ]
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=x) for x in ids], params, use_tqdm=self.progress)
+        with stop_after_call():  # a requeue waits for the call's end: vLLM must not see the SystemExit
+            outs = self.llm.generate([TokensPrompt(prompt_token_ids=x) for x in ids], params, use_tqdm=self.progress)
         return [[self._to_sample(c, stop) for c in sorted(o.outputs, key=lambda c: c.index)] for o in outs]
 
     def check_request(
