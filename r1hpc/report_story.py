@@ -77,17 +77,17 @@ class Claim:
 
 @dataclass(frozen=True)
 class StoryStage:
-    """One entry of the story: a step of the recipe (one or more stages of r1hpc.recipe) and its claims."""
+    """One entry of the story: a step of the recipe and its claims; it ran when the stage of one of
+    its claims left metrics, an eval summary or a job (no list of stage names of its own: the
+    recipe's table is the one, tests/test_recipe.py)."""
 
     title: str
-    stages: tuple[str, ...]  # it ran when any of these left metrics, an eval summary or a job
     claims: tuple[Claim, ...]
 
 
 STORY: tuple[StoryStage, ...] = (
     StoryStage(
         "r1_zero: pure RL from the base",
-        ("r1_zero",),
         (
             Claim(
                 "r1_zero",
@@ -108,7 +108,6 @@ STORY: tuple[StoryStage, ...] = (
     ),
     StoryStage(
         "cold_start: readable long-CoT SFT",
-        ("cold_start",),
         (
             Claim(
                 "cold_start",
@@ -122,7 +121,6 @@ STORY: tuple[StoryStage, ...] = (
     ),
     StoryStage(
         "reasoning_rl: RL after the cold start",
-        ("reasoning_rl",),
         (
             Claim(
                 "reasoning_rl",
@@ -143,7 +141,6 @@ STORY: tuple[StoryStage, ...] = (
     ),
     StoryStage(
         "rejection + sft: SFT of the base on the RL model's best samples",
-        ("rejection", "sft"),
         (
             Claim(
                 "sft",
@@ -158,7 +155,6 @@ STORY: tuple[StoryStage, ...] = (
     ),
     StoryStage(
         "rl_all: RL for all scenarios (DeepSeek-R1)",
-        ("rl_all",),
         (
             Claim(
                 "rl_all",
@@ -179,7 +175,6 @@ STORY: tuple[StoryStage, ...] = (
     ),
     StoryStage(
         "distill: SFT of a small student on the teacher's samples",
-        ("distill",),
         (
             Claim(
                 "distill",
@@ -200,7 +195,6 @@ STORY: tuple[StoryStage, ...] = (
     ),
     StoryStage(
         "distill_rl: RL directly on the student",
-        ("distill_rl",),
         (
             Claim(
                 "distill_rl",
@@ -300,7 +294,7 @@ def story_rows(
     run_dir = Path(run_dir)
     out = []
     for entry in STORY:
-        if not any(_ran(run_dir, s, summaries, job_stages or set()) for s in entry.stages):
+        if not any(_ran(run_dir, c.stage, summaries, job_stages or set()) for c in entry.claims):
             continue  # not run: no entry (a stage that did not run has not failed a claim)
         rows = []
         for claim in entry.claims:
