@@ -24,6 +24,7 @@ import datetime
 import importlib
 import os
 import shlex
+import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -266,6 +267,16 @@ def engine_note(cfg: Config, kind: str) -> str:
     return note
 
 
+def _let_local_jobs_be_cancelled() -> None:
+    """submitit cancels a local job with SIGINT to its controller process, which inherits this
+    process's signal dispositions. Started in the background of a non-interactive shell
+    (`nohup r1hpc run ... &`, a CI script), SIGINT is ignored, and then no local job can be
+    cancelled: a failed stage's linked partners ran out their time instead (observed, 120 s for
+    a test's 120 s sleep). Python's own handler again, for the controllers started from here."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 class Launcher:
     """Submits a run's jobs on the configured executor and records them in jobs.jsonl."""
 
@@ -276,6 +287,8 @@ class Launcher:
             raise ValueError(f"launch.executor must be slurm, local or debug, got {self.executor!r}")
         self.run_dir = cfg.run_dir
         self.logs_dir = self.run_dir / "logs"
+        if self.executor == "local":
+            _let_local_jobs_be_cancelled()
         # Submissions may come from several threads (the local pipeline's branches); the job's
         # environment (OMP_NUM_THREADS) and jobs.jsonl are shared, so one submission at a time.
         self._lock = threading.Lock()

@@ -1,5 +1,6 @@
 """The launcher on the local and debug executors (real subprocesses), and the golden sbatch script."""
 
+import signal
 import time
 from pathlib import Path
 
@@ -108,10 +109,16 @@ def test_status_shows_jobs_and_states(tmp_path, capsys):
 
 def test_linked_jobs_are_cancelled_when_one_fails(tmp_path):
     """A long-lived GRPO stage's train job and rollout tasks wait on each other at run time: when
-    one fails, waiting for the others would take their whole timeout, so they are cancelled."""
-    launcher = Launcher(config(tmp_path))
-    waiting = launcher.submit_array("s", "rollout", "jobfns:sleep_for", [{"seconds": 120}, {"seconds": 120}])
-    bad = launcher.submit("s", "train", "jobfns:fail", {"message": "boom-linked"})
+    one fails, waiting for the others would take their whole timeout, so they are cancelled. Also
+    when r1hpc runs where SIGINT is ignored (`nohup r1hpc run ... &`): submitit cancels local jobs
+    with it."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        launcher = Launcher(config(tmp_path))
+        waiting = launcher.submit_array("s", "rollout", "jobfns:sleep_for", [{"seconds": 120}, {"seconds": 120}])
+        bad = launcher.submit("s", "train", "jobfns:fail", {"message": "boom-linked"})
+    finally:
+        signal.signal(signal.SIGINT, previous)
     group = Submission.linked_group(bad, waiting)
     assert group.job_id == bad.job_id  # dependents wait on the first job
     started = time.time()
