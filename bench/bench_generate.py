@@ -18,7 +18,8 @@ runs/tiny/models/r1_zero/v0016 after `make demo`: the demo's response lengths to
 
 Per size, both backends run in this one process on the same policy directory, prompts and
 sampling settings: the HF load and the vLLM engine start are timed (this process's `import vllm`
-is timed apart, once per process; the start includes the engine process's own import), each
+is timed apart, once per process; on CPU the engine core runs in this process since d0a25c4,
+before that the start included the engine process's own import of vLLM), each
 backend gets one small warm-up call, then --reps timed
 `generate` calls interleaved (hf, vllm / vllm, hf / ...; the same seed every time, so every rep
 samples the same tokens). Tokens/s counts sampled response tokens (eos included) per call; the

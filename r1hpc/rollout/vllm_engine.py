@@ -93,6 +93,8 @@ def _cpu_platform() -> bool:
 
 
 def check_engine_config(model_dir: Path) -> dict[str, Any]:
+    """``model_dir``'s config.json; ValueError naming the file when vLLM's CPU attention kernels
+    lack its attention shape (checked before the engine's first forward would fail on it)."""
     cfg = json.loads((model_dir / "config.json").read_text())
     if cfg.get("kv_lora_rank") is not None:
         bad = {k: cfg.get(k) for k, v in CPU_MLA_DIMS.items() if cfg.get(k) != v}
