@@ -114,16 +114,22 @@ def rank_pid(job_id: str, rank: int) -> int:
     raise AssertionError(f"no rank {rank} of local job {job_id}")
 
 
-@pytest.mark.parametrize("killed", [1, 0], ids=["follower-killed", "leader-killed"])
-def test_a_killed_rank_ends_the_task_naming_it(tmp_path, policies, killed):
+def generating_task(tmp_path: Path, policies: list[Path]) -> tuple[Submission, Path]:
+    """A 2-process engine task that has written its samples and goes on generating for 300 s."""
     sub = submit(tmp_path, "local", 2, policies, generate_s=300)
-    job = sub.jobs[0]
     out = tmp_path / "engine2" / "samples.json"
     deadline = time.monotonic() + 300
     while not out.exists():
-        assert not job.done(), job.stderr()
+        assert not sub.jobs[0].done(), sub.jobs[0].stderr()
         assert time.monotonic() < deadline
         time.sleep(1)
+    return sub, out
+
+
+@pytest.mark.parametrize("killed", [1, 0], ids=["follower-killed", "leader-killed"])
+def test_a_killed_rank_ends_the_task_naming_it(tmp_path, policies, killed):
+    sub, out = generating_task(tmp_path, policies)
+    job = sub.jobs[0]
     survivor = rank_pid(job.job_id, 1 - killed)
     os.kill(rank_pid(job.job_id, killed), signal.SIGKILL)
     killed_at = time.monotonic()
@@ -143,14 +149,8 @@ def test_a_killed_rank_ends_the_task_naming_it(tmp_path, policies, killed):
 def test_usr2_requeues_the_task_in_the_middle_of_a_generate(tmp_path, policies):
     """What Slurm sends before a time limit or a preemption: submitit requeues the task (rank 0
     leaves the engine mid-call), no rank is left behind in the engine, and the next attempt ends it."""
-    sub = submit(tmp_path, "local", 2, policies, generate_s=300)
+    sub, out = generating_task(tmp_path, policies)
     job = sub.jobs[0]
-    out = tmp_path / "engine2" / "samples.json"
-    deadline = time.monotonic() + 300
-    while not out.exists():
-        assert not job.done(), job.stderr()
-        assert time.monotonic() < deadline
-        time.sleep(1)
     first = {rank: rank_pid(job.job_id, rank) for rank in (0, 1)}
     os.kill(first[0], signal.SIGUSR2)
     wait_done(sub, 90)
