@@ -20,6 +20,7 @@ from typing import Literal
 
 from r1hpc import configio, recipe
 from r1hpc.configio import ConfigError, Origin, Origins
+from r1hpc.tasks.phrasing import TASK_LANGUAGES
 
 __all__ = ["Config", "ConfigError", "load_config", "validate", "write_resolved", "code_revision"]
 
@@ -229,6 +230,9 @@ class DataConfig:
     general_train: int = 300
     general_heldout: int = 50
     difficulties: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    # Languages of the generated arith/fraction/linear prompts, spread evenly (r1hpc.tasks.phrasing:
+    # en, ru); with two, the pretraining corpus mixes them and the language reward has work to do.
+    languages: list[str] = field(default_factory=lambda: ["en"])
     train: list[DataSource] = field(default_factory=list)
     heldout: list[DataSource] = field(default_factory=list)  # eval's benchmarks
     # Held-out problems found in the train set (R1 decontaminates): exact prompt match, or a shared
@@ -593,6 +597,11 @@ def _problems(cfg: Config) -> list[tuple[str, str]]:
         bool(d.difficulties) and set(d.difficulties) <= {1, 2, 3, 4},
         "data.difficulties",
         f"must be a non-empty subset of [1, 2, 3, 4], got {d.difficulties}",
+    )
+    need(
+        bool(d.languages) and set(d.languages) <= set(TASK_LANGUAGES) and len(set(d.languages)) == len(d.languages),
+        "data.languages",
+        f"must be a non-empty list of distinct languages from {list(TASK_LANGUAGES)}, got {d.languages}",
     )
     need(
         bool(d.heldout) or not d.train,

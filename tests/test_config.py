@@ -95,6 +95,11 @@ BAD_INPUTS = {
         [],
         r"bad.yaml:3: grpo.rollout_shards: grpo.prompts_per_step=10 is not divisible into 4 shards",
     ),
+    "unknown task language": (
+        "data:\n  languages: [en, xx]\n",
+        [],
+        r"bad.yaml:2: data.languages: must be a non-empty list of distinct languages from \['en', 'ru'\]",
+    ),
     "group of one": ("grpo:\n  group_size: 1\n", [], r"bad.yaml:2: grpo.group_size: must be >= 2"),
     "negative lr": ("reasoning_rl:\n  lr: -0.1\n", [], r"bad.yaml:2: reasoning_rl.lr: must be in \(0, 1\)"),
     "nan": ("grpo:\n  kl_coef: .nan\n", [], r"bad.yaml:2: grpo.kl_coef: expected a finite number"),

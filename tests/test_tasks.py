@@ -13,7 +13,10 @@ from sympy.parsing.sympy_parser import implicit_multiplication_application, pars
 
 from r1hpc.fsio import StoreError
 from r1hpc.model.pretrain_corpus import CorpusMix, build_corpus, wrong_answer
+from r1hpc.rewards.language import words_by_script
+from r1hpc.stages.filters import target_language_share
 from r1hpc.tasks.dataset import REASONING_KINDS, generate_general, generate_problems, read_jsonl, write_jsonl
+from r1hpc.tasks.phrasing import TASK_LANGUAGES, check_languages
 from r1hpc.tasks.problem import split_of
 from r1hpc.tasks.world import make_world
 
@@ -31,7 +34,11 @@ def heldout() -> list[dict]:
 
 
 def _expr_of(prompt: str) -> str:
-    m = re.fullmatch(r"(?:What is|Compute|Calculate) (.*?)[?.](?: Give the answer .*)?", prompt)
+    m = re.fullmatch(
+        r"(?:What is|Compute|Calculate|Сколько будет|Вычислите|Найдите значение) (.*?)[?.]"
+        r"(?: (?:Give the answer|Запишите ответ) .*)?",
+        prompt,
+    )
     assert m, prompt
     return m.group(1)
 
@@ -58,12 +65,13 @@ def recompute(p: dict) -> sympy.Rational:
         return sympy.Rational(parse_expr(_expr_of(q)))
     if p["kind"] == "fraction":
         e = _expr_of(q)
-        if " divided by " in e:
-            a, b = e.split(" divided by ")
-            return sympy.Rational(parse_expr(a)) / sympy.Rational(parse_expr(b))
+        for divided in (" divided by ", " разделить на "):
+            if divided in e:
+                a, b = e.split(divided)
+                return sympy.Rational(parse_expr(a)) / sympy.Rational(parse_expr(b))
         return sympy.Rational(parse_expr(e))
     if p["kind"] == "linear":
-        lhs, rhs = q.removeprefix("Solve for x: ").split(" = ")
+        lhs, rhs = q.removeprefix("Solve for x: ").removeprefix("Решите уравнение относительно x: ").split(" = ")
         x = sympy.Symbol("x")
         sols = sympy.solve(sympy.Eq(parse_expr(lhs, transformations=_T), parse_expr(rhs, transformations=_T)), x)
         assert len(sols) == 1, q
@@ -246,3 +254,60 @@ def test_corpus_default_mix_is_easy_heavy() -> None:
     w = mix.difficulty_weights
     assert w[0] >= w[1] >= w[2] >= w[3] and w[0] + w[1] >= 0.8
     assert 0 < mix.wrong_final < 0.5  # imperfect, but the right answer is the majority
+
+
+@pytest.fixture(scope="module")
+def bilingual() -> list[dict]:
+    return generate_problems(0, "heldout", 400, difficulties=[1, 2, 3, 4], languages=["en", "ru"])
+
+
+def test_bilingual_problems_are_each_in_one_language(bilingual: list[dict]) -> None:
+    # every arith/fraction/linear cell asks in both languages equally often; word problems in English
+    cells = collections.Counter((p["kind"], p["difficulty"], p["language"]) for p in bilingual)
+    for (kind, d, lang), n in cells.items():
+        if kind == "word":
+            assert lang == "en"
+        else:
+            assert abs(n - cells[(kind, d, "en" if lang == "ru" else "ru")]) <= 1, (kind, d)
+    assert {p["language"] for p in bilingual} == {"en", "ru"}
+    # prompt and worked steps have no word of the other language (x counts for none)
+    for p in bilingual:
+        text = " ".join([p["prompt"], *p["solution_steps"]])
+        assert target_language_share(text, p["language"]) == 1.0, p
+        if p["language"] == "ru":
+            assert any(script == "Cyrillic" for _, script in words_by_script(p["prompt"])), p
+    # and the answers still follow from the prompt text alone
+    for p in bilingual:
+        assert sympy.Rational(p["answer"]) == recompute(p), p
+
+
+def test_english_only_is_the_default_task() -> None:
+    assert generate_problems(2, "train", 64, languages=["en"]) == generate_problems(2, "train", 64)
+    assert {p["language"] for p in generate_problems(2, "train", 64)} == {"en"}
+    for bad in ([], ["en", "en"], ["xx"]):
+        with pytest.raises(ValueError, match="languages must be a non-empty list of distinct languages"):
+            check_languages(bad)
+    assert TASK_LANGUAGES == ("en", "ru")
+
+
+def _narration_scripts(doc: str) -> set[str]:
+    """Scripts of the words after the prompt line (the solution's narration and steps)."""
+    solution = doc.split("\n", 1)[1] if "\n" in doc else ""
+    solution = re.sub(r"^(?:Assistant|Answer|A|Solution):|</?(?:think|answer)>", " ", solution)
+    return {script for _, script in words_by_script(solution)}
+
+
+def test_corpus_mixes_the_task_languages_in_some_solutions() -> None:
+    # R1-Zero's base mixed languages: with two task languages, a share of the worked solutions
+    # narrate a Russian prompt with English words or an English prompt with Russian ones
+    docs = build_corpus(0, 4000, CorpusMix(difficulty_weights=(0.6, 0.4, 0, 0), languages=("en", "ru")))
+    russian = [d for d in docs if any(s == "Cyrillic" for _, s in words_by_script(d.split("\n", 1)[0]))]
+    assert len(russian) > 300
+    mixed = [d for d in russian if "Latin" in _narration_scripts(d)]
+    pure = [d for d in russian if _narration_scripts(d) == {"Cyrillic"}]
+    assert 0.05 * len(russian) < len(mixed) < 0.5 * len(russian) and len(pure) > len(mixed)
+    # one language: nothing to mix
+    english = build_corpus(0, 1000)
+    assert not any(s == "Cyrillic" for d in english for _, s in words_by_script(d))
+    with pytest.raises(ValueError, match="CorpusMix.languages"):
+        CorpusMix(languages=("en", "xx"))

@@ -17,10 +17,12 @@ never a problem's prompt, so held-out problems stay unseen while the knowledge t
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
 from r1hpc.tasks.dataset import generate_general, generate_problems
+from r1hpc.tasks.phrasing import answer_sentences, check_languages, connectives, step_label
 from r1hpc.tasks.problem import Problem, fmt_num
 from r1hpc.tasks.world import make_world
 
@@ -43,9 +45,13 @@ class CorpusMix:
     no_answer: float = 0.08  # steps shown, the final answer missing
     answer_only: float = 0.10  # no steps, just an answer (right or wrong as above)
     broken_tags: float = 0.3  # of r1-format documents: answer outside <answer> tags
+    # of math documents, when the task has several languages: narration (step labels, connectives,
+    # answer sentence) in a random task language per phrase instead of the problem's own
+    mixed_language: float = 0.4
     # share of math documents at difficulty 1..4: easy-heavy, so that a base trained for a few
     # CPU-minutes gets the easy problems partly right and the hard ones rarely
     difficulty_weights: tuple[float, float, float, float] = (0.55, 0.35, 0.07, 0.03)
+    languages: tuple[str, ...] = ("en",)  # the task's prompt languages (r1hpc.tasks.phrasing)
 
     def __post_init__(self) -> None:
         if len(self.difficulty_weights) != 4 or min(self.difficulty_weights) < 0 or sum(self.difficulty_weights) <= 0:
@@ -53,8 +59,9 @@ class CorpusMix:
                 f"CorpusMix.difficulty_weights must be 4 non-negative numbers with "
                 f"a positive sum, got {self.difficulty_weights}"
             )
+        check_languages(self.languages, "CorpusMix.languages")
         for name, v in vars(self).items():
-            if name == "difficulty_weights":
+            if name in ("difficulty_weights", "languages"):
                 continue
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"CorpusMix.{name} must be in [0, 1], got {v}")
@@ -77,19 +84,36 @@ def wrong_answer(rng: random.Random, answer: str) -> str:
     return fmt_num(v + 1)
 
 
-def _steps_text(rng: random.Random, steps: list[str]) -> str:
+def _steps_text(rng: random.Random, steps: list[str], language: Callable[[], str]) -> str:
+    """The steps in one of three styles: bare lines, sentences opened by connectives ("First, ...
+    Then ... So ..."), or numbered ("Step 1: ..."); `language()` gives each narration word's language."""
     style = rng.randrange(3)
     if style == 0:
         return "\n".join(steps)
     if style == 1:
-        return ". ".join(steps) + "."
-    return "\n".join(f"Step {i}: {s}" for i, s in enumerate(steps, 1))
+        sentences = []
+        for i, step in enumerate(steps):
+            first, then, so = connectives(language())
+            word = so if i == len(steps) - 1 else first if i == 0 else then
+            sentences.append(f"{word} {step}.")
+        return " ".join(sentences)
+    return "\n".join(f"{step_label(language())} {i}: {s}" for i, s in enumerate(steps, 1))
+
+
+def _narration(rng: random.Random, p: Problem, mix: CorpusMix) -> Callable[[], str]:
+    """The language of each narration phrase of one document: the problem's, or (a share
+    mix.mixed_language of documents, when the task has several languages) a random one per phrase."""
+    own = p.get("language", "en")
+    if len(mix.languages) > 1 and rng.random() < mix.mixed_language:
+        return lambda: rng.choice(mix.languages)
+    return lambda: own
 
 
 def worked_solution(rng: random.Random, p: Problem, mix: CorpusMix) -> str:
     """One math document: prompt plus an imperfect worked solution in a random format."""
     steps = list(p["solution_steps"])
     answer: str | None = p["answer"]
+    language = _narration(rng, p, mix)
     r = rng.random()
     if r < mix.wrong_final:
         answer = wrong_answer(rng, p["answer"])
@@ -99,22 +123,20 @@ def worked_solution(rng: random.Random, p: Problem, mix: CorpusMix) -> str:
         answer = None
     if rng.random() < mix.answer_only and answer is not None:
         steps = []
-    work = _steps_text(rng, steps) if steps else ""
+    work = _steps_text(rng, steps, language) if steps else ""
     q = p["prompt"]
     if rng.random() < mix.r1_format:
         tail = (
             ""
             if answer is None
-            else (f" The answer is {answer}." if rng.random() < mix.broken_tags else f" <answer> {answer} </answer>")
+            else (
+                f" {answer_sentences(language())[0].format(a=answer)}"
+                if rng.random() < mix.broken_tags
+                else f" <answer> {answer} </answer>"
+            )
         )
         return f"User: {q}\nAssistant: <think> {work} </think>{tail}"
-    fin = (
-        ""
-        if answer is None
-        else rng.choice(
-            [f"The answer is {answer}.", f"Answer: {answer}", f"So the answer is {answer}.", f"#### {answer}"]
-        )
-    )
+    fin = "" if answer is None else rng.choice((*answer_sentences(language()), "#### {a}")).format(a=answer)
     body = "\n".join(x for x in (work, fin) if x)
     head = rng.choice([f"Question: {q}\nAnswer:", f"Q: {q}\nA:", f"Problem: {q}\nSolution:", f"User: {q}\nAssistant:"])
     return f"{head} {body}" if body else head
@@ -158,7 +180,9 @@ def build_corpus(seed: int, n_docs: int, mix: CorpusMix = CorpusMix(), world_see
     for d, w in enumerate(mix.difficulty_weights, 1):
         n_d = round(n_math * w / total_w)
         if n_d:
-            for p in generate_problems(seed, "train", n_d, difficulties=[d], world_seed=world_seed, unique=False):
+            for p in generate_problems(
+                seed, "train", n_d, difficulties=[d], world_seed=world_seed, unique=False, languages=mix.languages
+            ):
                 docs.append(worked_solution(rng, p, mix))
     rng.shuffle(docs)
     return docs

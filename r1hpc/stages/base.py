@@ -59,8 +59,12 @@ def prepare_data(run_dir: str) -> dict[str, Any]:
         train, heldout, sources = load_problems(cfg)
         atomic_write_json(ctx.run.data_dir() / "sources_report.json", sources)
     else:
-        train = generate_problems(cfg.seed, "train", d.train_problems, difficulties=d.difficulties)
-        heldout = generate_problems(cfg.seed, "heldout", d.heldout_problems, difficulties=d.difficulties)
+        train = generate_problems(
+            cfg.seed, "train", d.train_problems, difficulties=d.difficulties, languages=d.languages
+        )
+        heldout = generate_problems(
+            cfg.seed, "heldout", d.heldout_problems, difficulties=d.difficulties, languages=d.languages
+        )
     for name, examples in (
         ("problems_train", train),
         ("problems_heldout", heldout),
@@ -98,14 +102,15 @@ _TOKENIZER_EXTRAS = ("special_tokens_map.json", "vocab.json", "merges.txt", "add
 
 
 def corpus_mix(cfg: Config) -> Any:
-    """The default pretraining mix, with math only at the difficulties the run trains and evaluates."""
+    """The default pretraining mix, with math only at the difficulties the run trains and evaluates,
+    in the run's task languages."""
     import dataclasses
 
     from r1hpc.model.pretrain_corpus import CorpusMix
 
     default = CorpusMix()
     weights = tuple(w if d in cfg.data.difficulties else 0.0 for d, w in enumerate(default.difficulty_weights, 1))
-    return dataclasses.replace(default, difficulty_weights=weights)
+    return dataclasses.replace(default, difficulty_weights=weights, languages=tuple(cfg.data.languages))
 
 
 def _model_size(cfg: Config, which: str) -> Any:

@@ -8,6 +8,7 @@ human annotators. Here:
         per problem) whose reasoning is readable (not repetitive, one language, no code block)
         are rewritten as
             <think> Step 1: ...\\nStep 2: ... </think> <answer> {last step}. The answer is {answer}. </answer>
+        in the prompt's language (r1hpc.tasks.phrasing: "Шаг 1: ...", "Ответ: ..." for Russian)
         and, when R1-Zero gave fewer than cold_start.examples, the rest are written the same way
         from the problems' correct `solution_steps` (the "human-written" share).
         -> data/cold_start.jsonl (atomic), counts per source in the completion marker.
@@ -25,6 +26,7 @@ from typing import Any
 from r1hpc import recipe
 from r1hpc.fsio import atomic_write_json, read_json
 from r1hpc.model.prompting import THINK_OPEN, encode_prompts
+from r1hpc.rewards.language import infer_language
 from r1hpc.stages.common import (
     StageContext,
     data_path,
@@ -40,6 +42,7 @@ from r1hpc.stages.common import (
 from r1hpc.stages.filters import has_code_block, is_mixed_language, is_repetitive
 from r1hpc.stages.sft_stage import read_sft_records, sft_and_publish, write_sft_records
 from r1hpc.store import StoreError, done_info, latest_model, list_versions, mark_done, read_step_shards
+from r1hpc.tasks.phrasing import step_label, summary_answer
 
 __all__ = ["readable_steps", "readable_completion", "build_cold_start", "run_cold_start", "probe_samples"]
 
@@ -47,9 +50,11 @@ STAGE = "cold_start"
 SOURCE_STAGE = recipe.stage(STAGE).after[0]  # whose correct samples are rewritten (r1_zero)
 PROBE_PROBLEMS = 16
 _TAG = re.compile(r"</?(?:think|answer)>")
-_STEP_PREFIX = re.compile(r"^(?:step\s*\d+\s*[:.)]\s*|\d+[.)]\s+)", re.IGNORECASE)
+_STEP_PREFIX = re.compile(r"^(?:(?:step|шаг)\s*\d+\s*[:.)]\s*|\d+[.)]\s+)", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")  # a period followed by space: not a decimal point
-_ANSWER_LINE = re.compile(r"^(?:so\s+)?(?:the\s+)?(?:final\s+)?answer\s*(?:is|:)|^####", re.IGNORECASE)
+_ANSWER_LINE = re.compile(
+    r"^(?:so\s+)?(?:the\s+)?(?:final\s+)?answer\s*(?:is|:)|^####|^(?:итак,?\s+)?ответ\s*:", re.IGNORECASE
+)
 
 
 def readable_steps(reasoning: str) -> list[str]:
@@ -64,13 +69,19 @@ def readable_steps(reasoning: str) -> list[str]:
     return steps
 
 
-def readable_completion(steps: list[str], answer: str) -> str:
+def readable_completion(steps: list[str], answer: str, language: str = "en") -> str:
     """R1's readable format: numbered reasoning in <think>, a summary and the answer after it
-    (the completion continues the template's opening <think>)."""
+    (the completion continues the template's opening <think>), in the prompt's language."""
     if not steps:
         raise ValueError("readable_completion: no reasoning steps")
-    body = "\n".join(f"Step {i}: {s}." for i, s in enumerate(steps, 1))
-    return f" {body} </think> <answer> {steps[-1]}. The answer is {answer}. </answer>"
+    label = step_label(language)
+    body = "\n".join(f"{label} {i}: {s}." for i, s in enumerate(steps, 1))
+    return f" {body} </think> <answer> {steps[-1]}. {summary_answer(language, answer)} </answer>"
+
+
+def _language_of(problem: dict[str, Any]) -> str:
+    """The language a readable example is written in: the problem's, else its prompt's script."""
+    return problem.get("language") or infer_language(problem["prompt"])
 
 
 def _reasoning_of(text: str) -> str:
@@ -122,17 +133,23 @@ def _from_r1_zero(
                 )
             if pid in seen or len(out) >= want:
                 continue
+            p = problems[pid]
+            language = _language_of(p)
             reasoning = _reasoning_of(r["text"])
             steps = readable_steps(reasoning)
-            if not steps or is_repetitive(reasoning) or is_mixed_language(reasoning) or has_code_block(r["text"]):
+            if (
+                not steps
+                or is_repetitive(reasoning)
+                or is_mixed_language(reasoning, language)
+                or has_code_block(r["text"])
+            ):
                 counts["r1_zero_unreadable"] += 1
                 continue
             seen.add(pid)
-            p = problems[pid]
             out.append(
                 {
                     **_prompt_of(p),
-                    "completion": opened + readable_completion(steps, p["answer"]),
+                    "completion": opened + readable_completion(steps, p["answer"], language),
                     "source": "r1_zero",
                     "problem_id": pid,
                     "answer": p["answer"],
@@ -178,7 +195,7 @@ def build_cold_start(run_dir: str) -> dict[str, Any]:
         examples.append(
             {
                 **_prompt_of(p),
-                "completion": opened + readable_completion(list(p["solution_steps"]), p["answer"]),
+                "completion": opened + readable_completion(list(p["solution_steps"]), p["answer"], _language_of(p)),
                 "source": "human",
                 "problem_id": p["id"],
                 "answer": p["answer"],

@@ -35,6 +35,7 @@ MAX_REPEAT_FRACTION = 0.3
 _WS = re.compile(r"\s+")
 _WORD = re.compile(r"\w+|[^\w\s]")
 _FENCE = re.compile(r"```|~~~")
+_R1_TAG = re.compile(r"</?(?:think|answer)>")
 
 
 def normalize_text(text: str) -> str:
@@ -71,10 +72,11 @@ def is_repetitive(text: str, n: int = REPEAT_NGRAM, max_fraction: float = MAX_RE
 
 def target_language_share(text: str, language: str = "en") -> float:
     """Share in [0, 1] of the words of the WHOLE text (chain of thought and answer) written in
-    the scripts of `language` (r1hpc.rewards.language's word rules); 1.0 when there are no words."""
+    the scripts of `language` (r1hpc.rewards.language's word rules; the <think>/<answer> tags are
+    markup, not words); 1.0 when there are no words."""
     if language not in LANGUAGE_SCRIPTS:
         raise ValueError(f"language {language!r} is not supported; expected one of {sorted(LANGUAGE_SCRIPTS)}")
-    words = words_by_script(text)
+    words = words_by_script(_R1_TAG.sub(" ", text))  # the tags' names are no words of the text
     if not words:
         return 1.0
     scripts = LANGUAGE_SCRIPTS[language]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from fractions import Fraction
 
+from r1hpc.tasks.phrasing import arith_prompts, fraction_prompt, linear_prompt, localize_step
 from r1hpc.tasks.problem import Problem, fmt_num, make_problem
 
 # An expression tree: an int leaf, or (op, left, right) with op in "+-*".
@@ -61,10 +62,7 @@ def _random_tree(rng: random.Random, ops: list[str], lo: int, hi: int) -> Expr:
     return tree
 
 
-_ARITH_Q = ("What is {e}?", "Compute {e}.", "Calculate {e}.")
-
-
-def gen_arith(rng: random.Random, difficulty: int) -> Problem:
+def gen_arith(rng: random.Random, difficulty: int, language: str = "en") -> Problem:
     """Integer arithmetic; d1 one +/- of single digits, d2 two +/- of single digits or one
     product from the times table, d3 three operations with a product, d4 four operations on
     numbers up to 20 (may go negative). d1/d2 stay within the reach of a ~1M-parameter base
@@ -91,9 +89,9 @@ def gen_arith(rng: random.Random, difficulty: int) -> Problem:
     steps: list[str] = []
     value = _solve(tree, steps)
     if difficulty <= 2 and value < 0:  # keep the easy levels non-negative
-        return gen_arith(rng, difficulty)
-    prompt = rng.choice(_ARITH_Q).format(e=_render(tree))
-    return make_problem("arith", difficulty, prompt, value, steps)
+        return gen_arith(rng, difficulty, language)
+    prompt = rng.choice(arith_prompts(language)).format(e=_render(tree))
+    return make_problem("arith", difficulty, prompt, value, steps, language)
 
 
 def _add_steps(op: str, a: tuple[int, int], b: tuple[int, int], steps: list[str]) -> Fraction:
@@ -139,10 +137,7 @@ def _written(rng: random.Random, max_den: int) -> tuple[int, int]:
     return rng.randint(1, d - 1), d
 
 
-_FRAC_SUFFIX = " Give the answer as a reduced fraction."
-
-
-def gen_fraction(rng: random.Random, difficulty: int) -> Problem:
+def gen_fraction(rng: random.Random, difficulty: int, language: str = "en") -> Problem:
     """Fractions; d1 same one-digit denominator +/-, d2 different denominators +/-, d3 product or
     quotient, d4 a sum/difference with a product (a/b op c/d * e/f)."""
     steps: list[str] = []
@@ -165,7 +160,7 @@ def gen_fraction(rng: random.Random, difficulty: int) -> Problem:
         a, b = _written(rng, 9), _written(rng, 9)
         divide = rng.random() < 0.5
         value = _mul_steps(a, b, steps, divide)
-        text = f"{a[0]}/{a[1]} {'divided by' if divide else '*'} {b[0]}/{b[1]}"
+        text = localize_step(f"{a[0]}/{a[1]} {'divided by' if divide else '*'} {b[0]}/{b[1]}", language)
     else:
         a, b, c = _written(rng, 6), _written(rng, 6), _written(rng, 6)
         op = rng.choice("+-")
@@ -173,8 +168,8 @@ def gen_fraction(rng: random.Random, difficulty: int) -> Problem:
         pn, pd = prod.numerator, prod.denominator
         value = _add_steps(op, a, (pn, pd), steps)
         text = f"{a[0]}/{a[1]} {op} {b[0]}/{b[1]} * {c[0]}/{c[1]}"
-    prompt = f"What is {text}?{_FRAC_SUFFIX}"
-    return make_problem("fraction", difficulty, prompt, value, steps)
+    prompt = fraction_prompt(language).format(e=text)
+    return make_problem("fraction", difficulty, prompt, value, [localize_step(s, language) for s in steps], language)
 
 
 def _lin(a: int, b: int) -> str:
@@ -187,7 +182,7 @@ def _lin(a: int, b: int) -> str:
     return f"{xs} + {b}" if b > 0 else f"{xs} - {-b}"
 
 
-def gen_linear(rng: random.Random, difficulty: int) -> Problem:
+def gen_linear(rng: random.Random, difficulty: int, language: str = "en") -> Problem:
     """Solve for x; d1 x + a = b (x and a single digits), d2 a x + b = c, d3 x on both sides, d4 with brackets and a
     possibly fractional solution. Written as A x + B = C x + D and solved in named steps."""
     steps: list[str] = []
@@ -229,5 +224,5 @@ def gen_linear(rng: random.Random, difficulty: int) -> Problem:
     if coef != 1:
         steps.append(f"Divide both sides by {coef}: x = {fmt_num(sol)}")
     assert Fraction(const, coef) == sol
-    prompt = f"Solve for x: {left} = {right}"
-    return make_problem("linear", difficulty, prompt, sol, steps)
+    prompt = linear_prompt(language).format(e=f"{left} = {right}")
+    return make_problem("linear", difficulty, prompt, sol, [localize_step(s, language) for s in steps], language)

@@ -18,6 +18,7 @@ from r1hpc.fsio import atomic_write_text
 from r1hpc.fsio import read_jsonl as fsio_read_jsonl
 from r1hpc.tasks.arith import gen_arith, gen_fraction, gen_linear
 from r1hpc.tasks.general import GENERAL_KINDS, GeneralExample, gen_general
+from r1hpc.tasks.phrasing import check_languages
 from r1hpc.tasks.problem import DIFFICULTIES, SPLITS, Problem, Split, split_of
 from r1hpc.tasks.world import World, gen_word, make_world
 
@@ -25,7 +26,11 @@ REASONING_KINDS = ("arith", "fraction", "linear", "word")
 _MAX_TRIES_PER_ITEM = 2000  # a cell that yields nothing new this often is exhausted
 
 
-def _reasoning_gen(kind: str, world: World) -> Callable[[random.Random, int], Problem]:
+# Kinds whose prompts exist in every task language (word problems are English: r1hpc.tasks.world).
+MULTILINGUAL_KINDS = ("arith", "fraction", "linear")
+
+
+def _reasoning_gen(kind: str, world: World) -> Callable[[random.Random, int, str], Problem]:
     if kind == "arith":
         return gen_arith
     if kind == "fraction":
@@ -33,7 +38,7 @@ def _reasoning_gen(kind: str, world: World) -> Callable[[random.Random, int], Pr
     if kind == "linear":
         return gen_linear
     if kind == "word":
-        return lambda rng, d: gen_word(rng, d, world)
+        return lambda rng, d, _language: gen_word(rng, d, world)
     raise ValueError(f"unknown reasoning kind {kind!r}; expected one of {REASONING_KINDS}")
 
 
@@ -81,20 +86,26 @@ def generate_problems(
     difficulties: Sequence[int] = DIFFICULTIES,
     world_seed: int = 0,
     unique: bool = True,
+    languages: Sequence[str] = ("en",),
 ) -> list[Problem]:
-    """n reasoning problems of `split`, evenly spread over kinds x difficulties (as far as
-    each cell has unique problems left). unique=False allows repeats (pretraining streams)."""
+    """n reasoning problems of `split`, evenly spread over kinds x difficulties x languages (as far
+    as each cell has unique problems left; word problems are English whatever `languages` say).
+    unique=False allows repeats (pretraining streams)."""
     _check_split(split)
     bad = [d for d in difficulties if d not in DIFFICULTIES]
     if bad or not difficulties:
         raise ValueError(f"difficulties must be a non-empty subset of {DIFFICULTIES}, got {list(difficulties)}")
+    check_languages(list(languages))
     world = make_world(world_seed)
     rng = random.Random(f"problems-{seed}-{split}")
     cells = []
     for kind in kinds:
         gen = _reasoning_gen(kind, world)
+        langs = list(languages) if kind in MULTILINGUAL_KINDS else ["en"]
         for d in difficulties:
-            cells.append((f"{kind}/d{d}", lambda g=gen, d=d: g(rng, d)))
+            for lang in langs:
+                name = f"{kind}/d{d}" if len(langs) == 1 else f"{kind}/d{d}/{lang}"
+                cells.append((name, lambda g=gen, d=d, lang=lang: g(rng, d, lang)))
     return _collect(n, split, cells, unique)
 
 

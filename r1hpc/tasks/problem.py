@@ -9,6 +9,7 @@ A reasoning example (kinds "arith", "fraction", "linear", "word") is a dict with
     difficulty      int   1 (one step, small numbers) .. 4 (several steps, larger numbers)
     kind            str   which generator made it
     solution_steps  list[str]  short, correct worked steps ending at the answer
+    language        str   ISO 639-1 code of the prompt and steps ("en", "ru": r1hpc.tasks.phrasing)
 
 The split is a function of the prompt text alone (sha256 bucket), so train and held-out sets are
 disjoint by construction, whatever seed or count either was generated with.
@@ -33,6 +34,7 @@ class Problem(TypedDict):
     difficulty: int
     kind: str
     solution_steps: list[str]
+    language: str
 
 
 def fmt_num(value: Fraction | int) -> str:
@@ -53,7 +55,9 @@ def split_of(prompt: str) -> Split:
     return "heldout" if bucket < HELDOUT_PER_MILLE else "train"
 
 
-def make_problem(kind: str, difficulty: int, prompt: str, answer: Fraction | int, steps: list[str]) -> Problem:
+def make_problem(
+    kind: str, difficulty: int, prompt: str, answer: Fraction | int, steps: list[str], language: str = "en"
+) -> Problem:
     if difficulty not in DIFFICULTIES:
         raise ValueError(f"difficulty must be one of {DIFFICULTIES}, got {difficulty!r}")
     return Problem(
@@ -63,4 +67,5 @@ def make_problem(kind: str, difficulty: int, prompt: str, answer: Fraction | int
         difficulty=difficulty,
         kind=kind,
         solution_steps=list(steps),
+        language=language,
     )

@@ -9,9 +9,11 @@ import pytest
 from tiny_stage_run import clone_run
 
 from r1hpc.rewards.format import format_reward
+from r1hpc.rewards.language import language_consistency_reward
 from r1hpc.stages.cold_start import build_cold_start, readable_completion, readable_steps, run_cold_start
 from r1hpc.stages.common import StageContext, load_policy, read_data, read_metrics
 from r1hpc.store import latest_model, publish_shard
+from r1hpc.tasks.phrasing import summary_answer
 
 EXAMPLE = {"prompt_ends_with_think": True}
 
@@ -27,6 +29,16 @@ def test_readable_steps_and_format():
     assert format_reward(completion, EXAMPLE) == 1.0  # a string check; safe outside the worker pool
     with pytest.raises(ValueError, match="no reasoning steps"):
         readable_completion([], "1")
+
+
+def test_readable_russian():
+    # R1 writes the readable form in the prompt's language: Russian labels and answer sentence,
+    # and the Russian labels and answer lines of a sample are recognised as such
+    assert readable_steps("Шаг 1: 3 + 4 = 7\nЗатем 7 * 2 = 14.\nИтак, ответ: 14.") == ["3 + 4 = 7", "Затем 7 * 2 = 14"]
+    completion = readable_completion(["3 + 4 = 7"], "7", "ru")
+    assert completion == " Шаг 1: 3 + 4 = 7. </think> <answer> 3 + 4 = 7. Ответ: 7. </answer>"
+    assert language_consistency_reward(completion, {**EXAMPLE, "language": "ru"}) == 1.0
+    assert language_consistency_reward(readable_completion(["3 + 4 = 7"], "7"), {**EXAMPLE, "language": "ru"}) == 0.0
 
 
 def _sample(problem: dict, correct: bool, text: str | None = None) -> dict:
@@ -72,7 +84,14 @@ def test_build_from_r1_zero_shards_with_human_fill_up(tmp_path):
     assert {r["source"] for r in rows[3:]} == {"human"}
     assert len({r["problem_id"] for r in rows}) == 24  # one example per problem
     assert all(format_reward(r["completion"], EXAMPLE) == 1.0 for r in rows)
-    assert all(f"The answer is {r['answer']}." in r["completion"] for r in rows)
+    # each example in its prompt's language (configs/tiny.yaml asks in English and Russian)
+    language = {q["id"]: q["language"] for q in p}
+    assert {language[r["problem_id"]] for r in rows} == {"en", "ru"}
+    assert all(summary_answer(language[r["problem_id"]], r["answer"]) in r["completion"] for r in rows)
+    assert all(
+        language_consistency_reward(r["completion"], {**EXAMPLE, "language": language[r["problem_id"]]}) == 1.0
+        for r in rows
+    )
     assert build_cold_start(str(run)) == info  # idempotent
 
 
