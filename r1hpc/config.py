@@ -298,6 +298,9 @@ class EvalConfig:
     problems: int = 100
     shards: int = 2
     max_new_tokens: int = 128
+    # Also sample data/general_heldout (k per prompt, these settings) and score it with the run's
+    # reward model, when it has one (r1hpc.stages.eval); false: problems only.
+    general: bool = True
 
 
 @dataclass

@@ -190,19 +190,25 @@ def submit_pipeline(cfg: Config, stages: Sequence[str] | None = None) -> dict[st
                             ],
                             after=subs,
                         ),
-                        dep(model_stage),
+                        dep(model_stage, *entry.after),
                     )
                 )
 
         # The first failure (or Ctrl-C) stops the submissions still waiting, as a serial driver would.
         # Stages are submitted in table order; each waits on its `after` stages that this run submits
-        # (a dependency not chosen is taken as already complete).
+        # (a dependency not chosen is taken as already complete). A model's eval is submitted once
+        # its model and eval's own `after` stages (the reward model) have been.
+        eval_after, seen, pending = set(recipe.stage("eval").after), set(), []
         try:
             for entry in recipe.STAGES:
                 if entry.name in stages and entry.kind != "eval":
                     done[entry.name] = submit_stage(entry, dep(*entry.after))
-                if entry.evaluated:
-                    evaluate(entry.name)
+                seen.add(entry.name)
+                pending += [entry.name] if entry.evaluated else []
+                if eval_after <= seen:
+                    for model_stage in pending:
+                        evaluate(model_stage)
+                    pending.clear()
             finished, _ = wait([*done.values(), *evals], return_when=FIRST_EXCEPTION)
             for future in finished:
                 if future.exception() is not None:

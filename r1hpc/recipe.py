@@ -12,7 +12,7 @@ Kinds and the jobs a kind submits (r1hpc.pipeline):
                   (train_loop) for the whole stage, or with grpo.jobs=step per step a rollout array
                   (rollout_task) and a train job (train_task), all in the target's module
     rejection     a generation array (`target`) and its merge job (rejection_merge, same module)
-    eval          an array per evaluated stage (`target`)
+    eval          an array per evaluated stage (`target`), after that stage and eval's `after`
     report        one job after everything else
 """
 
@@ -161,8 +161,16 @@ STAGES: tuple[Stage, ...] = (
         evaluated=True,
         student=True,
     ),
+    # Each model's eval waits on its model and on the reward model (when both are submitted), which
+    # scores the general held-out prompts (r1hpc.stages.eval).
     Stage(
-        "eval", "eval", "r1hpc.stages.eval:eval_task", section="eval", plan_length=0.5, plan_note="benchmarks at T=0.6"
+        "eval",
+        "eval",
+        "r1hpc.stages.eval:eval_task",
+        after=("reward_model",),
+        section="eval",
+        plan_length=0.5,
+        plan_note="benchmarks at T=0.6",
     ),
     Stage("report", "report", "r1hpc.pipeline:finish_run"),
 )

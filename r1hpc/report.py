@@ -3,7 +3,8 @@
     python -m r1hpc.report runs/tiny
 
 Sources: metrics/<stage>.jsonl (per-step training metrics), eval/<stage>.json (held-out
-summaries written by r1hpc.stages.eval) and its per-problem records rollouts/eval-<stage>/,
+summaries written by r1hpc.stages.eval, with the reward model's score on the general held-out
+prompts under "general") and its per-problem records rollouts/eval-<stage>/,
 jobs.jsonl and the submitit logs (job wall time). The first section, "The R1 story in this run",
 is r1hpc.report_story: the paper's claim per stage, its figure, paired interval and verdict.
 Nothing is hard-coded about the results: every sentence of "What this shows" is computed from
@@ -290,8 +291,8 @@ def _eval_tables(summaries: dict[str, dict[str, Any]], bad: dict[str, str]) -> l
     k = next((s["k"] for s in summaries.values()), None)
     lines = [
         "| stage | pass@1 [95% interval] | cons@" + (str(k) if k else "k") + " | format rate | "
-        "mean response tokens | problems x k | model |",
-        "|---|---|---|---|---|---|---|",
+        "mixed-language rate | mean response tokens | problems x k | model |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     stages = list(recipe.evaluated()) + [s for s in list(summaries) + list(bad) if s not in recipe.evaluated()]
     for stage in stages:
@@ -299,19 +300,84 @@ def _eval_tables(summaries: dict[str, dict[str, Any]], bad: dict[str, str]) -> l
             s = summaries[stage]
             warn = " (!)" if s.get("warning") else ""
             lines.append(
-                f"| {stage} | {_fmt_ci(s)} | {s['cons_at_k']:.3f} | {s['format_rate']:.3f} | "
+                f"| {stage} | {_fmt_ci(s)} | {s['cons_at_k']:.3f} | {s['format_rate']:.3f} | {_mixed(s)} | "
                 f"{s.get('mean_response_tokens', float('nan')):.1f} | {s.get('problems', '?')} x {s['k']} | "
                 f"{', '.join(s.get('model_versions', []))}{warn} |"
             )
         elif stage in bad:
-            lines.append(f"| {stage} | unreadable: {bad[stage]} | | | | | |")
+            lines.append(f"| {stage} | unreadable: {bad[stage]} | | | | | | |")
         else:
-            lines.append(f"| {stage} | not run | | | | | |")
-    return lines + _breakdown_table(summaries, stages, by_source=False) + _source_tables(summaries, stages)
+            lines.append(f"| {stage} | not run | | | | | | |")
+    return (
+        lines
+        + _breakdown_table(summaries, stages, by_source=False)
+        + _source_tables(summaries, stages)
+        + _language_table(summaries, stages)
+    )
+
+
+def _mixed(m: dict[str, Any]) -> str:
+    """The mixed-language rate of a summary (or breakdown); "-" for one written before it existed."""
+    rate = m.get("mixed_language_rate")
+    return "-" if rate is None else f"{rate:.3f}"
 
 
 def _cell(m: dict[str, Any]) -> str:
     return f"{_fmt_ci(m)} / {m['cons_at_k']:.3f}"
+
+
+def _language_table(summaries: dict[str, dict[str, Any]], stages: list[str]) -> list[str]:
+    """Stage x target-language table of pass@1 [interval] / mixed-language rate, when the summaries
+    have more than one language (summaries written before by_language have none)."""
+    langs = sorted({lang for s in summaries.values() for lang in s.get("by_language", {})})
+    if len(langs) <= 1:
+        return []
+    lines = [
+        "",
+        "Per prompt language: pass@1 [95% interval] / mixed-language rate (share of samples whose "
+        "chain of thought has a word outside the prompt's language).",
+        "",
+        "| stage | " + " | ".join(langs) + " |",
+        "|---|" + "---|" * len(langs),
+    ]
+    for stage in stages:
+        by = summaries.get(stage, {}).get("by_language")
+        if stage not in summaries or not by:
+            cell = "not run" if stage not in summaries else "-"
+            lines.append(f"| {stage} | " + " | ".join(cell for _ in langs) + " |")
+            continue
+        cells = [f"{_fmt_ci(by[c])} / {_mixed(by[c])}" if c in by else "-" for c in langs]
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _general_table(summaries: dict[str, dict[str, Any]]) -> list[str]:
+    """Per evaluated model, the reward model's score on the general held-out prompts (r1hpc.stages.eval)."""
+    measured = {st: s["general"] for st, s in summaries.items() if isinstance(s.get("general"), dict)}
+    why = {st: s["general_not_measured"] for st, s in summaries.items() if s.get("general_not_measured")}
+    if not measured and not why:
+        return ["Not measured: the run has no reward model (or eval.general is off)."]
+    lines = [
+        "k samples per general held-out prompt at the eval settings, each scored by the run's reward "
+        "model as rl_all scores a sample: 0.5 * (sigmoid(helpfulness of the answer) + sigmoid(harmlessness "
+        "of the whole output)), in [0, 1]. The interval is over prompts, as pass@1's is over problems.",
+        "",
+        "| stage | reward-model score [95% interval] | helpfulness | harmlessness | mean response tokens | "
+        "prompts x k | reward model |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for stage in [s for s in recipe.evaluated() if s in summaries] + [
+        s for s in summaries if s not in recipe.evaluated()
+    ]:
+        g = measured.get(stage)
+        if g is None:
+            lines.append(f"| {stage} | not measured{': ' + why[stage] if stage in why else ''} | | | | | |")
+            continue
+        lines.append(
+            f"| {stage} | {_fmt_ci(g, 'rm_score')} | {g['helpfulness']:.3f} | {g['harmlessness']:.3f} | "
+            f"{g['mean_response_tokens']:.1f} | {g['prompts']} x {g['k']} | {', '.join(g['reward_model_versions'])} |"
+        )
+    return lines
 
 
 def _by_difficulty(s: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -533,10 +599,13 @@ def build_report(run_dir: str | Path) -> Path:
         "problem scored the same (sd = 0) it is the Wilson interval for n problems. Non-overlapping "
         "intervals mean a difference beyond that noise; overlapping ones do not rule a difference out. "
         "cons@k = majority vote over the extracted answers (samples without one do not vote; ties "
-        "score the fraction of tied answers that are correct).",
+        "score the fraction of tied answers that are correct). Mixed-language rate = share of samples "
+        "whose <think> chain of thought has a word outside the prompt's language (script-based, math "
+        "and one-letter variables excluded; samples without a chain of thought are not mixed).",
         "",
     ]
     lines += _eval_tables(summaries, bad)
+    lines += ["", "### General prompts scored by the reward model", ""] + _general_table(summaries)
     lines += ["", "### Distillation vs RL on the student", ""] + _student_table(summaries)
     lines += ["", "![held-out pass@1](plots/heldout_pass1.png)", "", "## Training", ""]
     lines += _training_table(rl, sft)

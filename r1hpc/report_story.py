@@ -4,9 +4,14 @@ with its 95% interval against the stage it builds on, and whether this run shows
 
 Every claim and the stage it is compared with live in one table, STORY, below. The paired
 differences are r1hpc.stages.eval.paired_difference over the held-out problems both stages were
-evaluated on: pass@1 from the eval summaries (eval/<stage>.json); format rate and response length
-from the per-problem eval records (rollouts/eval-<stage>/step_0000/shard_*.jsonl), averaged per
-problem over its k samples the way the summary averages pass@1, then paired the same way.
+evaluated on: pass@1 from the eval summaries (eval/<stage>.json); format rate, response length and
+mixed-language rate (the share of samples whose chain of thought has a word outside the problem's
+language, r1hpc.stages.eval) from the per-problem eval records
+(rollouts/eval-<stage>/step_0000/shard_*.jsonl), averaged per problem over its k samples the way the
+summary averages pass@1, then paired the same way. The learned reward model's score on the general
+held-out prompts is paired per prompt, from the summaries' "general" (r1hpc.stages.eval).
+A stage whose records or summary lack the figure (evaluated before it was measured, or a run
+without a reward model) gives "not measured".
 
 The verdict is read from the interval alone (verdict()): "shown" when it lies entirely on the
 claimed side of 0, "not shown (the interval includes 0)" when it straddles 0, "contradicted" when
@@ -39,7 +44,7 @@ __all__ = [
     "story_lines",
 ]
 
-Metric = Literal["pass_at_1", "format_rate", "response_tokens"]
+Metric = Literal["pass_at_1", "format_rate", "response_tokens", "mixed_language_rate", "general_rm_score"]
 
 SHOWN = "shown"
 NOT_SHOWN = "not shown (the interval includes 0)"
@@ -52,14 +57,22 @@ PASS1_FIG = "[pass@1 per stage](plots/heldout_pass1.png)"
 PAIRED_FIG = "[paired differences](plots/story_paired.png)"
 FORMAT_ROW = "the format-rate column of the [held-out table](#held-out-evaluation)"
 STUDENT_ROWS = "the [student table](#distillation-vs-rl-on-the-student)"
+MIXED_ROW = "the mixed-language column of the [held-out table](#held-out-evaluation)"
+GENERAL_ROWS = "the [general-prompt table](#general-prompts-scored-by-the-reward-model)"
 
 # What a metric is called in a sentence, and how its values print.
 _METRIC_NAMES: dict[str, str] = {
     "pass_at_1": "held-out pass@1",
     "format_rate": "held-out format rate",
     "response_tokens": "held-out response length (tokens)",
+    "mixed_language_rate": "held-out mixed-language rate",
+    "general_rm_score": "reward-model score on held-out general prompts",
 }
-_RECORD_KEYS: dict[str, str] = {"format_rate": "format", "response_tokens": "response_tokens"}
+_RECORD_KEYS: dict[str, str] = {
+    "format_rate": "format",
+    "response_tokens": "response_tokens",
+    "mixed_language_rate": "mixed_language",
+}
 
 
 @dataclass(frozen=True)
@@ -137,6 +150,23 @@ STORY: tuple[StoryStage, ...] = (
                 "Starting RL from a cold start reaches higher accuracy than pure RL from the base (R1-Zero).",
                 (PASS1_FIG,),
             ),
+            Claim(
+                "reasoning_rl",
+                "r1_zero",
+                "mixed_language_rate",
+                "R1-Zero's chains of thought mix languages; the cold start and the language-consistency "
+                "reward (reasoning RL) fix it.",
+                (MIXED_ROW,),
+                sign=-1,
+            ),
+            Claim(
+                "reasoning_rl",
+                "cold_start",
+                "mixed_language_rate",
+                "The language-consistency reward lowers mixing further (R1's ablation: at a slight accuracy cost).",
+                (MIXED_ROW,),
+                sign=-1,
+            ),
         ),
     ),
     StoryStage(
@@ -170,6 +200,14 @@ STORY: tuple[StoryStage, ...] = (
                 "pass_at_1",
                 "The full pipeline beats pure RL: DeepSeek-R1 reaches AIME pass@1 79.8 against R1-Zero's 71.0.",
                 (PASS1_FIG,),
+            ),
+            Claim(
+                "rl_all",
+                "sft",
+                "general_rm_score",
+                "RL for all scenarios raises the reward model's held-out score on general prompts "
+                "(helpfulness of the answer, harmlessness of the whole response).",
+                (GENERAL_ROWS,),
             ),
         ),
     ),
@@ -245,16 +283,29 @@ def _per_problem(run_dir: Path, stage: str, metric: Metric, summary: Mapping[str
     if not paths:
         return f"no per-problem eval records of {stage} ({step_dir.relative_to(run_dir)}/)"
     values: dict[str, list[float]] = defaultdict(list)
+    key = _RECORD_KEYS[metric]
     try:
         for path in paths:
             for r in read_shard(path):
-                values[str(r["problem_id"])].append(float(r[_RECORD_KEYS[metric]]))
+                if key not in r:
+                    return f"eval records of {stage} have no {key!r} (evaluated before it was measured)"
+                values[str(r["problem_id"])].append(float(r[key]))
     except (StoreError, KeyError, TypeError, ValueError) as e:
         return f"eval records of {stage} unreadable ({e})"
     if sum(len(v) for v in values.values()) != summary.get("samples"):
         # records and summary disagree (a shard added or lost since): they are not one evaluation
         return f"eval records of {stage} do not match eval/{stage}.json's {summary.get('samples')} samples"
     return {"per_problem_pass": {p: sum(v) / len(v) for p, v in sorted(values.items())}}
+
+
+def _per_prompt(stage: str, summary: Mapping[str, Any]) -> dict[str, Any] | str:
+    """A summary-shaped {"per_problem_pass": {prompt: reward-model score}} of the general prompts
+    (eval/<stage>.json's "general"), or why there is none."""
+    general = summary.get("general")
+    if not isinstance(general, Mapping) or not general.get("per_prompt_rm_score"):
+        why = summary.get("general_not_measured") or "the run has no reward model, or eval.general is off"
+        return f"{stage} has no reward-model score on general prompts ({why})"
+    return {"per_problem_pass": dict(general["per_prompt_rm_score"])}
 
 
 def _paired(
@@ -266,15 +317,18 @@ def _paired(
             return None, f"{name} was not evaluated (no eval/{name}.json)"
     after, before = summaries[claim.stage], summaries[claim.baseline]
     if claim.metric != "pass_at_1":
-        a = _per_problem(run_dir, claim.stage, claim.metric, after)
-        b = _per_problem(run_dir, claim.baseline, claim.metric, before)
+        if claim.metric == "general_rm_score":
+            a, b = _per_prompt(claim.stage, after), _per_prompt(claim.baseline, before)
+        else:
+            a = _per_problem(run_dir, claim.stage, claim.metric, after)
+            b = _per_problem(run_dir, claim.baseline, claim.metric, before)
         for side in (a, b):
             if isinstance(side, str):
                 return None, side
         after, before = a, b
     d = paired_difference(dict(after), dict(before))
     if d is None:
-        return None, f"{claim.stage} and {claim.baseline} share no evaluated problems"
+        return None, f"{claim.stage} and {claim.baseline} share no evaluated {_unit(claim.metric)}"
     return d, ""
 
 
@@ -315,6 +369,11 @@ def _digits(metric: str) -> int:
     return 1 if metric == "response_tokens" else 3
 
 
+def _unit(metric: str) -> str:
+    """What a claim's paired difference is over: general prompts or held-out problems."""
+    return "prompts" if metric == "general_rm_score" else "problems"
+
+
 def _verdict_sentence(row: dict[str, Any]) -> str:
     c: Claim = row["claim"]
     if row["paired"] is None:
@@ -322,7 +381,7 @@ def _verdict_sentence(row: dict[str, Any]) -> str:
     d, what = row["paired"], _METRIC_NAMES[c.metric]
     claimed = "higher" if c.sign == 1 else "lower"
     other = "lower" if c.sign == 1 else "higher"
-    n = f"{d['problems']} shared problems"
+    n = f"{d['problems']} shared {_unit(c.metric)}"
     if row["verdict"] == SHOWN:
         return f"**{SHOWN}**: {c.stage}'s {what} is {claimed} than {c.baseline}'s, beyond the noise of {n}."
     if row["verdict"] == CONTRADICTED:
@@ -353,7 +412,8 @@ def story_lines(
         "",
         "For each stage of the recipe that ran: the claim of the DeepSeek-R1 paper it illustrates, "
         "where to see it, and the paired difference with the stage it builds on over the held-out "
-        "problems both were evaluated on: mean [95% interval] (problems). The verdict is read from "
+        "problems (for the reward model's score: the general prompts) both were evaluated on: "
+        "mean [95% interval] (problems). The verdict is read from "
         "the interval: shown when it lies entirely on the claimed side of 0, not shown when it "
         "includes 0, contradicted when it lies entirely on the other side. Stages that did not run "
         "are left out. " + f"All intervals: {PAIRED_FIG}.",

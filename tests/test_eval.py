@@ -252,6 +252,7 @@ def test_eval_task_and_summary_for_real(tiny_run):
         assert r["answer"] is None or isinstance(r["answer"], str)
         assert 1 <= r["response_tokens"] <= 12 and r["model_version"] == "v0000"
         assert r["score_status"]["accuracy_math"] == "ok"
+        assert r["language"] == "en" and r["mixed_language"] in (0.0, 1.0) and 0.0 <= r["language_consistency"] <= 1.0
     assert [r["data_source"] for r in records[::2]] == ["math500"] * 2 + ["generated"] * 3
 
     # idempotent: a rerun finds its shard complete and leaves it untouched
@@ -266,6 +267,8 @@ def test_eval_task_and_summary_for_real(tiny_run):
     assert 0.0 <= lo <= summary["pass_at_1"] <= hi <= 1.0
     assert summary["temperature"] == 0.6 and summary["top_p"] == 0.95
     assert {src: m["problems"] for src, m in summary["by_source"].items()} == {"generated": 3, "math500": 2}
+    assert summary["mixed_language_rate"] == pytest.approx(sum(r["mixed_language"] for r in records) / 10)
+    assert list(summary["by_language"]) == ["en"] and "general" not in summary  # no reward model in this run
     assert json.loads(summary_path(tiny_run, "base").read_text())["by_source"] == summary["by_source"]
     path = summary_path(tiny_run, "base")
     first = path.read_bytes()

@@ -4,6 +4,7 @@ with eval summaries and per-problem eval records as r1hpc.stages.eval writes the
 
 from __future__ import annotations
 
+import re
 import statistics
 
 import pytest
@@ -13,7 +14,7 @@ from r1hpc import recipe
 from r1hpc.fsio import append_jsonl, atomic_write_json
 from r1hpc.report import build_report
 from r1hpc.report_story import CONTRADICTED, NOT_SHOWN, SHOWN, STORY, verdict
-from r1hpc.stages.eval import eval_stage_name, summarize
+from r1hpc.stages.eval import eval_stage_name, summarize, summarize_general
 from r1hpc.store import RunDir, publish_shard
 
 K = 4
@@ -150,8 +151,10 @@ def test_story_section_from_a_synthetic_run(story_run, monkeypatch):
         f"reasoning_rl - r1_zero, held-out pass@1: {paired(rl, r1_zero)}. **not shown (the interval includes 0)**: "
         "over 20 shared problems this run cannot tell reasoning_rl from r1_zero."
     ) in r
+    # reasoning_rl's per-problem records were not kept: its mixed-language claims are not measured
+    assert r.count("**not measured**: no per-problem eval records of reasoning_rl") == 2
     # rl_all ran (metrics) but was not evaluated
-    assert entry("rl_all: RL for all scenarios (DeepSeek-R1)").count("**not measured**: rl_all was not evaluated") == 2
+    assert entry("rl_all: RL for all scenarios (DeepSeek-R1)").count("**not measured**: rl_all was not evaluated") == 3
     # distillation loses to RL on this student: contradicted
     d = entry("distill: SFT of a small student on the teacher's samples")
     distill, distill_rl = [0.5] * 10 + [0.25] * 10, [0.75] * 10 + [0.5] * 10
@@ -160,7 +163,7 @@ def test_story_section_from_a_synthetic_run(story_run, monkeypatch):
         f"distill - distill_rl, held-out pass@1: {paired(distill, distill_rl)}. **contradicted**: "
         "distill's held-out pass@1 is lower than distill_rl's, beyond the noise of 20 shared problems."
     ) in d
-    assert "Claims: 6 shown, 1 not shown (the interval includes 0), 1 contradicted, 2 not measured" in story
+    assert "Claims: 6 shown, 1 not shown (the interval includes 0), 1 contradicted, 5 not measured" in story
     for name in ("story_paired.png", "rl_stages.png", "heldout_pass1.png"):
         with Image.open(story_run / "plots" / name) as im:
             im.verify()
@@ -206,3 +209,124 @@ def test_gpu_hours_from_sacct_reach_the_report(tmp_path, monkeypatch):
     with Image.open(run / "plots" / "compute_time.png") as im:
         im.verify()
         assert im.size[0] > 1000  # two panels: time and GPU-hours
+
+
+def language_records(correct: list[int], mixed: list[int], langs: list[str] | None = None) -> list[dict]:
+    """records_for(correct) with problem i's first mixed[i] of K samples mixing languages, and its language."""
+    out = records_for(correct)
+    for r in out:
+        r["language"] = (langs or ["en"] * len(correct))[int(r["problem_id"][1:])]
+    for i in range(len(correct)):
+        group = [r for r in out if r["problem_id"] == f"p{i}"]
+        for j, r in enumerate(group):
+            r["mixed_language"] = float(j < mixed[i])
+            r["language_consistency"] = 0.5 if j < mixed[i] else 1.0
+    return out
+
+
+def general_summary_of(per_prompt: list[float]) -> dict:
+    """A summary's "general" from K samples per prompt that all score the prompt's value."""
+    records = [
+        {
+            "prompt_id": f"g{i}",
+            "rm_score": v,
+            "helpfulness": v,
+            "harmlessness": v,
+            "response_tokens": 9,
+            "reward_model_version": "v0000",
+        }
+        for i, v in enumerate(per_prompt)
+        for _ in range(K)
+    ]
+    return summarize_general(records, K)
+
+
+@pytest.fixture
+def language_run(tmp_path):
+    """r1_zero mixes languages on most problems, cold_start on a few, reasoning_rl on none; sft and
+    rl_all were evaluated on the general prompts by the reward model, rl_all higher."""
+    run = tmp_path / "lang"
+    n = 20
+    langs = ["en"] * 10 + ["ru"] * 10
+    evals = {
+        "r1_zero": ([2] * n, [4] * 12 + [2] * 8),
+        "cold_start": ([2] * n, [1] * 10 + [0] * 10),
+        "reasoning_rl": ([3] * n, [0] * n),
+        "sft": ([2] * n, [0] * n),
+        "rl_all": ([2] * n, [0] * n),
+    }
+    general = {
+        "sft": [0.40 + 0.01 * i for i in range(10)],
+        "rl_all": [0.55 + 0.01 * i + 0.02 * (i % 3) for i in range(10)],
+    }
+    for stage, (correct, mixed) in evals.items():
+        records = language_records(correct, mixed, langs)
+        summary = {"stage": stage, **summarize(records, K)}
+        if stage in general:
+            summary["general"] = general_summary_of(general[stage])
+        atomic_write_json(run / "eval" / f"{stage}.json", summary)
+        publish_shard(RunDir(run), eval_stage_name(stage), 0, 0, records)
+    return run, evals, general
+
+
+def test_language_and_reward_model_claims(language_run, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    run, evals, general = language_run
+    text = build_report(run).read_text()
+    story = text.split("## The R1 story in this run")[1].split("## What this shows")[0]
+    r = story.split("### reasoning_rl: RL after the cold start")[1].split("###")[0]
+    rate = {s: [m / K for m in mixed] for s, (_, mixed) in evals.items()}
+    assert "R1-Zero's chains of thought mix languages" in r and "(#held-out-evaluation)" in r
+    assert (
+        f"reasoning_rl - r1_zero, held-out mixed-language rate: {paired(rate['reasoning_rl'], rate['r1_zero'])}. "
+        "**shown**: reasoning_rl's held-out mixed-language rate is lower than r1_zero's, beyond the noise of "
+        "20 shared problems."
+    ) in r
+    assert (
+        f"reasoning_rl - cold_start, held-out mixed-language rate: "
+        f"{paired(rate['reasoning_rl'], rate['cold_start'])}. **shown**"
+    ) in r
+    a = story.split("### rl_all: RL for all scenarios (DeepSeek-R1)")[1].split("###")[0]
+    assert (
+        f"rl_all - sft, reward-model score on held-out general prompts: {paired(general['rl_all'], general['sft'])}. "
+        "**shown**: rl_all's reward-model score on held-out general prompts is higher than sft's, beyond the "
+        "noise of 10 shared prompts."
+    ) in a
+    # the held-out table's mixed-language column, the per-language table and the general-prompt table
+    assert "| mixed-language rate |" in text
+    assert re.search(r"\n\| r1_zero \| 0\.500 \[[^|]*\] \| [\d.]+ \| [\d.]+ \| 0\.800 \| ", text)
+    assert "| stage | en | ru |" in text
+    assert re.search(r"\n\| cold_start \| 0\.500 \[[^|]*\] / 0\.250 \| 0\.500 \[[^|]*\] / 0\.000 \|", text)
+    assert "### General prompts scored by the reward model" in text
+    sft_mean = sum(general["sft"]) / 10
+    assert re.search(
+        rf"\n\| sft \| {sft_mean:.3f} \[[^|]*\] \| {sft_mean:.3f} \| {sft_mean:.3f} \| 9\.0 \| 10 x 4 \| v0000 \|", text
+    )
+    assert "| r1_zero | not measured |" in text.split("### General prompts")[1]
+
+
+def test_language_claims_not_measured_for_records_without_the_key(language_run, monkeypatch):
+    """cold_start evaluated before mixed_language existed (its records lack it): that claim is not
+    measured; a run without a reward model has no general figures: not measured either."""
+    monkeypatch.setenv("PATH", "/nonexistent")
+    run, evals, _ = language_run
+    old = records_for(evals["cold_start"][0])
+    (run / "rollouts" / eval_stage_name("cold_start")).rename(run / "cold_start_records")
+    publish_shard(RunDir(run), eval_stage_name("cold_start"), 0, 0, old)
+    atomic_write_json(run / "eval" / "cold_start.json", {"stage": "cold_start", **summarize(old, K)})
+    for stage in ("sft", "rl_all"):
+        summary = summarize(language_records(*evals[stage]), K)
+        atomic_write_json(run / "eval" / f"{stage}.json", {"stage": stage, **summary})
+    text = build_report(run).read_text()
+    story = text.split("## What this shows")[0]
+    assert (
+        "reasoning_rl - cold_start, held-out mixed-language rate: -. **not measured**: eval records of cold_start "
+        "have no 'mixed_language' (evaluated before it was measured)."
+    ) in story
+    assert "reasoning_rl - r1_zero, held-out mixed-language rate: " in story and story.count("**shown**") >= 1
+    assert (
+        "rl_all - sft, reward-model score on held-out general prompts: -. **not measured**: rl_all has no "
+        "reward-model score on general prompts (the run has no reward model, or eval.general is off)."
+    ) in story
+    assert "Not measured: the run has no reward model (or eval.general is off)." in text
+    assert re.search(r"\n\| cold_start \| 0\.500 \[[^|]*\] \| [\d.]+ \| [\d.]+ \| - \| ", text)  # old summary: "-"

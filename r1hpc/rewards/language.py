@@ -29,6 +29,11 @@ prompt also has kana, Hangul -> "ko", Cyrillic -> "ru", Greek -> "el", Arabic ->
 "he", Devanagari -> "hi", Thai -> "th"); ties go to the script that appears first. Only the
 script matters to the reward, so English vs French (both Latin) need not be told apart. A
 prompt without a countable word in a listed script, or no prompt either: "en".
+
+``mixed_language`` (an eval measure, not a reward): 1.0 when the chain of thought has at least one
+counted word outside the target language's scripts (0 < words and share < 1), else 0.0. A sample
+without a closed ``<think>`` block (or with a blank one) and a chain of thought with no countable
+word are not mixed: there is nothing in another language to see.
 """
 
 from __future__ import annotations
@@ -227,3 +232,13 @@ def language_consistency_reward(completion: str, example: dict) -> float:
     if not words:
         return 1.0
     return sum(1 for _, s in words if s in scripts) / len(words)
+
+
+def mixed_language(completion: str, example: dict) -> float:
+    """1.0 when the chain of thought has a counted word outside the target language's scripts,
+    else 0.0 (no chain of thought, or no countable word in it: not mixed; module docstring)."""
+    scripts = target_scripts(example)
+    cot = think_content(completion, example)
+    if cot is None:
+        return 0.0
+    return 1.0 if any(s not in scripts for _, s in words_by_script(cot)) else 0.0

@@ -26,6 +26,44 @@ Definitions (R1, section 3 "Evaluation Setup"):
   then (the interval if each problem were one Bernoulli draw: an upper bound on the variance of
   a mean of [0, 1] scores). `interval_method` in the summary says which was used.
 
+Language mixing (R1: R1-Zero's chains of thought mix languages; the language-consistency reward
+of reasoning RL fixes it). Every record keeps its problem's target `language` (the problem's
+"language", else r1hpc.rewards.language.infer_language of its prompt) and, graded in the pool:
+- language_consistency: the reward reasoning RL optimizes (language_consistency_reward): the share
+  of the chain of thought's counted words in the target language's scripts (0.0 without a closed
+  <think> block, 1.0 for one without countable words);
+- mixed_language: 1.0 when the sample has a closed <think> chain of thought with at least one
+  counted word outside the target language's scripts (0 < words and share < 1), else 0.0. Not
+  mixed: no <think> block (or an unclosed, truncated one), a blank one, one with no countable
+  word (pure math); the same word rules as the reward (math spans, LaTeX commands, one-letter
+  variables and bare math names such as "sin" are no words), so it is the indicator
+  "language_consistency < 1" restricted to samples that have words to judge.
+The summary has language_consistency (mean over samples) and mixed_language_rate (mean of
+mixed_language over samples), overall and per breakdown, and `by_language` (per target
+language), each only when every record has the key (shards written before these existed
+summarize without them).
+
+General prompts scored by the learned reward model (R1: the last RL stage, rl_all, adds a learned
+reward for helpfulness and harmlessness). Measured on prompts no stage trained on,
+data/general_heldout.jsonl: k samples per prompt at eval's settings, each scored by the run's
+reward model exactly as rl_all's rollout tasks score a sample
+(r1hpc.stages.reward_model.reward_model_components): rm_score = 0.5 * (sigmoid(helpfulness of the
+final answer) + sigmoid(harmlessness of the whole output)) in [0, 1]; a sample without an
+<answer> block gets helpfulness 0.
+- Where: in the same array task. One engine samples the task's slice of the held-out problems and
+  of the general prompts (shard_slice of each over eval.shards, each part with its own seed); the
+  engine is closed, then the reward model scores the general samples in the task's process, on
+  CPU, as in rl_all's rollout tasks and the rejection judge. The records are published apart,
+  rollouts/eval_general-<model>/step_0000/shard_K.jsonl, so a task whose problem shard is
+  complete still fills a missing general shard, and a complete one is never sampled again.
+- When: only when the run has a published reward model (models/reward_model) and eval.general is
+  on; the eval stage waits on the reward_model stage when both are submitted (r1hpc.recipe:
+  eval's `after`). Without one nothing is written and the summary has no "general".
+- Summary, key "general": rm_score = mean over prompts of the mean score of its k samples, with
+  the 95% interval of mean_interval over prompts; helpfulness and harmlessness averaged the same
+  way; per_prompt_rm_score, to pair two models prompt by prompt (r1hpc.report_story). Shards that
+  exist but are incomplete give "general_not_measured" (the reason) instead.
+
 Both jobs are idempotent: a complete shard is returned as is; the summary is a pure function of
 the shards (same shards -> the same file). Model output is parsed only in pool workers.
 """
@@ -39,9 +77,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from r1hpc.fsio import StoreError
 from r1hpc.model.prompting import encode_prompts
 from r1hpc.stages.common import StageContext, prompt_format, read_data, reward_example, stage_generator, stage_seed
-from r1hpc.store import atomic_write_json, latest_model, publish_shard, read_step_shards, shard_is_complete
+from r1hpc.store import (
+    atomic_write_json,
+    latest_model,
+    list_versions,
+    publish_shard,
+    read_step_shards,
+    shard_is_complete,
+)
 
 __all__ = [
     "eval_task",
@@ -55,11 +101,15 @@ __all__ = [
     "summarize",
     "paired_difference",
     "data_source",
+    "problem_language",
+    "general_stage_name",
+    "summarize_general",
     "EVAL_REWARDS",
     "DEFAULT_SOURCE",
 ]
 
-EVAL_REWARDS = {"accuracy_math": 1.0, "format": 1.0}  # graded separately; the weights are unused
+# Graded separately (the weights are unused); mixed_language is an eval measure, not a reward.
+EVAL_REWARDS = {"accuracy_math": 1.0, "format": 1.0, "language_consistency": 1.0, "mixed_language": 1.0}
 DEFAULT_SOURCE = "generated"  # the data_source of generated problems and of records without one
 Z95 = 1.959963984540054
 
@@ -76,6 +126,13 @@ def summary_path(run_dir: str | Path, model_stage: str) -> Path:
 def data_source(item: dict[str, Any]) -> str:
     """The data_source of a problem or eval record; "generated" where it has none."""
     return str(item.get("data_source") or DEFAULT_SOURCE)
+
+
+def problem_language(problem: dict[str, Any]) -> str:
+    """The target language of a problem: its own "language", else the one its prompt is written in."""
+    from r1hpc.rewards.language import infer_language
+
+    return str(problem.get("language") or infer_language(problem.get("prompt")))
 
 
 def shard_slice(n_problems: int, shards: int, shard: int) -> tuple[int, int]:
@@ -96,10 +153,13 @@ def score_samples(
     worker pool (sympy parses model output: never in this process). ends_with_think: the prompt
     format opened <think> (PromptFormat.ends_with_think).
 
-    Returns per text: {"correct": 0/1, "format": 0/1, "answer": str | None, "score_status": ...}.
-    A grading that failed (timeout, memory, error) counts as wrong and its status is kept.
+    Returns per text: {"correct": 0/1, "format": 0/1, "language_consistency": [0, 1],
+    "mixed_language": 0/1 (module doc), "answer": str | None, "score_status": ...}. A grading that
+    failed (timeout, memory, error) scores 0 (wrong, not mixed) and its status is kept.
     """
+    from r1hpc.rewards import REWARD_FUNCS
     from r1hpc.rewards.isolation import WorkerPool
+    from r1hpc.rewards.language import mixed_language
     from r1hpc.rewards.math_accuracy import extract_answer
     from r1hpc.rewards.scorer import score_batch
 
@@ -109,9 +169,15 @@ def score_samples(
         # a code problem (one with tests) is correct when its program passes them, in the sandbox
         rewards = {**EVAL_REWARDS, "code": 1.0} if any("tests" in p for p in problems) else EVAL_REWARDS
         scores = score_batch(
-            list(texts), [reward_example(p, ends_with_think) for p in problems], rewards, pool=pool, progress=False
+            list(texts),
+            [reward_example(p, ends_with_think) for p in problems],
+            rewards,
+            pool=pool,
+            progress=False,
+            reward_funcs={**REWARD_FUNCS, "mixed_language": mixed_language},
         )
         answers = pool.run([(extract_answer, (t,)) for t in texts])
+    graded = ("format", "language_consistency", "mixed_language")
     out = []
     for i, outcome in enumerate(answers):
         answer = outcome.value if outcome.ok and isinstance(outcome.value, str) else None
@@ -119,11 +185,10 @@ def score_samples(
         out.append(
             {
                 "correct": float(scores.values[graded_by][i] or 0.0),
-                "format": float(scores.values["format"][i] or 0.0),
+                **{name: float(scores.values[name][i] or 0.0) for name in graded},
                 "answer": answer,
                 "score_status": {
-                    "accuracy_math": scores.statuses["accuracy_math"][i],
-                    "format": scores.statuses["format"][i],
+                    **{name: scores.statuses[name][i] for name in ("accuracy_math", *graded)},
                     "extract": outcome.status,
                 },
             }
@@ -131,76 +196,172 @@ def score_samples(
     return out
 
 
-def eval_task(run_dir: str, model_stage: str, shard: int) -> dict[str, Any]:
-    """Sample, grade and publish one shard of the held-out evaluation of `model_stage`."""
-    from r1hpc.model.tokenizer import load_tokenizer
-
-    ctx = StageContext(run_dir)
+def _heldout_slice(ctx: StageContext, shard: int) -> list[dict[str, Any]]:
+    """This shard's held-out problems (the first eval.problems, 0: all of them, split over eval.shards)."""
     e = ctx.cfg.eval
-    stage = eval_stage_name(model_stage)
-    if shard_is_complete(ctx.run, stage, 0, shard):
-        return {"stage": stage, "shard": shard, "skipped": "already complete"}
     problems = read_data(ctx, "problems_heldout")
-    lo, hi = shard_slice(e.problems or len(problems), e.shards, shard)  # eval.problems 0: all of them
+    lo, hi = shard_slice(e.problems or len(problems), e.shards, shard)
     if len(problems) < e.problems:
         raise ValueError(
             f"{ctx.run_dir}/data/problems_heldout.jsonl: {len(problems)} problems, "
             f"but eval.problems={e.problems} asks for the first {e.problems}"
         )
-    mine = problems[lo:hi]
-    version = latest_model(ctx.run, model_stage, verify="sha256")
-    samples: list[list[Any]] = []
-    fmt = prompt_format(ctx.cfg, load_tokenizer(version.path, pad_token=ctx.cfg.model.pad_token))
-    if mine:
-        generator = stage_generator(ctx.cfg, version.path)
-        try:
-            samples = generator.generate(
-                encode_prompts(fmt.tokenizer, [fmt.render(p) for p in mine]),
+    return problems[lo:hi]
+
+
+def _sample(
+    ctx: StageContext, model_dir: Path, fmt: Any, model_stage: str, shard: int, parts: Sequence[tuple[str, list]]
+) -> list[list[list[Any]]]:
+    """k samples per item of each (seed tag, items) part, all from one engine (closed on return);
+    each part has its own seed, so one part's samples do not depend on whether another ran."""
+    if not any(items for _, items in parts):
+        return [[] for _ in parts]
+    e = ctx.cfg.eval
+    generator = stage_generator(ctx.cfg, model_dir)
+    try:
+        return [
+            generator.generate(
+                encode_prompts(fmt.tokenizer, [fmt.render(p) for p in items]),
                 n=e.k,
                 max_new_tokens=e.max_new_tokens,
                 temperature=e.temperature,
                 top_p=e.top_p,
                 stop=list(ctx.cfg.prompt.stop) or None,
-                seed=stage_seed(ctx.cfg.seed, "eval", model_stage, shard),
+                seed=stage_seed(ctx.cfg.seed, tag, model_stage, shard),
             )
-        finally:
-            generator.close()
-    flat = [(p, j, s) for p, group in zip(mine, samples) for j, s in enumerate(group)]
+            if items
+            else []
+            for tag, items in parts
+        ]
+    finally:
+        generator.close()
+
+
+def _problem_records(
+    ctx: StageContext, problems: list[dict[str, Any]], samples: list[list[Any]], version: str, ends_with_think: bool
+) -> list[dict[str, Any]]:
+    """The eval records of sampled problems, graded in the reward worker pool."""
+    flat = [(p, j, s) for p, group in zip(problems, samples) for j, s in enumerate(group)]
     graded = (
         score_samples(
             [s.text for _, _, s in flat],
             [p for p, _, _ in flat],
             ctx.cfg.rewards.timeout_s,
             ctx.cfg.rewards.memory_mb,
-            fmt.ends_with_think,
+            ends_with_think,
         )
         if flat
         else []
     )
-    records = [
+    return [
         {
             "problem_id": p["id"],
             "difficulty": p["difficulty"],
             "kind": p["kind"],
             "reference": p["answer"],
             "data_source": data_source(p),
+            "language": problem_language(p),
             "sample": j,
             "text": s.text,
             "finish_reason": s.finish_reason,
             "response_tokens": len(s.token_ids),
-            "model_version": version.name,
+            "model_version": version,
             **g,
         }
         for (p, j, s), g in zip(flat, graded)
     ]
-    publish_shard(ctx.run, stage, 0, shard, records)
-    return {
-        "stage": stage,
-        "shard": shard,
-        "problems": len(mine),
-        "samples": len(records),
-        "model_version": version.name,
-    }
+
+
+def eval_task(run_dir: str, model_stage: str, shard: int) -> dict[str, Any]:
+    """Sample, grade and publish one shard of the held-out evaluation of `model_stage`: its
+    problems, and its general prompts scored by the reward model when the run has one
+    (general_todo); each output is skipped when already published."""
+    from r1hpc.model.tokenizer import load_tokenizer
+
+    ctx = StageContext(run_dir)
+    stage = eval_stage_name(model_stage)
+    shard_slice(0, ctx.cfg.eval.shards, shard)  # an out-of-range shard is an error even when nothing is left to do
+    problems = None if shard_is_complete(ctx.run, stage, 0, shard) else _heldout_slice(ctx, shard)
+    general = general_todo(ctx, model_stage, shard)
+    if problems is None and general is None:
+        return {"stage": stage, "shard": shard, "skipped": "already complete"}
+    version = latest_model(ctx.run, model_stage, verify="sha256")
+    fmt = prompt_format(ctx.cfg, load_tokenizer(version.path, pad_token=ctx.cfg.model.pad_token))
+    samples, general_samples = _sample(
+        ctx, version.path, fmt, model_stage, shard, (("eval", problems or []), ("eval_general", general or []))
+    )
+    out: dict[str, Any] = {"stage": stage, "shard": shard, "model_version": version.name}
+    if problems is None:
+        out["problems_skipped"] = "already complete"
+    else:
+        records = _problem_records(ctx, problems, samples, version.name, fmt.ends_with_think)
+        publish_shard(ctx.run, stage, 0, shard, records)
+        out.update(problems=len(problems), samples=len(records))
+    if general is not None:  # after the engine is closed: the reward model runs in this process
+        out.update(publish_general(ctx, model_stage, shard, fmt, general, general_samples, version.name))
+    return out
+
+
+# ---------------------------------------------------------------- general prompts (reward model)
+
+
+def general_stage_name(model_stage: str) -> str:
+    """Rollout-store stage under which a model's general-prompt eval shards live."""
+    return f"eval_general-{model_stage}"
+
+
+def _reward_model_stage() -> str:
+    from r1hpc.stages.reward_model import STAGE
+
+    return STAGE
+
+
+def general_todo(ctx: StageContext, model_stage: str, shard: int) -> list[dict[str, Any]] | None:
+    """This shard's general held-out prompts to sample and score, or None when there is nothing
+    to do: eval.general is off, the run has no published reward model, or the shard is published."""
+    if not ctx.cfg.eval.general or not list_versions(ctx.run, _reward_model_stage()):
+        return None
+    if shard_is_complete(ctx.run, general_stage_name(model_stage), 0, shard):
+        return None
+    general = read_data(ctx, "general_heldout")
+    lo, hi = shard_slice(len(general), ctx.cfg.eval.shards, shard)
+    return general[lo:hi]
+
+
+def publish_general(
+    ctx: StageContext,
+    model_stage: str,
+    shard: int,
+    fmt: Any,
+    items: list[dict[str, Any]],
+    samples: list[list[Any]],
+    version: str,
+) -> dict[str, Any]:
+    """Score the samples of `items` with the reward model (in this process) and publish the shard;
+    returns its counts for the task's result."""
+    from r1hpc.stages.reward_model import reward_model_components
+
+    rm_version = latest_model(ctx.run, _reward_model_stage()).name
+    flat = [(ex, j, s) for ex, group in zip(items, samples) for j, s in enumerate(group)]
+    scores = reward_model_components(ctx, [fmt.render(ex) for ex, _, _ in flat], [s.text for _, _, s in flat])
+    records = [
+        {
+            "prompt_id": ex["id"],
+            "kind": ex.get("kind"),
+            "sample": j,
+            "text": s.text,
+            "finish_reason": s.finish_reason,
+            "response_tokens": len(s.token_ids),
+            "model_version": version,
+            "reward_model_version": rm_version,
+            "rm_score": c["score"],
+            "helpfulness": c["helpfulness"],
+            "harmlessness": c["harmlessness"],
+        }
+        for (ex, j, s), c in zip(flat, scores)
+    ]
+    publish_shard(ctx.run, general_stage_name(model_stage), 0, shard, records)
+    return {"general_prompts": len(items), "general_samples": len(records), "reward_model_version": rm_version}
 
 
 # ---------------------------------------------------------------- metrics (pure)
@@ -283,6 +444,20 @@ def _metrics(groups: list[list[dict[str, Any]]]) -> dict[str, Any]:
         "answered_rate": sum(r["answer"] is not None for r in flat) / len(flat),
         "mean_response_tokens": sum(r["response_tokens"] for r in flat) / len(flat),
         "truncated_rate": sum(r.get("finish_reason") == "length" for r in flat) / len(flat),
+        **_optional_means(flat),
+    }
+
+
+# Optional record keys (shards written before they existed lack them) -> their summary mean.
+_OPTIONAL_MEANS = {"language_consistency": "language_consistency", "mixed_language": "mixed_language_rate"}
+
+
+def _optional_means(flat: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Mean over samples of each optional key that every record has (none for older shards)."""
+    return {
+        name: sum(float(r[key]) for r in flat) / len(flat)
+        for key, name in _OPTIONAL_MEANS.items()
+        if all(key in r for r in flat)
     }
 
 
@@ -295,8 +470,9 @@ def _breakdown(groups: Sequence[list[dict[str, Any]]], key: Any) -> dict[str, di
 
 
 def summarize(records: Sequence[dict[str, Any]], k: int) -> dict[str, Any]:
-    """All metrics over the problems of `records` (k per problem), per data source and per
-    difficulty (no per-difficulty breakdown when every difficulty is 0, i.e. unknown)."""
+    """All metrics over the problems of `records` (k per problem), per data source, per
+    difficulty (no per-difficulty breakdown when every difficulty is 0, i.e. unknown) and per
+    target language (only when every record has one)."""
     if not records:
         raise ValueError("summarize: no eval records")
     groups = _by_problem(records, k)
@@ -304,6 +480,8 @@ def summarize(records: Sequence[dict[str, Any]], k: int) -> dict[str, Any]:
     out["by_source"] = _breakdown(list(groups.values()), data_source)
     if any(int(g[0]["difficulty"]) != 0 for g in groups.values()):
         out["by_difficulty"] = _breakdown(list(groups.values()), lambda r: int(r["difficulty"]))
+    if all("language" in r for r in records):  # older shards have no language: no breakdown
+        out["by_language"] = _breakdown(list(groups.values()), lambda r: str(r["language"]))
     # Per-problem pass rates: two stages evaluated on the same problems can be compared pairwise,
     # which removes the between-problem spread from the interval (paired_difference).
     out["per_problem_pass"] = {pid: sum(r["correct"] for r in g) / len(g) for pid, g in sorted(groups.items())}
@@ -342,8 +520,77 @@ def paired_difference(
     return {"mean": mean, "ci": [mean - half, mean + half], "problems": len(shared)}
 
 
+# ---------------------------------------------------------------- general prompts: summary (pure)
+
+_GENERAL_KEYS = ("prompt_id", "rm_score", "helpfulness", "harmlessness", "response_tokens")
+
+
+def _by_prompt(records: Sequence[dict[str, Any]], k: int) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for i, r in enumerate(records):
+        missing = [key for key in _GENERAL_KEYS if key not in r]
+        if missing:
+            raise ValueError(f"general eval record {i} (prompt {r.get('prompt_id')!r}) lacks {missing}")
+        groups.setdefault(str(r["prompt_id"]), []).append(r)
+    wrong = {pid: len(g) for pid, g in groups.items() if len(g) != k}
+    if wrong:
+        shown = ", ".join(f"{pid}: {n}" for pid, n in list(wrong.items())[:5])
+        raise ValueError(f"general eval records: expected k={k} samples per prompt; got {shown}")
+    return dict(sorted(groups.items()))
+
+
+def _per_prompt(groups: dict[str, list[dict[str, Any]]], key: str) -> dict[str, float]:
+    return {pid: sum(float(r[key]) for r in g) / len(g) for pid, g in groups.items()}
+
+
+def _mean(per_prompt: dict[str, float]) -> float:
+    return sum(per_prompt.values()) / len(per_prompt)
+
+
+def summarize_general(records: Sequence[dict[str, Any]], k: int) -> dict[str, Any]:
+    """The reward model's held-out figures of one model over its general prompts (module doc)."""
+    if not records:
+        raise ValueError("summarize_general: no general eval records")
+    groups = _by_prompt(records, k)
+    per_prompt = _per_prompt(groups, "rm_score")
+    lo, hi, method = mean_interval(list(per_prompt.values()))
+    return {
+        "prompts": len(groups),
+        "samples": len(records),
+        "k": k,
+        "rm_score": _mean(per_prompt),
+        "rm_score_ci": [lo, hi],
+        "rm_score_ci_method": method,
+        "helpfulness": _mean(_per_prompt(groups, "helpfulness")),
+        "harmlessness": _mean(_per_prompt(groups, "harmlessness")),
+        "mean_response_tokens": sum(r["response_tokens"] for r in records) / len(records),
+        "per_prompt_rm_score": per_prompt,
+        "model_versions": sorted({r["model_version"] for r in records if "model_version" in r}),
+        "reward_model_versions": sorted({r["reward_model_version"] for r in records if "reward_model_version" in r}),
+    }
+
+
+# ---------------------------------------------------------------- the summary job
+
+
+def general_summary(ctx: StageContext, model_stage: str) -> dict[str, Any]:
+    """{"general": figures} when every shard of the model's general eval is published, {} when
+    none was written (no reward model, or eval.general off), else {"general_not_measured": why}."""
+    stage = general_stage_name(model_stage)
+    if not ctx.run.step_dir(stage, 0, create=False).is_dir():
+        return {}
+    try:
+        records = read_step_shards(ctx.run, stage, 0, ctx.cfg.eval.shards)
+    except StoreError as e:
+        return {"general_not_measured": f"general-prompt shards incomplete: {e}"}
+    if not records:
+        return {"general_not_measured": "data/general_heldout.jsonl has no prompts"}
+    return {"general": summarize_general(records, ctx.cfg.eval.k)}
+
+
 def eval_summary(run_dir: str, model_stage: str) -> dict[str, Any]:
-    """Read every shard of the model's eval and write eval/<model_stage>.json atomically."""
+    """Read every shard of the model's eval and write eval/<model_stage>.json atomically (with the
+    general prompts' reward-model figures under "general" when they were measured)."""
     ctx = StageContext(run_dir)
     e = ctx.cfg.eval
     records = read_step_shards(ctx.run, eval_stage_name(model_stage), 0, e.shards)
@@ -357,6 +604,7 @@ def eval_summary(run_dir: str, model_stage: str) -> dict[str, Any]:
         "Wilson over n problems where every problem scored the same",
         "ties": "cons@k ties score the fraction of tied answers that are correct",
     }
+    summary.update(general_summary(ctx, model_stage))
     if len(summary["model_versions"]) > 1:
         # Shards sampled from different versions: the stage was still training when eval ran.
         summary["warning"] = f"shards used different model versions {summary['model_versions']}"
