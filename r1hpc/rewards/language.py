@@ -212,11 +212,16 @@ def infer_language(prompt: object) -> str:
     return "ja" if best == "Han" and kana else _SCRIPT_LANGUAGE[best]
 
 
-def target_scripts(example: dict) -> frozenset[str]:
-    """Scripts of the target language: example["language"], else inferred from example["prompt"]."""
+def target_language(example: dict) -> str:
+    """The target language of an example (or a problem): example["language"], else inferred from
+    example["prompt"] (module docstring)."""
     lang = example.get("language")
-    if lang is None:
-        lang = infer_language(example.get("prompt"))
+    return infer_language(example.get("prompt")) if lang is None else lang
+
+
+def target_scripts(example: dict) -> frozenset[str]:
+    """Scripts of the target language (target_language)."""
+    lang = target_language(example)
     if lang not in LANGUAGE_SCRIPTS:
         raise ValueError(f"example['language'] = {lang!r} is not supported; expected one of {sorted(LANGUAGE_SCRIPTS)}")
     return LANGUAGE_SCRIPTS[lang]

@@ -26,7 +26,7 @@ from typing import Any
 from r1hpc import recipe
 from r1hpc.fsio import atomic_write_json, read_json
 from r1hpc.model.prompting import THINK_OPEN, encode_prompts
-from r1hpc.rewards.language import infer_language
+from r1hpc.rewards.language import target_language
 from r1hpc.stages.common import (
     StageContext,
     data_path,
@@ -79,11 +79,6 @@ def readable_completion(steps: list[str], answer: str, language: str = "en") -> 
     return f" {body} </think> <answer> {steps[-1]}. {summary_answer(language, answer)} </answer>"
 
 
-def _language_of(problem: dict[str, Any]) -> str:
-    """The language a readable example is written in: the problem's, else its prompt's script."""
-    return problem.get("language") or infer_language(problem["prompt"])
-
-
 def _reasoning_of(text: str) -> str:
     """The chain of thought of an R1-Zero sample: the <think> block, or (malformed samples) the
     text before the first <answer> tag."""
@@ -134,7 +129,7 @@ def _from_r1_zero(
             if pid in seen or len(out) >= want:
                 continue
             p = problems[pid]
-            language = _language_of(p)
+            language = target_language(p)
             reasoning = _reasoning_of(r["text"])
             steps = readable_steps(reasoning)
             if (
@@ -195,7 +190,7 @@ def build_cold_start(run_dir: str) -> dict[str, Any]:
         examples.append(
             {
                 **_prompt_of(p),
-                "completion": opened + readable_completion(list(p["solution_steps"]), p["answer"], _language_of(p)),
+                "completion": opened + readable_completion(list(p["solution_steps"]), p["answer"], target_language(p)),
                 "source": "human",
                 "problem_id": p["id"],
                 "answer": p["answer"],

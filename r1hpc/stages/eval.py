@@ -130,9 +130,9 @@ def data_source(item: dict[str, Any]) -> str:
 
 def problem_language(problem: dict[str, Any]) -> str:
     """The target language of a problem: its own "language", else the one its prompt is written in."""
-    from r1hpc.rewards.language import infer_language
+    from r1hpc.rewards.language import target_language
 
-    return str(problem.get("language") or infer_language(problem.get("prompt")))
+    return target_language(problem)
 
 
 def shard_slice(n_problems: int, shards: int, shard: int) -> tuple[int, int]:

@@ -30,7 +30,7 @@ import torch
 from r1hpc import recipe
 from r1hpc.fsio import atomic_write_json
 from r1hpc.model.prompting import encode_prompts
-from r1hpc.rewards.language import infer_language
+from r1hpc.rewards.language import target_language
 from r1hpc.stages.common import (
     StageContext,
     data_path,
@@ -197,8 +197,7 @@ def rejection_task(run_dir: str, shard: int) -> dict[str, Any]:
 def _drop_reason(r: dict[str, Any]) -> str | None:
     """The first filter a correct sample fails, in the order of STAT_KEYS; None if it passes."""
     lang = r.get("rewards", {}).get("language_consistency")
-    language = r.get("language") or infer_language(r.get("prompt"))
-    if (lang is not None and lang < 1.0) or is_mixed_language(r["text"], language):
+    if (lang is not None and lang < 1.0) or is_mixed_language(r["text"], target_language(r)):
         return "dropped_mixed_language"
     if r.get("finish_reason") == "length":
         return "dropped_overlong"
