@@ -163,6 +163,10 @@ def test_stage_estimates_scale_with_the_config(v3):
     assert doubled["r1_zero"].gpu_hours == pytest.approx(2 * base["r1_zero"].gpu_hours)
     assert doubled["sft"].gpu_hours == pytest.approx(base["sft"].gpu_hours)
     assert base["distill"].gpu_hours == 0  # no student given
+    # eval samples the general held-out prompts too (scored by the reward model) unless eval.general=false
+    no_general = {e.name: e for e in make_plan(load_config(V3, ["eval.general=false"])).stages}
+    assert no_general["eval"].gpu_hours < base["eval"].gpu_hours
+    assert "data.general_heldout" in base["eval"].note and "general" not in no_general["eval"].note
 
 
 def test_main_prints_every_section(capsys):

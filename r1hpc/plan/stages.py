@@ -287,15 +287,19 @@ def estimate_stages(
                 if e.problems
                 else (cfg.data.heldout_problems, "data.heldout_problems (eval.problems=0)")
             )
+            # eval.general: the general held-out prompts are sampled k times too (scored by the RM)
+            general = cfg.data.general_heldout if e.general else 0
             out.append(
                 _generate(
                     st.name,
-                    f"{which} x k; {f:.0%} of eval.max_new_tokens",
+                    f"({which} + data.general_heldout) x k; {f:.0%} of eval.max_new_tokens"
+                    if general
+                    else f"{which} x k; {f:.0%} of eval.max_new_tokens",
                     cfg,
                     gpu,
                     "eval",
                     e.shards,
-                    problems * e.k,
+                    (problems + general) * e.k,
                     f * e.max_new_tokens,
                 )
             )
