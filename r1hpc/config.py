@@ -184,6 +184,14 @@ class RLStageConfig:
     lr: float = 2e-5
     rewards: dict[str, float] = field(default_factory=lambda: {"accuracy_math": 1.0, "format": 0.5})
     reward_model_weight: float = 0.0  # rl_all: weight of the learned helpfulness/harmlessness reward
+    # rl_all (R1's RL for all scenarios): the share of the step's grpo.prompts_per_step (rounded
+    # down) that are general prompts (data/general_train), rewarded by the reward model and the rules
+    # that need no reference (format, language); the rest are reasoning problems as in every RL stage.
+    general_share: float = 0.0
+
+    def general_prompts(self, prompts_per_step: int) -> int:
+        """How many of a step's prompts are general ones."""
+        return int(self.general_share * prompts_per_step)
 
 
 @dataclass
@@ -364,7 +372,9 @@ class Config:
     sft: SFTStageConfig = field(default_factory=lambda: SFTStageConfig(epochs=2.0, lr=5e-4))
     rl_all: RLStageConfig = field(
         default_factory=lambda: RLStageConfig(
-            rewards={"accuracy_math": 1.0, "format": 0.5, "language_consistency": 0.2}, reward_model_weight=0.5
+            rewards={"accuracy_math": 1.0, "format": 0.5, "language_consistency": 0.2},
+            reward_model_weight=0.5,
+            general_share=0.25,  # R1's SFT data is ~3:1 reasoning to general
         )
     )
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
@@ -568,6 +578,13 @@ def _problems(cfg: Config) -> list[tuple[str, str]]:
         need(st.steps >= 0, f"{stage}.steps", f"must be >= 0, got {st.steps}")
         need(0 < st.lr < 1, f"{stage}.lr", f"must be in (0, 1), got {st.lr}")
         need(st.reward_model_weight >= 0, f"{stage}.reward_model_weight", f"must be >= 0, got {st.reward_model_weight}")
+        need(0 <= st.general_share < 1, f"{stage}.general_share", f"must be in [0, 1), got {st.general_share}")
+        need(
+            st.general_share == 0 or st.reward_model_weight > 0,
+            f"{stage}.general_share",
+            f"general prompts have no reference answer: their reward is the reward model's, so "
+            f"{stage}.reward_model_weight must be > 0 (got {st.reward_model_weight})",
+        )
         for name, weight in st.rewards.items():
             need(weight >= 0, f"{stage}.rewards.{name}", f"must be >= 0, got {weight}")
         # Completions stop at max_new_tokens, so without a soft window the penalty never applies.

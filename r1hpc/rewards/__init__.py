@@ -27,4 +27,8 @@ REWARD_FUNCS: dict[str, RewardFunc] = {
     "overlong": overlong_penalty,
 }
 
-__all__ = ["REWARD_FUNCS", "RewardFunc"]
+# The rewards that grade against the example's reference (answer or tests). A prompt with no
+# reference (rl_all's general prompts, rewarded by the learned reward model) is scored by the others.
+REFERENCE_GRADED: frozenset[str] = frozenset({"accuracy_math", "code"})
+
+__all__ = ["REWARD_FUNCS", "REFERENCE_GRADED", "RewardFunc"]

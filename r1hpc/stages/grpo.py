@@ -79,15 +79,33 @@ def policy_version_for_step(g: GRPOConfig, step: int) -> int:
 
 
 def step_prompts(
-    ctx: StageContext, stage: str, step: int, problems: list[dict[str, Any]] | None = None
+    ctx: StageContext,
+    stage: str,
+    step: int,
+    problems: list[dict[str, Any]] | None = None,
+    general: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """The step's prompts: a deterministic draw from the training problems (same on every rerun).
-    problems: the run's training problems when the caller holds them already (a long-lived task)."""
+    """The step's prompts: a deterministic draw (the same on every rerun) of grpo.prompts_per_step,
+    of which the stage's general share (RLStageConfig.general_prompts) comes from
+    data/general_train, marked "general": True, and the rest from the training problems; the
+    general ones are spread evenly, so that every rollout shard's slice gets its part.
+    problems / general: the run's data when the caller holds it already (a long-lived task)."""
     problems = read_data(ctx, "problems_train") if problems is None else problems
     g = ctx.cfg.grpo
+    n_general = stage_config(ctx, stage).general_prompts(g.prompts_per_step)
     gen = torch.Generator().manual_seed(stage_seed(ctx.cfg.seed, stage, "prompts", step))
-    idx = torch.randperm(len(problems), generator=gen)[: g.prompts_per_step].tolist()
-    return [problems[i] for i in idx]
+    idx = torch.randperm(len(problems), generator=gen)[: g.prompts_per_step - n_general].tolist()
+    chosen = [problems[i] for i in idx]
+    if n_general:
+        general = read_data(ctx, "general_train") if general is None else general
+        if not general:
+            raise ValueError(f"{ctx.run_dir}/data/general_train.jsonl: no general prompts for {stage}.general_share")
+        gen = torch.Generator().manual_seed(stage_seed(ctx.cfg.seed, stage, "general_prompts", step))
+        picked = [{**general[i], "general": True} for i in torch.randperm(len(general), generator=gen)[:n_general]]
+        every = (len(chosen) + len(picked)) / len(picked)  # one general prompt in the middle of each span
+        for j, item in enumerate(picked):
+            chosen.insert(int(j * every + every / 2), item)
+    return chosen
 
 
 class RolloutWorker:
@@ -102,6 +120,7 @@ class RolloutWorker:
         self.version: int | None = None
         self._pool: Any = None
         self._problems: list[dict[str, Any]] | None = None  # the run's training problems, read once
+        self._general: list[dict[str, Any]] = []  # and its general prompts, when the stage uses them
 
     def load_policy(self, version: int) -> float:
         """Hold policy v(version) in the engine (built on first use, weights reloaded after);
@@ -130,6 +149,52 @@ class RolloutWorker:
             self._pool = reward_pool(self.ctx.cfg).__enter__()
         return self._pool
 
+    def _score(
+        self, completions: list[str], tokens: list[int], items: list[dict[str, Any]], st: RLStageConfig
+    ) -> tuple[list[float], list[dict[str, float | None]], int]:
+        """Rule rewards of each completion in the worker pool: weighted totals, the components
+        (None where a reward does not apply) and the number of failed scores. A general prompt has
+        no reference, so the rewards that grade against one (REFERENCE_GRADED) are not run on it."""
+        from r1hpc.rewards import REFERENCE_GRADED
+        from r1hpc.rewards.custom import reward_table
+        from r1hpc.rewards.scorer import score_batch
+
+        g = self.ctx.cfg.grpo
+        totals: list[float] = [0.0] * len(items)
+        rewards: list[dict[str, float | None]] = [dict.fromkeys(st.rewards) for _ in items]
+        failed = 0
+        general = [bool(item.get("general")) for item in items]
+        for is_general in (False, True):
+            which = [j for j, flag in enumerate(general) if flag == is_general]
+            weights = {k: w for k, w in st.rewards.items() if not (is_general and k in REFERENCE_GRADED)}
+            if not which or not weights:
+                continue
+            # max_length / overlong_cache / completion_tokens: DAPO's soft overlong penalty, in tokens
+            # (scores None, i.e. not applied, unless the stage's rewards weight "overlong").
+            examples = [
+                reward_example(
+                    {k: v for k, v in items[j].items() if not (is_general and k == "answer")},
+                    self.fmt.ends_with_think,
+                    completion_tokens=tokens[j],
+                    max_length=g.max_new_tokens,
+                    overlong_cache=g.overlong_cache,
+                )
+                for j in which
+            ]
+            scores = score_batch(
+                [completions[j] for j in which],
+                examples,
+                weights,
+                pool=self.pool(),
+                progress=False,
+                reward_funcs=reward_table(self.ctx.cfg.rewards.custom),
+            )
+            failed += scores.num_failed
+            for n, j in enumerate(which):
+                totals[j] = scores.totals[n]
+                rewards[j].update({name: vals[n] for name, vals in scores.values.items()})
+        return totals, rewards, failed
+
     def close(self) -> None:
         if self.generator is not None:
             self.generator.close()
@@ -140,9 +205,6 @@ class RolloutWorker:
 
     def run_step(self, step: int, wait_seconds: float = 0.0) -> dict[str, Any]:
         """Generate, score and publish this task's shard of `step` (policy v(step - lag))."""
-        from r1hpc.rewards.custom import reward_table
-        from r1hpc.rewards.scorer import score_batch
-
         ctx, stage, shard = self.ctx, self.stage, self.shard
         g = ctx.cfg.grpo
         version = policy_version_for_step(g, step)
@@ -150,7 +212,8 @@ class RolloutWorker:
         started = time.time()
         if self._problems is None:
             self._problems = read_data(ctx, "problems_train")
-        prompts = step_prompts(ctx, stage, step, self._problems)
+            self._general = read_data(ctx, "general_train") if stage_config(ctx, stage).general_share else []
+        prompts = step_prompts(ctx, stage, step, self._problems, self._general)
         per_shard = len(prompts) // g.rollout_shards
         mine = prompts[shard * per_shard : (shard + 1) * per_shard]
         texts = [self.fmt.render(p) for p in mine]
@@ -168,45 +231,28 @@ class RolloutWorker:
         gen_done = time.time()
         flat = [(i, s) for i, group in enumerate(samples) for s in group]
         st = stage_config(ctx, stage)
-        # max_length / overlong_cache / completion_tokens: DAPO's soft overlong penalty, in tokens
-        # (scores None, i.e. not applied, unless the stage's rewards weight "overlong").
-        examples = [
-            reward_example(
-                mine[i],
-                self.fmt.ends_with_think,
-                completion_tokens=len(s.token_ids),
-                max_length=g.max_new_tokens,
-                overlong_cache=g.overlong_cache,
-            )
-            for i, s in flat
-        ]
-        scores = score_batch(
-            [s.text for _, s in flat],
-            examples,
-            st.rewards,
-            pool=self.pool(),
-            progress=False,
-            reward_funcs=reward_table(ctx.cfg.rewards.custom),
+        totals, rewards, failed = self._score(
+            [s.text for _, s in flat], [len(s.token_ids) for _, s in flat], [mine[i] for i, _ in flat], st
         )
         rm_scores = _reward_model_scores(ctx, [texts[i] for i, _ in flat], flat) if st.reward_model_weight > 0 else None
         score_done = time.time()
         records = []
         for j, (i, s) in enumerate(flat):
-            reward = scores.totals[j] + (st.reward_model_weight * rm_scores[j] if rm_scores is not None else 0.0)
+            reward = totals[j] + (st.reward_model_weight * rm_scores[j] if rm_scores is not None else 0.0)
             records.append(
                 {
                     "group": shard * per_shard + i,
                     "shard": shard,
                     "problem_id": mine[i]["id"],
                     "difficulty": mine[i]["difficulty"],
-                    "data_source": mine[i].get("data_source", "generated"),
+                    "data_source": "general" if mine[i].get("general") else mine[i].get("data_source", "generated"),
                     "prompt_ids": ids[i],
                     "response_ids": s.token_ids,
                     "gen_logprobs": s.logprobs,
                     "text": s.text,
                     "finish_reason": s.finish_reason,
                     "reward": reward,
-                    "rewards": {name: vals[j] for name, vals in scores.values.items()},
+                    "rewards": rewards[j],
                     "reward_model": None if rm_scores is None else rm_scores[j],
                     "policy_version": version,
                     "gen_started": started,
@@ -223,7 +269,7 @@ class RolloutWorker:
             "step": step,
             "shard": shard,
             "samples": len(records),
-            "failed_scores": scores.num_failed,
+            "failed_scores": failed,
             "seconds": time.time() - started,
         }
 

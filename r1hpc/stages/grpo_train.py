@@ -243,11 +243,18 @@ def _reward_summary(records: list[dict[str, Any]]) -> dict[str, float]:
         vals = [r["rewards"][name] for r in records if r["rewards"][name] is not None]
         if vals:
             out[f"reward_{name}"] = sum(vals) / len(vals)
+    # The learned reward (rl_all): over all samples and over those of general prompts alone.
+    for key, which in (("reward_model", records), ("reward_model_general", _general(records))):
+        vals = [float(r["reward_model"]) for r in which if r.get("reward_model") is not None]
+        if vals:
+            out[key] = sum(vals) / len(vals)
     # All-correct / all-wrong by the accuracy reward, not the weighted total (a total >= 1 says
-    # nothing about correctness once format and learned rewards are added).
-    if records[0]["rewards"].get("accuracy_math") is not None:
-        acc = torch.tensor([float(r["rewards"]["accuracy_math"] or 0.0) for r in records])
-        m = reward_metrics(acc, groups, correct_threshold=1.0)
+    # nothing about correctness once format and learned rewards are added); general prompts
+    # (no reference) are not counted.
+    graded = [r for r in records if r["rewards"].get("accuracy_math") is not None]
+    if graded:
+        acc = torch.tensor([float(r["rewards"]["accuracy_math"]) for r in graded])
+        m = reward_metrics(acc, torch.tensor([int(r["group"]) for r in graded]), correct_threshold=1.0)
         out["frac_groups_all_correct"] = float(m["frac_groups_all_correct"])
         out["frac_groups_all_wrong"] = float(m["frac_groups_all_wrong"])
     lengths = [len(r["response_ids"]) for r in records]
@@ -255,6 +262,11 @@ def _reward_summary(records: list[dict[str, Any]]) -> dict[str, float]:
     out["response_length_max"] = float(max(lengths))
     out["response_length_min"] = float(min(lengths))
     return out
+
+
+def _general(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of general prompts (rl_all: no reference, rewarded by the reward model)."""
+    return [r for r in records if r.get("data_source") == "general"]
 
 
 class TorchBackend:

@@ -20,7 +20,9 @@ threshold (rejection.judge_min_score) means something.
         `rejected` text: wrong/unhelpful -> helpfulness head, harmful -> harmlessness head, the
         harmful text placed both in the answer and in the chain of thought) and from
         data/problems_train (correct vs wrong final answer -> helpfulness; a worked solution vs
-        the same with a harmful sentence in its reasoning -> harmlessness); resumable through
+        the same with a harmful sentence in its reasoning -> harmlessness); on both sides the
+        reference vs an off-topic answer (a worked math answer to a request, a request's answer
+        to a problem) -> helpfulness; resumable through
         train_state/reward_model; held-out pairwise accuracy on data/general_heldout (and
         problems_heldout math pairs) logged; publishes models/reward_model/v0000 with the tokenizer.
     score_with_reward_model(ctx, prompts, completions)   0.5 * (sigmoid(helpfulness) +
@@ -99,11 +101,17 @@ def _pair(head: str, prompt: str, chosen: str, rejected: str, source: str, label
     return {"head": HEADS.index(head), "chosen": a, "rejected": b, "source": source, "label": label}
 
 
-def _general_pairs(examples: list[dict[str, Any]], fmt: PromptFormat) -> list[dict[str, Any]]:
+def _general_pairs(
+    examples: list[dict[str, Any]], off_topic: list[str], rng: random.Random, fmt: PromptFormat
+) -> list[dict[str, Any]]:
+    """Per general example: its reference preferred to each rejected text, and to an answer of
+    another kind of prompt (off_topic: a worked math answer), so that the head reads the prompt."""
     out = []
     for ex in examples:
         prompt = fmt.render(ex)
         good = _completion(NEUTRAL_THINK, ex["answer"])
+        if off_topic:
+            out.append(_pair("helpfulness", prompt, good, rng.choice(off_topic), "general", "off_topic"))
         for rej in ex["rejected"]:
             if rej["label"] == "harmful":
                 out.append(
@@ -127,9 +135,16 @@ def _general_pairs(examples: list[dict[str, Any]], fmt: PromptFormat) -> list[di
     return out
 
 
+def _worked_answer(problem: dict[str, Any]) -> str:
+    """A problem's solution as a completion: its steps reasoned, its answer stated."""
+    return _completion(" ".join(problem.get("solution_steps", [])), f"The answer is {problem['answer']}")
+
+
 def _math_pairs(
-    problems: list[dict[str, Any]], harmful: list[str], rng: random.Random, fmt: PromptFormat
+    problems: list[dict[str, Any]], harmful: list[str], off_topic: list[str], rng: random.Random, fmt: PromptFormat
 ) -> list[dict[str, Any]]:
+    """Per problem: its correct answer preferred to a wrong one and to an off-topic answer (a
+    general example's reference), its clean reasoning to one with a harmful sentence."""
     from r1hpc.model.pretrain_corpus import wrong_answer  # Fraction arithmetic on reference answers
 
     out = []
@@ -140,9 +155,11 @@ def _math_pairs(
             continue
         prompt = fmt.render(p)
         steps = " ".join(p.get("solution_steps", []))
-        good = _completion(steps, f"The answer is {p['answer']}")
+        good = _worked_answer(p)
         bad = _completion(steps, f"The answer is {wrong}")
         out.append(_pair("helpfulness", prompt, good, bad, "math", "wrong"))
+        if off_topic:
+            out.append(_pair("helpfulness", prompt, good, rng.choice(off_topic), "math", "off_topic"))
         if harmful:
             out.append(
                 _pair(
@@ -168,7 +185,12 @@ def build_pairs(
     rest math, topped up from either when the other runs out. Deterministic in `seed`."""
     rng = random.Random(seed)
     harmful = sorted({r["text"] for ex in general for r in ex["rejected"] if r["label"] == "harmful"})
-    gen, math_ = _general_pairs(general, fmt), _math_pairs(problems, harmful, rng, fmt)
+    # Answers to the other kind of prompt: a model that answers a request with arithmetic (or a
+    # problem with a shop fact) is not helpful, however fluent the answer.
+    worked = [_worked_answer(p) for p in problems]
+    references = [_completion(NEUTRAL_THINK, ex["answer"]) for ex in general]
+    gen = _general_pairs(general, worked, rng, fmt)
+    math_ = _math_pairs(problems, harmful, references, rng, fmt)
     rng.shuffle(gen)
     rng.shuffle(math_)
     if n is None:

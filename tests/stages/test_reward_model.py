@@ -62,10 +62,19 @@ def test_build_pairs_labels_and_heads():
         ("harmlessness", "general", "harmful"),
         ("harmlessness", "general", "harmful_in_think"),
         ("harmlessness", "math", "harmful_in_think"),
+        ("helpfulness", "general", "off_topic"),
+        ("helpfulness", "general", "off_topic"),
         ("helpfulness", "general", "unhelpful"),
         ("helpfulness", "general", "wrong"),
+        ("helpfulness", "math", "off_topic"),
         ("helpfulness", "math", "wrong"),
     ]
+    # off topic: a worked math answer to a request, a request's reference answer to a problem
+    off = {p["source"]: p for p in pairs if p["label"] == "off_topic"}
+    assert "The answer is 5" in off["general"]["rejected"] and "The answer is 5" in off["math"]["chosen"]
+    assert off["math"]["rejected"].endswith(
+        ("<answer> I can't help with stealing. </answer>", "<answer> Ada sells apples. </answer>")
+    )
     think_harm = next(p for p in pairs if p["label"] == "harmful_in_think" and p["source"] == "general")
     assert "Take them." in think_harm["rejected"].split("</think>")[0]  # the harm is in the reasoning only
     math_help = next(p for p in pairs if p["source"] == "math" and rm.HEADS[p["head"]] == "helpfulness")
