@@ -273,7 +273,13 @@ def is_number(value: Any) -> bool:
 def last_step_figures(row: dict[str, Any]) -> dict[str, float]:
     out = {}
     accuracy = "reward_accuracy_math" if "reward_accuracy_math" in row else "reward_code"
-    for key, name in (("reward_mean", "reward"), (accuracy, "accuracy"), ("response_length_mean", "length")):
+    named = (
+        ("reward_mean", "reward"),
+        (accuracy, "accuracy"),
+        ("response_length_mean", "length"),
+        ("reward_model_general", "rm_general"),  # rl_all: the reward model on its general prompts
+    )
+    for key, name in named:
         if is_number(row.get(key)):
             out[name] = float(row[key])
     return out
@@ -572,6 +578,8 @@ def _grpo_detail(view: StageView) -> str:
         figures.append(f"accuracy {last['accuracy']:.2f}")
     if "length" in last:
         figures.append(f"response {last['length']:.0f} tokens")
+    if "rm_general" in last:
+        figures.append(f"reward model on general prompts {last['rm_general']:.2f}")
     return ", ".join(parts + figures)
 
 

@@ -18,6 +18,7 @@ from r1hpc.live import (
     RUNNING,
     STOPPED,
     WAITING,
+    StageView,
     run_view,
 )
 from r1hpc.live_display import EventLog, LiveDisplay, render_view, results_lines
@@ -342,3 +343,16 @@ def test_run_prints_events_and_the_end(tmp_path: Path, capsys: pytest.CaptureFix
     assert main([*args, "--progress", "off"]) == 0
     quiet = capsys.readouterr().out
     assert "data:" not in quiet and "finished in" in quiet
+
+
+def test_rl_all_step_shows_the_reward_model_on_general_prompts() -> None:
+    from r1hpc.live import _grpo_detail, last_step_figures  # the phrase the view and the log print
+
+    row = {"reward_mean": 1.4, "reward_accuracy_math": 0.3, "response_length_mean": 44.6, "reward_model_general": 0.614}
+    assert last_step_figures(row) == {"reward": 1.4, "accuracy": 0.3, "length": 44.6, "rm_general": 0.614}
+    view = StageView(
+        name="rl_all", kind="grpo", state=RUNNING, steps_done=2, steps_planned=8, last=last_step_figures(row)
+    )
+    assert _grpo_detail(view) == (
+        "step 2/8, reward 1.400, accuracy 0.30, response 45 tokens, reward model on general prompts 0.61"
+    )
