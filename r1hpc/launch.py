@@ -378,7 +378,7 @@ class Launcher:
             with self._local_env(kind), executor.batch():
                 jobs = [executor.submit(task, **kwargs) for kwargs in kwargs_list]
             sub = Submission(stage, step, name, list(jobs), is_array=True)
-            self._record(sub, kind, target, after)
+            self._record(sub, kind, target, after, model_stage=kwargs_list[0].get("model_stage"))
         return sub
 
     def _wait_here(self, after: Sequence[Submission]) -> None:
@@ -395,7 +395,11 @@ class Launcher:
     def _comment(self, stage: str, step: int | None) -> str:
         return f"r1hpc run={self.cfg.name} stage={stage} step={'-' if step is None else step}"
 
-    def _record(self, sub: Submission, kind: str, target: str, after: Sequence[Submission]) -> None:
+    def _record(
+        self, sub: Submission, kind: str, target: str, after: Sequence[Submission], model_stage: str | None = None
+    ) -> None:
+        # model_stage: the model an eval array measures; eval submits one array per model, and the
+        # status view tells them apart by it.
         append_jsonl(
             self.run_dir / "jobs.jsonl",
             {
@@ -410,6 +414,7 @@ class Launcher:
                 "task_ids": [str(job.job_id) for job in sub.jobs],
                 "array_size": len(sub.jobs) if sub.is_array else 0,
                 "after": [dep.job_id for dep in after],
+                **({"model_stage": model_stage} if model_stage else {}),
             },
         )
 

@@ -309,16 +309,18 @@ class _Reader:
         except StoreError:
             self.jobs = []
         self.job_states = job_states
-        # The current records of each stage: the newest per (step, kind); an older attempt that a
-        # rerun replaced does not make the stage failed.
+        # The current records of each stage: the newest per job (step, kind, target, evaluated model);
+        # an older attempt that a rerun replaced does not make the stage failed.
         current: dict[tuple[Any, ...], dict[str, Any]] = {}
         for job in self.jobs:
-            current[(job.get("stage"), job.get("step"), job.get("kind"))] = job
+            key = ("stage", "step", "kind", "target", "model_stage")
+            current[tuple(job.get(k) for k in key)] = job
         self.current: dict[str, list[dict[str, Any]]] = {}
         for job in current.values():
             self.current.setdefault(str(job.get("stage")), []).append(job)
+        # A stage starts with its first current job: a rerun that resubmitted it starts it again.
         self.first_job: dict[str, float] = {}
-        for job in self.jobs:
+        for job in current.values():
             t = _iso_seconds(job.get("time"))
             if t is not None:
                 stage = str(job.get("stage"))

@@ -36,10 +36,13 @@ def _iso(t: float) -> str:
     return datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat(timespec="seconds")
 
 
-def _job(run: Path, stage: str, t: float, job_id: str, kind: str = "train", step: int | None = None) -> None:
+def _job(
+    run: Path, stage: str, t: float, job_id: str, kind: str = "train", step: int | None = None, **extra: str
+) -> None:
     append_jsonl(
         run / "jobs.jsonl",
         {
+            **extra,
             "time": _iso(t),
             "stage": stage,
             "step": step,
@@ -234,6 +237,18 @@ def test_done_failed_queued_and_stopped(run: Path, tmp_path: Path) -> None:
     assert final.finished and final.left_s == 0 and final.elapsed_s == 255  # until report.md
     assert final.stage("r1_zero").detail.endswith("took 1m50s")  # v0000 at +110 -> v0005 at +220
     assert render_view(final)[0].startswith("smoke: finished, 4m15s")
+
+
+def test_each_eval_array_and_a_rerun_count(run: Path) -> None:
+    # Eval submits one array per model: base's failed array is not hidden by r1_zero's newer one.
+    _job(run, "eval", T0 + 100, "201", kind="eval", model_stage="base")
+    _job(run, "eval", T0 + 110, "202", kind="eval", model_stage="r1_zero")
+    view = view_of(run, job_states={**RUNNING_NOW, "201": ["FAILED"], "202": ["RUNNING"]})
+    assert view.stage("eval").state == FAILED and "job 201 (eval) FAILED" in view.stage("eval").detail
+    # A rerun that resubmitted a stage times it from the new job, not from the first attempt's.
+    assert view_of(run).stage("data").detail == "took 10s"
+    _job(run, "data", T0 + 4, "203")
+    assert view_of(run).stage("data").detail == "took 6s"
 
 
 def test_queued_on_slurm(run: Path) -> None:
