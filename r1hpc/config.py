@@ -183,7 +183,9 @@ class RLStageConfig:
     steps: int = 4
     lr: float = 2e-5
     rewards: dict[str, float] = field(default_factory=lambda: {"accuracy_math": 1.0, "format": 0.5})
-    reward_model_weight: float = 0.0  # rl_all: weight of the learned helpfulness/harmlessness reward
+    # rl_all: weight of the learned helpfulness/harmlessness reward, given to the general prompts'
+    # samples only (R1 kept neural rewards off reasoning data: they invite reward hacking).
+    reward_model_weight: float = 0.0
     # rl_all (R1's RL for all scenarios): the share of the step's grpo.prompts_per_step (rounded
     # down) that are general prompts (data/general_train), rewarded by the reward model and the rules
     # that need no reference (format, language); the rest are reasoning problems as in every RL stage.
@@ -584,6 +586,13 @@ def _problems(cfg: Config) -> list[tuple[str, str]]:
             f"{stage}.general_share",
             f"general prompts have no reference answer: their reward is the reward model's, so "
             f"{stage}.reward_model_weight must be > 0 (got {st.reward_model_weight})",
+        )
+        need(
+            st.reward_model_weight == 0 or st.general_prompts(g.prompts_per_step) > 0,
+            f"{stage}.reward_model_weight",
+            f"the reward model rates general prompts only (R1 kept it off reasoning data), and "
+            f"{stage}.general_share={st.general_share} of grpo.prompts_per_step={g.prompts_per_step} "
+            f"samples none: raise {stage}.general_share or set the weight to 0",
         )
         for name, weight in st.rewards.items():
             need(weight >= 0, f"{stage}.rewards.{name}", f"must be >= 0, got {weight}")

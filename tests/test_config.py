@@ -140,6 +140,12 @@ BAD_INPUTS = {
         [],
         r"bad.yaml:2: rl_all.rewards.acuracy_math: unknown reward .*did you mean .accuracy_math.",
     ),
+    "reward model with no general prompts": (
+        "rl_all:\n  general_share: 0.0\n",
+        [],
+        r"bad.yaml:2: rl_all.reward_model_weight: the reward model rates general prompts only .*"
+        r"rl_all.general_share=0.0 of grpo.prompts_per_step=\d+ samples none",
+    ),
     "eval wants more problems than held out": (
         "eval: {problems: 500}\n",
         [],

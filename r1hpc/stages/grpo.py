@@ -234,11 +234,19 @@ class RolloutWorker:
         totals, rewards, failed = self._score(
             [s.text for _, s in flat], [len(s.token_ids) for _, s in flat], [mine[i] for i, _ in flat], st
         )
-        rm_scores = _reward_model_scores(ctx, [texts[i] for i, _ in flat], flat) if st.reward_model_weight > 0 else None
+        # The learned reward rates general prompts only: R1 kept neural rewards off reasoning data,
+        # whose rule rewards cannot be hacked.
+        rated = [j for j, (i, _) in enumerate(flat) if mine[i].get("general")] if st.reward_model_weight > 0 else []
+        rm_scores: list[float | None] = [None] * len(flat)
+        if rated:
+            scores = _reward_model_scores(ctx, [texts[flat[j][0]] for j in rated], [flat[j] for j in rated])
+            for j, score in zip(rated, scores):
+                rm_scores[j] = score
         score_done = time.time()
         records = []
         for j, (i, s) in enumerate(flat):
-            reward = totals[j] + (st.reward_model_weight * rm_scores[j] if rm_scores is not None else 0.0)
+            rm_score = rm_scores[j]
+            reward = totals[j] + (st.reward_model_weight * rm_score if rm_score is not None else 0.0)
             records.append(
                 {
                     "group": shard * per_shard + i,
@@ -253,7 +261,7 @@ class RolloutWorker:
                     "finish_reason": s.finish_reason,
                     "reward": reward,
                     "rewards": rewards[j],
-                    "reward_model": None if rm_scores is None else rm_scores[j],
+                    "reward_model": rm_score,
                     "policy_version": version,
                     "gen_started": started,
                     "gen_seconds": gen_done - started,

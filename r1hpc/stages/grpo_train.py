@@ -243,11 +243,10 @@ def _reward_summary(records: list[dict[str, Any]]) -> dict[str, float]:
         vals = [r["rewards"][name] for r in records if r["rewards"][name] is not None]
         if vals:
             out[f"reward_{name}"] = sum(vals) / len(vals)
-    # The learned reward (rl_all): over all samples and over those of general prompts alone.
-    for key, which in (("reward_model", records), ("reward_model_general", _general(records))):
-        vals = [float(r["reward_model"]) for r in which if r.get("reward_model") is not None]
-        if vals:
-            out[key] = sum(vals) / len(vals)
+    # The learned reward (rl_all), which rates the general prompts' samples only.
+    rated = [float(r["reward_model"]) for r in _general(records) if r.get("reward_model") is not None]
+    if rated:
+        out["reward_model_general"] = sum(rated) / len(rated)
     # All-correct / all-wrong by the accuracy reward, not the weighted total (a total >= 1 says
     # nothing about correctness once format and learned rewards are added); general prompts
     # (no reference) are not counted.

@@ -93,17 +93,18 @@ def test_general_prompts_are_rewarded_by_the_reward_model_and_the_form_rules(tmp
     )
     by_id = {p["id"]: p for p in prompts}
     rm = score_with_reward_model(
-        ctx, [fmt.render(by_id[r["problem_id"]]) for r in records], [r["text"] for r in records]
+        ctx, [fmt.render(by_id[r["problem_id"]]) for r in general], [r["text"] for r in general]
     )
-    for r, score in zip(records, rm):
+    for r, score in zip(general, rm):  # no reference: the accuracy reward is not run
         assert r["reward_model"] == pytest.approx(score, abs=1e-6)
+        assert r["rewards"]["accuracy_math"] is None
         fmt_r, lang = r["rewards"]["format"], r["rewards"]["language_consistency"] or 0.0
-        if r["data_source"] == "general":  # no reference: the accuracy reward is not run
-            assert r["rewards"]["accuracy_math"] is None
-            assert r["reward"] == pytest.approx(0.5 * fmt_r + 0.25 * lang + 0.5 * score)
-        else:
-            assert r["rewards"]["accuracy_math"] in (0.0, 1.0)
-            assert r["reward"] == pytest.approx(r["rewards"]["accuracy_math"] + 0.5 * fmt_r + 0.25 * lang + 0.5 * score)
+        assert r["reward"] == pytest.approx(0.5 * fmt_r + 0.25 * lang + 0.5 * score)
+    for r in records:  # reasoning prompts: the rules alone, as R1 kept the reward model off them
+        if r["data_source"] != "general":
+            fmt_r, lang = r["rewards"]["format"], r["rewards"]["language_consistency"] or 0.0
+            assert r["reward_model"] is None and r["rewards"]["accuracy_math"] in (0.0, 1.0)
+            assert r["reward"] == pytest.approx(r["rewards"]["accuracy_math"] + 0.5 * fmt_r + 0.25 * lang)
 
     train_task(str(run_dir), "r1_zero", 0)
     (row,) = read_metrics(run_dir, "r1_zero")
