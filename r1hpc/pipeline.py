@@ -28,6 +28,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from r1hpc import recipe
+from r1hpc.completion import eval_complete, stage_complete
 from r1hpc.config import Config, ConfigError, load_config, write_resolved
 from r1hpc.fsio import read_jsonl
 from r1hpc.inputs import check_inputs
@@ -124,6 +125,8 @@ def _rejection(launcher: Launcher, cfg: Config, entry: recipe.Stage, after: Sequ
 
 def submit_pipeline(cfg: Config, stages: Sequence[str] | None = None) -> dict[str, Submission]:
     """Submit the chosen stages; a dependency on a stage not chosen is taken as already complete.
+    A chosen stage (or model eval) whose outputs are all in the run already is not submitted
+    (r1hpc.completion): a rerun submits only what is left to do.
 
     On Slurm (and the debug executor) stages are submitted one after another in DAG order: afterok
     does the waiting and each submission returns at once. The local executor has no scheduler, so a
@@ -140,6 +143,7 @@ def submit_pipeline(cfg: Config, stages: Sequence[str] | None = None) -> dict[st
         raise ConfigError(f"--stages: unknown stage(s) {unknown}; stages are {', '.join(known)}")
     launcher = Launcher(cfg)
     run_dir = str(cfg.run_dir)
+    run = RunDir(run_dir)
     threaded = launcher.executor == "local"
     done: dict[str, Future[Submission]] = {}
     evals: list[Future[Submission]] = []
@@ -175,8 +179,8 @@ def submit_pipeline(cfg: Config, stages: Sequence[str] | None = None) -> dict[st
 
         def evaluate(model_stage: str) -> None:
             # Evaluate what this submission produces, and what earlier submissions already published.
-            published = bool(list_versions(RunDir(run_dir), model_stage)) if model_stage not in stages else True
-            if "eval" in stages and published:
+            published = bool(list_versions(run, model_stage)) if model_stage not in stages else True
+            if "eval" in stages and published and not eval_complete(cfg, run, model_stage):
                 entry = recipe.stage("eval")
                 evals.append(
                     later(
@@ -201,7 +205,7 @@ def submit_pipeline(cfg: Config, stages: Sequence[str] | None = None) -> dict[st
         eval_after, seen, pending = set(recipe.stage("eval").after), set(), []
         try:
             for entry in recipe.STAGES:
-                if entry.name in stages and entry.kind != "eval":
+                if entry.name in stages and entry.kind != "eval" and not stage_complete(cfg, run, entry):
                     done[entry.name] = submit_stage(entry, dep(*entry.after))
                 seen.add(entry.name)
                 pending += [entry.name] if entry.evaluated else []
@@ -322,8 +326,10 @@ def _submit_and_wait(cfg: Config, stages: list[str], no_wait: bool, progress: st
     try:
         with display:  # the local executor runs the jobs while submitting: watch from the start
             subs = submit_pipeline(cfg, stages)
+            complete = [s for s in stages if s not in subs and recipe.stage(s).kind != "eval"]
             display.message(
-                f"r1hpc run: {cfg.name}: submitted {', '.join(subs)} on the {cfg.launch.executor} executor; "
+                f"r1hpc run: {cfg.name}: submitted {', '.join(subs) or 'no stage'} on the {cfg.launch.executor} "
+                f"executor" + (f" (complete already: {', '.join(complete)})" if complete else "") + "; "
                 f"run directory {cfg.run_dir} (watch with: r1hpc status {cfg.run_dir})"
             )
             if no_wait:

@@ -38,6 +38,9 @@ class Stage:
     student: bool = False  # on the student branch (the report groups those rows)
     compare_with: tuple[str, ...] = ()  # report comparisons besides the one with init_from
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra job arguments besides run_dir
+    # The done/<stage>/<key>.json its jobs write last ("" = none): with its published model (when
+    # it publishes one), what makes the stage complete (r1hpc.completion).
+    done_marker: str = ""
     # Planner: mean output (grpo, rejection, eval) or example (sft) length as a fraction of the
     # stage's configured maximum (assumed; R1 does not report means). None = not planned.
     plan_length: float | None = None
@@ -45,7 +48,7 @@ class Stage:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("data", "data", "r1hpc.stages.base:prepare_data"),
+    Stage("data", "data", "r1hpc.stages.base:prepare_data", done_marker="data"),
     Stage(
         "base",
         "pretrain",
@@ -90,6 +93,7 @@ STAGES: tuple[Stage, ...] = (
         init_from="base",
         section="cold_start",
         evaluated=True,
+        done_marker="probe",
         plan_length=0.5,
         plan_note="long-CoT examples",
     ),
@@ -111,6 +115,7 @@ STAGES: tuple[Stage, ...] = (
         after=("reasoning_rl", "reward_model"),
         init_from="reasoning_rl",
         section="rejection",
+        done_marker="merge",
         plan_length=0.25,
         plan_note="reasoning samples as in RL",
     ),

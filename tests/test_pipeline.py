@@ -2,6 +2,7 @@
 runs for real as a subprocess and hands over through the run directory."""
 
 import json
+import shutil
 
 from r1hpc.pipeline import MODEL_STAGES, main
 from r1hpc.stages.common import read_metrics
@@ -46,6 +47,55 @@ def test_local_branches_run_side_by_side(smoke_run_local):
     for i, rec in enumerate(jobs):
         first.setdefault(rec["stage"], i)
     assert first["distill_rl"] < first["cold_start"], [(r["stage"], r["step"]) for r in jobs]
+
+
+def test_a_rerun_submits_only_what_is_left(smoke_run_local, tmp_path):
+    """A rerun submits no job for a complete stage (on a busy cluster each would wait in the queue
+    only to find its outputs): on a finished run only the report; with rl_all's last version and
+    its eval gone, rl_all (which republishes the same version), its eval and the report."""
+    runs = tmp_path / "runs"
+    shutil.copytree(smoke_run_local, runs / "smoke")
+    (runs / "smoke" / "config.yaml").unlink()  # it names the original's runs_dir
+    jobs = runs / "smoke" / "jobs.jsonl"
+
+    def new_jobs(args: list[str]) -> list[tuple[str, str | None]]:
+        before = len(jobs.read_text().splitlines())
+        assert main([REPO_CONFIG, f"runs_dir={runs}", *args]) == 0
+        return [(r["stage"], r.get("model_stage")) for r in map(json.loads, jobs.read_text().splitlines()[before:])]
+
+    assert new_jobs([]) == [("report", None)]
+    run = RunDir(runs / "smoke")
+    last = latest_model(run, "rl_all")
+    assert last.version == 1
+    shutil.rmtree(last.path)
+    shutil.rmtree(run.root / "rollouts" / "eval-rl_all")
+    assert sorted(set(new_jobs(["--stages", "rl_all,eval,report"]))) == [
+        ("eval", "rl_all"),
+        ("report", None),
+        ("rl_all", None),
+    ]
+    assert latest_model(run, "rl_all").manifest["files"] == last.manifest["files"]
+
+
+def test_what_makes_a_stage_complete(smoke_run_local, tmp_path):
+    """Complete = the jobs' own skip conditions: the last version, a metrics line per GRPO step,
+    the done marker; eval per model with its general prompts; the report never."""
+    from r1hpc import recipe
+    from r1hpc.completion import eval_complete, stage_complete
+    from r1hpc.config import read_run_config
+
+    shutil.copytree(smoke_run_local, tmp_path / "smoke")
+    run, cfg = RunDir(tmp_path / "smoke"), read_run_config(tmp_path / "smoke")
+    assert [e.name for e in recipe.STAGES if not stage_complete(cfg, run, e)] == ["eval", "report"]
+    assert all(eval_complete(cfg, run, m) for m in MODEL_STAGES)
+    # A train job killed between publishing its last version and logging that step's metrics.
+    metrics = run.metrics_path("r1_zero")
+    metrics.write_text("".join(line for line in metrics.read_text().splitlines(True) if '"step":1,' not in line))
+    (run.root / "done" / "cold_start" / "probe.json").unlink()  # the probe after the cold-start SFT
+    shutil.rmtree(run.root / "rollouts" / "eval_general-sft")
+    assert not stage_complete(cfg, run, recipe.stage("r1_zero"))
+    assert not stage_complete(cfg, run, recipe.stage("cold_start"))
+    assert not eval_complete(cfg, run, "sft") and eval_complete(cfg, run, "rl_all")
 
 
 def test_second_submitter_of_a_run_is_refused(tmp_path, capsys):

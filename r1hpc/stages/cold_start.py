@@ -256,6 +256,7 @@ def run_cold_start(run_dir: str) -> dict[str, Any]:
         result = sft_and_publish(ctx, STAGE, [], ctx.cfg.cold_start.sft)
         if probe_path.exists():
             result.update(read_json(probe_path))
+            mark_done(ctx.run, STAGE, recipe.stage(STAGE).done_marker)  # a run from before the marker
             return result
     else:
         info = build_cold_start(run_dir)
@@ -271,4 +272,5 @@ def run_cold_start(run_dir: str) -> dict[str, Any]:
     last = [r for r in read_metrics(ctx.run_dir, STAGE) if r.get("step") == result.get("steps")]
     base = {k: v for k, v in last[-1].items() if k != "time"} if last else {"stage": STAGE, "step": result.get("steps")}
     log_metrics(ctx, STAGE, {**base, **{k: v for k, v in probe.items() if k != "probe_example"}})
+    mark_done(ctx.run, STAGE, recipe.stage(STAGE).done_marker)  # last: the stage is complete
     return {**result, **probe}
