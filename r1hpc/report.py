@@ -208,7 +208,9 @@ def compare_sentences(summaries: dict[str, dict[str, Any]]) -> list[str]:
             continue
         a, b = summaries[after], summaries[before]
         (alo, ahi), (blo, bhi) = a["pass_at_1_ci"], b["pass_at_1_ci"]
-        verb = "raised" if a["pass_at_1"] > b["pass_at_1"] else "lowered" if a["pass_at_1"] < b["pass_at_1"] else "left"
+        # Compared as printed (3 decimals): "raised from 0.383 to 0.383" would read as a contradiction.
+        pa, pb = round(a["pass_at_1"], 3), round(b["pass_at_1"], 3)
+        verb = "raised" if pa > pb else "lowered" if pa < pb else "left"
         overlap = alo <= bhi and blo <= ahi
         noise = (
             "the 95% intervals overlap, so this is not clearly beyond the noise of "

@@ -262,6 +262,9 @@ def test_compare_sentences_equal_and_missing():
     same = eval_summary_for("x", [2] * 10)
     sentences = compare_sentences({"sft": same, "rl_all": same})
     assert sentences[0].startswith("rl_all left held-out pass@1 unchanged at 0.500 (vs sft); the 95% intervals overlap")
+    # Equal as printed: 0.3829 vs 0.3826 is "unchanged at 0.383", not "raised from 0.383 to 0.383".
+    nudged = {**same, "pass_at_1": 0.5004}
+    assert compare_sentences({"sft": same, "rl_all": nudged})[0].startswith("rl_all left held-out pass@1 unchanged")
     assert compare_sentences({}) == []
 
 
