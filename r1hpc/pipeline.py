@@ -220,7 +220,13 @@ def submit_pipeline(cfg: Config, stages: Sequence[str] | None = None) -> dict[st
         except BaseException:
             launcher.abort.set()
             raise
-    return {stage: future.result() for stage, future in done.items()}
+    out = {stage: future.result() for stage, future in done.items()}
+    if evals:
+        # Every model's eval array as one entry, so that `r1hpc run` waits for them as for a stage
+        # (without the report, which waits on them, `--stages r1_zero,eval` returned before them).
+        arrays = [future.result() for future in evals]
+        out["eval"] = Submission("eval", None, arrays[0].name, [j for a in arrays for j in a.jobs], is_array=False)
+    return out
 
 
 def finish_run(run_dir: str) -> dict[str, Any]:

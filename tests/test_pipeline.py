@@ -4,6 +4,8 @@ runs for real as a subprocess and hands over through the run directory."""
 import json
 import shutil
 
+from r1hpc.completion import eval_complete
+from r1hpc.config import read_run_config
 from r1hpc.pipeline import MODEL_STAGES, main
 from r1hpc.stages.common import read_metrics
 from r1hpc.store import RunDir, latest_model
@@ -75,14 +77,17 @@ def test_a_rerun_submits_only_what_is_left(smoke_run_local, tmp_path):
         ("rl_all", None),
     ]
     assert latest_model(run, "rl_all").manifest["files"] == last.manifest["files"]
+    # Without the report (which waits on every eval) the run still returns only once its evals are done.
+    shutil.rmtree(run.root / "rollouts" / "eval-sft")
+    assert new_jobs(["--stages", "eval"]) == [("eval", "sft")]
+    assert eval_complete(read_run_config(run.root), run, "sft")
 
 
 def test_what_makes_a_stage_complete(smoke_run_local, tmp_path):
     """Complete = the jobs' own skip conditions: the last version, a metrics line per GRPO step,
     the done marker; eval per model with its general prompts; the report never."""
     from r1hpc import recipe
-    from r1hpc.completion import eval_complete, stage_complete
-    from r1hpc.config import read_run_config
+    from r1hpc.completion import stage_complete
 
     shutil.copytree(smoke_run_local, tmp_path / "smoke")
     run, cfg = RunDir(tmp_path / "smoke"), read_run_config(tmp_path / "smoke")
