@@ -187,13 +187,17 @@ class RLStageConfig:
     # samples only (R1 kept neural rewards off reasoning data: they invite reward hacking).
     reward_model_weight: float = 0.0
     # rl_all (R1's RL for all scenarios): the share of the step's grpo.prompts_per_step (rounded
-    # down) that are general prompts (data/general_train), rewarded by the reward model and the rules
-    # that need no reference (format, language); the rest are reasoning problems as in every RL stage.
+    # down, but at least one while one reasoning prompt is left) that are general prompts
+    # (data/general_train), rewarded by the reward model and the rules that need no reference
+    # (format, language); the rest are reasoning problems as in every RL stage.
     general_share: float = 0.0
 
     def general_prompts(self, prompts_per_step: int) -> int:
-        """How many of a step's prompts are general ones."""
-        return int(self.general_share * prompts_per_step)
+        """How many of a step's prompts are general ones (a share > 0 of a small step: one, so
+        that its reward model has something to rate)."""
+        if self.general_share <= 0:
+            return 0
+        return min(max(1, int(self.general_share * prompts_per_step)), prompts_per_step - 1)
 
 
 @dataclass

@@ -204,3 +204,13 @@ def test_resolved_config_is_written_once_with_revision(tmp_path):
     changed = load_config(TINY, [f"runs_dir={tmp_path}", "name=r1", "grpo.group_size=4"])
     with pytest.raises(ConfigError, match=r"grpo.group_size: 8 -> 4"):
         write_resolved(changed)
+
+
+def test_general_prompts_of_a_step():
+    """rl_all's share of general prompts rounds down, but a share > 0 keeps one while a reasoning
+    prompt is left (a small step still gives its reward model something to rate)."""
+    from r1hpc.config import RLStageConfig
+
+    quarter = RLStageConfig(general_share=0.25)
+    assert [quarter.general_prompts(p) for p in (1, 2, 3, 4, 8, 16)] == [0, 1, 1, 1, 2, 4]
+    assert RLStageConfig().general_prompts(16) == 0
