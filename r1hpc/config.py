@@ -591,12 +591,12 @@ def _problems(cfg: Config) -> list[tuple[str, str]]:
             f"general prompts have no reference answer: their reward is the reward model's, so "
             f"{stage}.reward_model_weight must be > 0 (got {st.reward_model_weight})",
         )
+        # (A share > 0 that a 1-prompt step cannot sample is allowed: the defaults must load there.)
         need(
-            st.reward_model_weight == 0 or st.general_prompts(g.prompts_per_step) > 0,
+            st.reward_model_weight == 0 or st.general_share > 0,
             f"{stage}.reward_model_weight",
-            f"the reward model rates general prompts only (R1 kept it off reasoning data), and "
-            f"{stage}.general_share={st.general_share} of grpo.prompts_per_step={g.prompts_per_step} "
-            f"samples none: raise {stage}.general_share or set the weight to 0",
+            f"the reward model rates general prompts only (R1 kept it off reasoning data): set "
+            f"{stage}.general_share > 0 or the weight to 0 (got {st.reward_model_weight})",
         )
         for name, weight in st.rewards.items():
             need(weight >= 0, f"{stage}.rewards.{name}", f"must be >= 0, got {weight}")

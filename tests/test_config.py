@@ -144,7 +144,7 @@ BAD_INPUTS = {
         "rl_all:\n  general_share: 0.0\n",
         [],
         r"bad.yaml:2: rl_all.reward_model_weight: the reward model rates general prompts only .*"
-        r"rl_all.general_share=0.0 of grpo.prompts_per_step=\d+ samples none",
+        r"set rl_all.general_share > 0 or the weight to 0",
     ),
     "eval wants more problems than held out": (
         "eval: {problems: 500}\n",
