@@ -552,7 +552,14 @@ def read_shard(
     for k, want in (("stage", stage), ("step", step), ("shard", shard)):
         if want is not None and footer.get(k) != want:
             raise StoreError(f"shard {p}: footer says {k}={footer.get(k)!r}, expected {want!r}")
-    records = [json.loads(line) for line in body.decode("utf-8").splitlines()]
+    # Split the bytes on b"\n" only: str.splitlines() also breaks at U+2028, U+2029, U+0085 and
+    # other characters that json.dumps(ensure_ascii=False) leaves raw inside generated text.
+    records = []
+    for n, line in enumerate(body.split(b"\n")[:-1], 1):
+        try:
+            records.append(json.loads(line))
+        except ValueError as e:  # intact by its sha256, so written so by a writer of another format
+            raise StoreError(f"{p}:{n}: not a JSON record ({e})") from e
     if len(records) != footer.get("records"):
         raise StoreError(f"shard {p}: {len(records)} records, footer says {footer.get('records')}")
     return records

@@ -420,6 +420,17 @@ def test_shards_publish_read_and_idempotent(tmp_path: Path) -> None:
     assert _hidden(run.step_dir("rl", 2)) == []
 
 
+def test_shard_text_with_unicode_line_separators_reads_back(tmp_path: Path) -> None:
+    # Sampled text holds any character the tokenizer can emit; a random tiny policy wrote U+2028
+    # into a rollout shard, which str.splitlines() cut in two, failing the train job on every retry.
+    breaks = "\u2028\u2029\x85\x0b\x0c\x1c\x1d\x1e\r"
+    run = RunDir(tmp_path / "run")
+    records = [{"i": i, "text": f"a{ch}b"} for i, ch in enumerate(breaks)]
+    publish_shard(run, "rl", 0, 0, records)
+    assert read_step_shards(run, "rl", 0, 1) == records
+    assert shard_is_complete(run, "rl", 0, 0)
+
+
 def test_shard_truncation_and_missing_are_named(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run")
     for s in range(4):
