@@ -4,7 +4,8 @@ Run: `.venv/bin/python bench/bench_grpo_vs_trl.py` (defaults: 8 prompts x G=8, m
 micro-batch 16, one optimizer update per step, KL 0.001, T=1.0, lr 2e-5; configs/tiny.yaml's model
 size and rollout backend, grpo.generator=hf; see --help). tiny.yaml's own GRPO step is 16 prompts in
 2 rollout shards of 8, 80 new tokens and 2 optimizer updates; the bench keeps one update per step,
-which is what one TRL step is.
+which is what one TRL step is. `--generator vllm` gives r1hpc's rollout task vLLM (the CPU build, its
+engine core in this process, held and reloaded in place across steps) against TRL's HF generate.
 Needs `trl` (not a project dependency: .venv/bin/pip install -c constraints.txt trl==1.16.0).
 
 Both sides train the same freshly built tiny Qwen2 (saved once to a temp dir) on prompts from
@@ -371,7 +372,7 @@ def run(args: argparse.Namespace) -> tuple[list[Phases], list[Phases], dict[str,
         micro_batch_size=args.micro_batch,
         temperature=args.temperature,
         kl_coef=args.kl,
-        generator="hf",
+        generator=args.generator,
         rollout_shards=1,  # one rollout task generates the whole step, as TRL's one process does
         mini_batches=1,  # one optimizer update per step, as TRL's step (num_iterations=1)
         max_staleness=0,  # on-policy: TRL generates with the policy it then updates
@@ -455,7 +456,7 @@ def report(args: argparse.Namespace, r1: list[Phases], trl: list[Phases], meta: 
         f"model: tiny Qwen2, {meta['params'] / 1e6:.2f}M params ({args.layers} layers x {args.hidden}); "
         f"{args.prompts} prompts x G={args.group} = {args.prompts * args.group} completions/step, "
         f"max_new_tokens {args.max_new_tokens}, micro-batch {args.micro_batch}, T={args.temperature}, "
-        f"KL {args.kl}; TRL rewards {args.trl_rewards}",
+        f"KL {args.kl}; TRL rewards {args.trl_rewards}; r1hpc generator {args.generator}, TRL's HF generate",
         f"median of {len(r1)} timed steps after {args.warmup} warm-up, interleaved (TRL step k, r1hpc step k)",
         "",
         "| phase | r1hpc s (median) | TRL s (median) | r1hpc / TRL | r1hpc s (min) | TRL s (min) |",
@@ -519,6 +520,12 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps of each implementation")
     ap.add_argument("--steps", type=int, default=5, help="timed steps of each implementation")
     ap.add_argument("--trl-rewards", choices=("inprocess", "pool"), default="inprocess")
+    ap.add_argument(
+        "--generator",
+        choices=("hf", "vllm"),
+        default="hf",
+        help="r1hpc's rollout backend (grpo.generator; hf is the demo's). TRL always uses HF generate here",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, help="also write the report (markdown) here")
     ap.add_argument(
