@@ -1,6 +1,7 @@
 """What the user brings, checked before any job is submitted: dataset files, released checkpoints
-and their tokenizers, the chat template, custom rewards; and whether the generation engine (config
-`engine`) holds the model on the GPUs it is given (the planner's memory model, r1hpc.plan.engine).
+and their tokenizers, the chat template, custom rewards; whether the generation engine (config
+`engine`) holds the model on the GPUs it is given (the planner's memory model, r1hpc.plan.engine);
+and whether the stage jobs run the trainer backend the config names.
 
 `r1hpc run` and `r1hpc preflight` call `check_inputs(cfg)`; every problem is one line naming the
 file (and row) or the config key, and what was expected. A run whose inputs fail here submits
@@ -22,7 +23,25 @@ def input_problems(cfg: Config) -> list[str]:
     from r1hpc.rewards.custom import custom_reward_problems
 
     engine = [f"{key}: {msg}" for key, msg in engine_memory_problems(cfg)]
-    return [*engine, *checkpoint_problems(cfg), *custom_reward_problems(cfg), *source_problems(cfg)]
+    return [
+        *_backend_problems(cfg),
+        *engine,
+        *checkpoint_problems(cfg),
+        *custom_reward_problems(cfg),
+        *source_problems(cfg),
+    ]
+
+
+def _backend_problems(cfg: Config) -> list[str]:
+    """A backend the planner knows but no stage job runs: refused rather than silently trained
+    as one plain-torch process (a 7B student would wait in the queue, then run out of memory)."""
+    if cfg.parallel.backend == "deepspeed":
+        return [
+            "parallel.backend: 'deepspeed' is planned (r1hpc plan) but not run by the stage jobs yet: "
+            "they would train as one plain torch process (r1hpc.train.deepspeed_sft is tested alone, "
+            "tests/test_deepspeed_sft.py); expected 'torch' or 'megatron' for r1hpc run"
+        ]
+    return []
 
 
 def check_inputs(cfg: Config) -> None:

@@ -134,6 +134,12 @@ def test_good_inputs_pass(checkpoints, tmp_path):
     )
 
 
+def test_a_backend_no_stage_job_runs_is_refused(tmp_path):
+    problems = input_problems(_cfg(tmp_path, "parallel.backend=deepspeed"))
+    assert len(problems) == 1 and problems[0].startswith("parallel.backend: 'deepspeed'"), problems
+    assert input_problems(_cfg(tmp_path)) == []
+
+
 def test_run_refuses_bad_inputs_before_writing_anything(checkpoints, tmp_path, capsys):
     from r1hpc.pipeline import main
 
