@@ -31,6 +31,10 @@ from r1hpc.fsio import (
     write_all,
 )
 
+# A taker holds a lease's break lock for milliseconds (a read, a rename, a compare): one older than
+# this belongs to a taker that was killed inside it.
+BREAK_LOCK_S = 10.0
+
 
 def _check(info: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:16]
@@ -59,14 +63,15 @@ class Lease:
     by an in-place renewal, caught by a checksum; or, on the O_EXCL fallback, a creator between
     create and write) counts as held until mtime + ttl_s + max_skew_s.
 
-    Stale takeover race: two takers T1, T2 both judge lease L stale. Each renames the lease name
-    aside to a unique name (atomic: only one rename can move L), then compares the moved file's
-    bytes with the bytes it judged stale. Equal: L is gone, so create a fresh lease as above
-    (only one taker wins the link). Different: we moved a lease that was renewed or was just
-    created by the other taker, so it is put back with link() (fails if yet another lease was
-    created meanwhile; that owner then learns at its next renew(): LeaseLostError). A stale lease
-    is thus removed at most once, and a live one only in that narrow double-race, which needs
-    two takers racing on an already-expired lease.
+    Stale takeover: takers that judged lease L stale serialise on a break lock (`.L.break`,
+    O_CREAT|O_EXCL); the others go back to trying to create L. Under the lock the taker reads L
+    again and goes on only if it still holds the bytes it judged stale: without that, a second
+    taker that judged the same stale L could remove the fresh lease the first had just created,
+    and two owners would both have won (seen: 2 of 8 racers on an expired lease). It renames L
+    aside (atomic) and compares the moved bytes once more: a stale owner still alive may have
+    renewed in place in between, and is then put back with link() (fails only if a new lease was
+    created meanwhile; that owner learns at its next renew(): LeaseLostError). A break lock left
+    by a taker killed inside it (held for milliseconds) is removed once BREAK_LOCK_S old.
 
     Holders must renew well before expiry (every ttl_s/3); a holder paused longer than ttl_s
     may lose the lease and learns it at renew(). Outputs are committed atomically anyway.
@@ -202,23 +207,51 @@ class Lease:
     def _aside(self) -> Path:
         return self.path.with_name(f".{self.path.name}.stale-{uuid.uuid4().hex[:8]}")
 
-    def _break(self, judged: bytes) -> None:
-        """Remove the lease file if it still holds exactly the bytes we judged stale."""
+    def _move_aside(self) -> tuple[Path, bytes | None] | None:
+        """Rename the lease file aside (atomic: only one mover gets it); its new path and the bytes
+        it holds (None if a cleaner removed it since), or None when there was no lease file."""
         aside = self._aside()
         try:
             os.rename(self.path, aside)
         except FileNotFoundError:
+            return None
+        try:
+            return aside, aside.read_bytes()
+        except FileNotFoundError:
+            return aside, None
+
+    def _break_lock(self) -> Path:
+        return self.path.with_name(f".{self.path.name}.break")
+
+    def _break(self, judged: bytes) -> None:
+        """Remove the lease file if it still holds exactly the bytes we judged stale (class
+        docstring: one taker at a time, under the break lock)."""
+        lock = self._break_lock()
+        try:
+            os.close(os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:  # another taker is at it; ours goes back to creating
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() > lock.stat().st_mtime + BREAK_LOCK_S + self.max_skew_s:
+                    log.warning("lease %s: removing the break lock of a taker that died in it", self.path)
+                    lock.unlink(missing_ok=True)
             return
         try:
-            moved = aside.read_bytes()
-        except FileNotFoundError:
-            moved = b""
-        if moved != judged:  # not the stale lease we judged: put it back if the name is free
-            log.warning("lease %s changed while being taken over; restoring it", self.path)
-            self._restore(aside)
-            return
-        log.warning("lease %s: took over stale lease %s", self.path, moved.decode("utf-8", "replace").strip()[:300])
-        aside.unlink(missing_ok=True)
+            got = self._read()
+            if got is None or got[0] != judged:
+                return  # taken over or released meanwhile: nothing stale left to remove
+            got_aside = self._move_aside()
+            if got_aside is None:
+                return
+            aside, moved = got_aside
+            if moved != judged:  # renewed in place since: put it back if the name is free
+                log.warning("lease %s changed while being taken over; restoring it", self.path)
+                self._restore(aside)
+                return
+            stale = judged.decode("utf-8", "replace").strip()[:300]
+            log.warning("lease %s: took over stale lease %s", self.path, stale)
+            aside.unlink(missing_ok=True)
+        finally:
+            lock.unlink(missing_ok=True)
 
     def _restore(self, aside: Path) -> None:
         """Put a lease we moved aside by mistake back, unless a newer lease took the name (its
@@ -311,15 +344,11 @@ class Lease:
         if self._fd is None:
             return
         self._close()
-        aside = self._aside()
-        try:
-            os.rename(self.path, aside)
-        except FileNotFoundError:
+        got_aside = self._move_aside()
+        if got_aside is None or got_aside[1] is None:  # gone, or a cleaner removed it: ours or gone anyway
             return
-        try:
-            info = self._parse(aside.read_bytes())
-        except FileNotFoundError:  # a cleaner removed it: it was ours or is gone anyway
-            return
+        aside, moved = got_aside
+        info = self._parse(moved)
         if not info or info.get("token") != self.token:
             log.warning("lease %s was taken over before release; leaving the new owner's", self.path)
             self._restore(aside)

@@ -23,7 +23,7 @@ from r1hpc.fsio import (
     read_jsonl,
     temp_name,
 )
-from r1hpc.lease import Lease, LeaseHeldError, LeaseLostError
+from r1hpc.lease import BREAK_LOCK_S, Lease, LeaseHeldError, LeaseLostError
 from r1hpc.store import (
     ModelVersion,
     RunDir,
@@ -584,6 +584,24 @@ def test_lease_race_has_one_winner(tmp_path: Path, stale_first: bool) -> None:
         pr.join()
     assert sum(wins) == 1, wins
     assert [n for n in os.listdir(tmp_path) if ".stale-" in n or ".tmp-" in n] == []
+
+
+def test_a_break_lock_holds_off_takers_and_one_left_by_a_killed_taker_is_cleared(tmp_path: Path) -> None:
+    """Takers of a stale lease go one at a time (the break lock): while one is at it, others do not
+    touch the lease; a lock left by a taker killed inside it is removed once BREAK_LOCK_S old."""
+    p = tmp_path / "x.lease"
+    Lease(p, owner="old", ttl_s=0.05, max_skew_s=0.0).acquire()._close()
+    time.sleep(0.1)
+    lock = tmp_path / ".x.lease.break"
+    lock.touch()
+    assert not Lease(p, ttl_s=60, max_skew_s=0.0).try_acquire()
+    assert json.loads(p.read_text())["owner"] == "old"  # left alone while the lock is fresh
+    old = time.time() - BREAK_LOCK_S - 1
+    os.utime(lock, (old, old))
+    taker = Lease(p, owner="new", ttl_s=60, max_skew_s=0.0)
+    assert taker.try_acquire() and json.loads(p.read_text())["owner"] == "new"
+    assert sorted(os.listdir(tmp_path)) == ["x.lease"]
+    taker.release()
 
 
 def test_without_hard_links_lease_and_first_writer_fall_back(tmp_path: Path, monkeypatch) -> None:
