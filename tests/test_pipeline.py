@@ -77,10 +77,13 @@ def test_a_rerun_submits_only_what_is_left(smoke_run_local, tmp_path):
         ("rl_all", None),
     ]
     assert latest_model(run, "rl_all").manifest["files"] == last.manifest["files"]
-    # Without the report (which waits on every eval) the run still returns only once its evals are done.
+    # Without the report (which waits on every eval) the run still returns only once its evals are
+    # done, and their summaries (the results table's rows) are written by the eval tasks.
     shutil.rmtree(run.root / "rollouts" / "eval-sft")
+    (run.root / "eval" / "sft.json").unlink()
     assert new_jobs(["--stages", "eval"]) == [("eval", "sft")]
     assert eval_complete(read_run_config(run.root), run, "sft")
+    assert json.loads((run.root / "eval" / "sft.json").read_text())["stage"] == "sft"
 
 
 def test_what_makes_a_stage_complete(smoke_run_local, tmp_path):

@@ -94,6 +94,7 @@ __all__ = [
     "eval_summary",
     "eval_stage_name",
     "summary_path",
+    "summarize_if_complete",
     "shard_slice",
     "score_samples",
     "majority_vote",
@@ -275,7 +276,30 @@ def _problem_records(
 def eval_task(run_dir: str, model_stage: str, shard: int) -> dict[str, Any]:
     """Sample, grade and publish one shard of the held-out evaluation of `model_stage`: its
     problems, and its general prompts scored by the reward model when the run has one
-    (general_todo); each output is skipped when already published."""
+    (general_todo); each output is skipped when already published. The task that finds every
+    shard published writes the model's summary, eval/<model_stage>.json (summarize_if_complete)."""
+    out = _eval_shard(run_dir, model_stage, shard)
+    summary = summarize_if_complete(run_dir, model_stage)
+    return {**out, "summary": None if summary is None else str(summary_path(run_dir, model_stage))}
+
+
+def summarize_if_complete(run_dir: str, model_stage: str) -> dict[str, Any] | None:
+    """eval_summary once every shard of the model's eval is published (with the general prompts'
+    when they are measured: eval.general on and a reward model published), else None. Called by
+    each eval task after its own shard: the last one to publish sees them all, so the summary is
+    there as soon as the model is evaluated, also for `r1hpc run --stages X,eval` without the
+    report (which rewrites it). Concurrent writers write the same content, atomically."""
+    ctx = StageContext(run_dir)
+    shards = range(ctx.cfg.eval.shards)
+    names = [eval_stage_name(model_stage)]
+    if ctx.cfg.eval.general and list_versions(ctx.run, _reward_model_stage()):
+        names.append(general_stage_name(model_stage))
+    if not all(shard_is_complete(ctx.run, name, 0, k) for name in names for k in shards):
+        return None
+    return eval_summary(run_dir, model_stage)
+
+
+def _eval_shard(run_dir: str, model_stage: str, shard: int) -> dict[str, Any]:
     from r1hpc.model.tokenizer import load_tokenizer
 
     ctx = StageContext(run_dir)

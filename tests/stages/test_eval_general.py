@@ -10,6 +10,7 @@ import shutil
 import pytest
 from tiny_stage_run import clone_run
 
+from r1hpc.fsio import read_json
 from r1hpc.model.tokenizer import load_tokenizer
 from r1hpc.stages.common import StageContext, prompt_format, read_data
 from r1hpc.stages.eval import (
@@ -19,6 +20,7 @@ from r1hpc.stages.eval import (
     general_stage_name,
     paired_difference,
     summarize_general,
+    summary_path,
 )
 from r1hpc.stages.reward_model import score_with_reward_model, train_reward_model
 from r1hpc.store import latest_model, read_shard
@@ -41,6 +43,10 @@ def test_general_prompts_scored_by_the_reward_model(rm_run):
     general = read_data(ctx, "general_heldout")  # 20 prompts: 10 per shard
     assert [o["general_prompts"] for o in out] == [10, 10] and [o["general_samples"] for o in out] == [20, 20]
     assert [o["problems"] for o in out] == [2, 2]
+    # The task that published the last shard wrote the model's summary; the first could not yet.
+    path = summary_path(rm_run, "base")
+    assert out[0]["summary"] is None and out[1]["summary"] == str(path)
+    written = read_json(path)
     records = [
         r for s in (0, 1) for r in read_shard(ctx.run.shard_path(general_stage_name("base"), 0, s, create=False))
     ]
@@ -59,6 +65,7 @@ def test_general_prompts_scored_by_the_reward_model(rm_run):
     assert again == pytest.approx([r["rm_score"] for r in records[:4]], abs=1e-6)
 
     summary = eval_summary(str(rm_run), "base")
+    assert written == read_json(path) and written["general"]["rm_score"] == summary["general"]["rm_score"]
     g = summary["general"]
     assert g["prompts"] == 20 and g["samples"] == 40 and g["k"] == 2
     per_prompt = {}
@@ -110,8 +117,9 @@ def test_without_a_reward_model_or_with_general_off_nothing_is_measured(rm_run, 
         out = eval_task(str(run), "base", 0)
         assert "general_prompts" not in out and out["problems"] == 2
         assert not (run / "rollouts" / general_stage_name("base")).exists()
-        eval_task(str(run), "base", 1)
-        assert "general" not in eval_summary(str(run), "base")
+        # no general prompts to wait for: the last problem shard completes the summary
+        assert eval_task(str(run), "base", 1)["summary"] == str(summary_path(run, "base"))
+        assert "general" not in read_json(summary_path(run, "base"))
 
 
 def test_summarize_general_and_per_prompt_pairing():
