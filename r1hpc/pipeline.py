@@ -34,6 +34,7 @@ from r1hpc.fsio import read_jsonl
 from r1hpc.inputs import check_inputs
 from r1hpc.launch import JobFailed, Launcher, Submission, wait_all
 from r1hpc.lease import Lease, LeaseHeldError
+from r1hpc.stages.handoff import reset_stage
 from r1hpc.store import RunDir, list_versions
 
 __all__ = ["STAGES", "MODEL_STAGES", "submit_pipeline", "main"]
@@ -59,29 +60,32 @@ def _grpo(launcher: Launcher, cfg: Config, stage: str, after: Sequence[Submissio
     steps = getattr(cfg, entry.section).steps
     # On Slurm one task per rank (srun); locally the Megatron job starts torchrun itself.
     distributed = cfg.parallel.backend == "megatron" and cfg.launch.executor == "slurm"
-    prep = launcher.submit(stage, "train", entry.target, {"run_dir": run_dir, "stage": stage}, after=after)
-    if steps == 0:
-        return prep
     # The debug executor runs one job at a time in this process (for pdb): loops that wait on each
     # other cannot run there, so it takes the per-step jobs.
-    if cfg.grpo.jobs == "stage" and launcher.executor != "debug":
-        # Both start once v0000 is published and hand over through the run directory from then on.
+    if steps > 0 and cfg.grpo.jobs == "stage" and launcher.executor != "debug":
+        # Two submissions that start together (no preparing job: one queue wait fewer). The train
+        # job publishes v0000 first; the rollout tasks wait for it. What an earlier attempt left
+        # behind is cleared now, before any job of this submission starts (handoff.reset_stage).
+        reset_stage(RunDir(run_dir), stage, cfg.grpo.heartbeat_timeout_s)
         rollouts = launcher.submit_array(
             stage,
             "rollout",
             recipe.sibling(entry.target, "rollout_loop"),
             [{"run_dir": run_dir, "stage": stage, "shard": k} for k in range(cfg.grpo.rollout_shards)],
-            after=[prep],
+            after=after,
         )
         train = launcher.submit(
             stage,
             "train",
             _train_target(cfg, entry.target, "train_loop"),
             {"run_dir": run_dir, "stage": stage},
-            after=[prep],
+            after=after,
             distributed=distributed,
         )
         return Submission.linked_group(train, rollouts)
+    prep = launcher.submit(stage, "train", entry.target, {"run_dir": run_dir, "stage": stage}, after=after)
+    if steps == 0:
+        return prep
     trains: list[Submission] = []
     for step in range(steps):
         lag = cfg.grpo.max_staleness

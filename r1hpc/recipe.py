@@ -8,9 +8,9 @@ nothing of r1hpc), so every layer may read it.
 
 Kinds and the jobs a kind submits (r1hpc.pipeline):
     data, pretrain, sft, reward_model   one job running `target`
-    grpo          `target` (prepare_stage), then one rollout array (rollout_loop) and one train job
-                  (train_loop) for the whole stage, or with grpo.jobs=step per step a rollout array
-                  (rollout_task) and a train job (train_task), all in the target's module
+    grpo          one rollout array (rollout_loop) and one train job (train_loop) for the whole
+                  stage, or with grpo.jobs=step `target` (prepare_stage), then per step a rollout
+                  array (rollout_task) and a train job (train_task), all in the target's module
     rejection     a generation array (`target`) and its merge job (rejection_merge, same module)
     eval          an array per evaluated stage (`target`), after that stage and eval's `after`
     report        one job after everything else

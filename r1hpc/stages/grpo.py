@@ -1,14 +1,16 @@
 """A GRPO stage's jobs. Two modes (grpo.jobs), the same code per step:
 
-- `stage` (default): the stage is three submissions. prepare_stage publishes v0000; then one
-  rollout array (`rollout_loop`, one task per shard) and one train job (`train_loop`) run side by
-  side for the whole stage, each holding its model (the rollout engine, the trainer's weights and
-  optimizer) and handing over through the run directory: a rollout task waits for policy
-  v(step - lag), reloads it in place, publishes its shard of the step; the train job waits for the
-  step's shards, updates, publishes v(step+1) (r1hpc.stages.handoff, r1hpc.stages.grpo_train).
-- `step`: per step a rollout array (`rollout_task`) and a train job (`train_task`) depending on it:
-  fresh jobs that fit backfill and preemptible capacity, at the price of a job start, imports and a
-  model load per step.
+- `stage` (default): the stage is two submissions that start together: one rollout array
+  (`rollout_loop`, one task per shard) and one train job (`train_loop`) run side by side for the
+  whole stage, each holding its model (the rollout engine, the trainer's weights and optimizer) and
+  handing over through the run directory: the train job first publishes v0000 (the model the stage
+  starts from); a rollout task waits for policy v(step - lag), reloads it in place, publishes its
+  shard of the step; the train job waits for the step's shards, updates, publishes v(step+1)
+  (r1hpc.stages.handoff, r1hpc.stages.grpo_train). No job of its own publishes v0000: on a busy
+  cluster each dependent job is one more wait in the queue.
+- `step`: prepare_stage publishes v0000, then per step a rollout array (`rollout_task`) and a train
+  job (`train_task`) depending on it: fresh jobs that fit backfill and preemptible capacity, at the
+  price of a job start, imports and a model load per step.
 
 Records: G samples for each prompt of the shard, scored by the rule rewards in a worker pool (and
 the learned reward model for rl_all), as rollouts/<stage>/step_N/shard_K.jsonl.
@@ -43,7 +45,7 @@ from r1hpc.stages.common import (
     stage_generator,
     stage_seed,
 )
-from r1hpc.stages.handoff import clear_dead_heartbeats, clear_failures, failures_recorded, heartbeat, wait_for
+from r1hpc.stages.handoff import failures_recorded, heartbeat, reset_stage, wait_for
 from r1hpc.store import model_version, publish_shard, shard_is_complete, version_published
 
 __all__ = [
@@ -65,11 +67,10 @@ def stage_config(ctx: StageContext, stage: str) -> RLStageConfig:
 
 
 def prepare_stage(run_dir: str, stage: str) -> str:
-    """Publish v0000 of the stage from the model it starts from (idempotent)."""
+    """Per-step mode (and a stage of 0 steps): publish v0000 of the stage from the model it starts
+    from (idempotent), after clearing what an earlier attempt left behind (handoff.reset_stage)."""
     ctx = StageContext(run_dir)
-    # A rerun of `r1hpc run` starts the stage's jobs afresh: no failure markers, no dead heartbeats.
-    clear_failures(ctx.run, stage)
-    clear_dead_heartbeats(ctx.run, stage, ctx.cfg.grpo.heartbeat_timeout_s)
+    reset_stage(ctx.run, stage, ctx.cfg.grpo.heartbeat_timeout_s)
     return init_stage_from(ctx, stage, recipe.stage(stage).init_from).name
 
 

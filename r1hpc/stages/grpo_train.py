@@ -36,7 +36,15 @@ import torch
 
 from r1hpc import preemption, recipe
 from r1hpc.algos import GRPOSettings, reward_metrics
-from r1hpc.stages.common import StageContext, load_policy, log_metrics, log_metrics_once, publish_policy, stage_seed
+from r1hpc.stages.common import (
+    StageContext,
+    init_stage_from,
+    load_policy,
+    log_metrics,
+    log_metrics_once,
+    publish_policy,
+    stage_seed,
+)
 from r1hpc.stages.handoff import failures_recorded, heartbeat, wait_for
 from r1hpc.store import (
     ModelVersion,
@@ -90,6 +98,26 @@ def reference_version(ref_refresh_steps: int, step: int) -> int:
     return 0 if ref_refresh_steps == 0 else (step // ref_refresh_steps) * ref_refresh_steps
 
 
+def _publish_start(ctx: StageContext, stage: str, is_main: bool) -> None:
+    """v0000, the model the stage starts from: published by the main rank (idempotent; the rollout
+    tasks wait for it), awaited by the other ranks. Per-step jobs find it published by prepare_stage."""
+    if version_published(ctx.run, stage, 0):
+        return
+    if is_main:
+        init_stage_from(ctx, stage, recipe.stage(stage).init_from)
+        return
+    g = ctx.cfg.grpo
+    wait_for(
+        lambda: version_published(ctx.run, stage, 0),
+        f"{ctx.run_dir}/models/{stage}/v0000 (published by the train job's first rank)",
+        ctx.run,
+        stage,
+        "train_rank",  # not "train": the first rank's failure marker (FAILED_train) stops this wait
+        timeout_s=g.wait_timeout_s,
+        max_sleep_s=g.poll_max_s,
+    )
+
+
 def train_steps(
     run_dir: str,
     stage: str,
@@ -116,6 +144,7 @@ def train_steps(
         heartbeat(ctx.run, stage, me, g.heartbeat_timeout_s) if is_main else contextlib.nullcontext(),
         preemption.saving_loop(),
     ):
+        _publish_start(ctx, stage, is_main)
         backend = make_backend(ctx, stage)
         try:
             versions = {v.version: v for v in list_versions(ctx.run, stage)}
@@ -208,7 +237,7 @@ def step_timing(
     policy being updated (v(step)) to the publish of v(step+1), which starts now."""
     now = time.time()
     previous = policy.meta.get("metrics", {}).get("time_publish_started")
-    if previous is None:  # v0000, published by prepare_stage: its MANIFEST was written last
+    if previous is None:  # v0000, published before the first update: its MANIFEST was written last
         previous = (policy.path / "MANIFEST.json").stat().st_mtime
     step_s = max(now - float(previous), 1e-9)
     rollout = max(r["gen_seconds"] for r in records)

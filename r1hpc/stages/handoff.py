@@ -8,14 +8,14 @@ handoffs on one machine, few metadata requests on a shared filesystem during lon
 
 A job that cannot go on stops its partners instead of letting them wait out their timeout:
 - one that fails with an exception leaves `rollouts/<stage>/FAILED_<who>.json`, and the others'
-  waits stop at once with an error naming it (`prepare_stage` clears the markers, so re-running
-  `r1hpc run` starts the stage's jobs afresh);
+  waits stop at once with an error naming it (`reset_stage` clears the markers before a
+  submission's jobs start, so re-running `r1hpc run` starts the stage's jobs afresh);
 - one that is killed (scancel, OOM, node failure) leaves nothing, so every job of the stage holds a
   heartbeat lease (`leases/<stage>/<who>.lease`, renewed in the background); a wait stops once a
   partner's heartbeat is older than grpo.heartbeat_timeout_s. A partner requeued by Slurm (time
   limit, preemption) takes its lease over when it starts again: within that time nobody stops.
   The lease also keeps a second copy of the same job from running beside the first, and
-  `prepare_stage` removes the stale leases of killed jobs, so a rerun's jobs do not mistake a
+  `reset_stage` removes the stale leases of killed jobs, so a rerun's jobs do not mistake a
   predecessor's silence for a partner that died.
 """
 
@@ -42,6 +42,7 @@ __all__ = [
     "failures_recorded",
     "heartbeat",
     "clear_dead_heartbeats",
+    "reset_stage",
 ]
 
 _PREFIX = "FAILED_"
@@ -76,6 +77,15 @@ def clear_dead_heartbeats(run: RunDir, stage: str, timeout_s: float) -> None:
     d = run.lease_path(stage, "x", create=False).parent
     for path in sorted(d.glob("*.lease")) if d.is_dir() else []:
         _heartbeat_lease(run, stage, path.stem, timeout_s).break_if_stale()
+
+
+def reset_stage(run: RunDir, stage: str, heartbeat_timeout_s: float) -> None:
+    """Clear what an earlier attempt of the stage's jobs left behind (failure markers, killed jobs'
+    heartbeats). Runs before any job of a new submission of the stage starts: in the submitter
+    (r1hpc run) for the long-lived jobs, in prepare_stage for per-step jobs. Never in a job that
+    may be requeued beside its running partners: it would wipe a partner's real failure."""
+    clear_failures(run, stage)
+    clear_dead_heartbeats(run, stage, heartbeat_timeout_s)
 
 
 @contextlib.contextmanager

@@ -103,14 +103,19 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp
 
 
-def _make_run(root: Path, name: str, *overrides: str, lag: int = 0) -> Path:
+def _make_run(root: Path, name: str, *overrides: str, lag: int = 0, v0_by_job: bool = False) -> Path:
+    """A run with the step's rollouts on disk and v0000 published, or with v0_by_job the base it
+    starts from published, so that the train job publishes v0000 itself (as in a pipeline run)."""
     cfg = load_config(
         ROOT / "configs/tiny_moe.yaml",
         [f"runs_dir={root}", f"name={name}", *SMALL, f"grpo.max_staleness={lag}", *overrides],
     )
     write_resolved(cfg, argv=["test"])
     run = RunDir(cfg.run_dir)
-    publish_model(run, STAGE, root / "v0", version=0, meta={"init_from": "test"})
+    if v0_by_job:
+        publish_model(run, "base", root / "v0", version=0, meta={"init_from": "test"})
+    else:
+        publish_model(run, STAGE, root / "v0", version=0, meta={"init_from": "test"})
     for step in range(STEPS):
         publish_shard(run, STAGE, step, 0, _records(step, 64, 2, 4, lag))
     return Path(cfg.run_dir)
@@ -132,7 +137,8 @@ def _state_steps(run_dir: Path) -> list[int]:
 def stage_run(root: Path) -> tuple[Path, dict]:
     from r1hpc.stages.grpo_megatron import train_loop
 
-    run_dir = _make_run(root, "stage", "grpo.jobs=stage")
+    # The pipeline's train job: its first rank publishes v0000 from the base, the other waits for it.
+    run_dir = _make_run(root, "stage", "grpo.jobs=stage", v0_by_job=True)
     return run_dir, train_loop(str(run_dir), STAGE)
 
 
@@ -163,6 +169,7 @@ def test_stage_job_publishes_every_step(stage_run: tuple[Path, dict]) -> None:
     assert out == {"stage": STAGE, "steps_trained": STEPS}
     versions = {v.version: v for v in list_versions(RunDir(run_dir), STAGE)}
     assert sorted(versions) == [0, 1, 2]
+    assert versions[0].meta["init_from"] == "base/v0000"
     params = []
     for n in (0, 1, 2):
         m = AutoModelForCausalLM.from_pretrained(str(versions[n].path), dtype=torch.float32)

@@ -1,4 +1,4 @@
-"""A long-lived GRPO stage on the real Slurm test cluster: three submissions for the stage however
+"""A long-lived GRPO stage on the real Slurm test cluster: two submissions for the stage however
 many steps; a rollout task and the train job killed mid-stage (no exception, no failure marker),
 the surviving rollout task stopping on the train job's silent heartbeat, and a rerun of
 `r1hpc run` ending with the versions and metrics of an undisturbed run."""
@@ -55,13 +55,14 @@ def test_long_lived_stage_survives_scancel_of_a_rollout_task_and_the_train_job(t
     assert main([*args, "--no-wait"]) == 0
     run_dir = runs / "smoke"
     jobs = _stage_jobs(run_dir)
-    # O(1) submissions for the stage, not 2 x steps: prepare, the rollout array, the train job.
-    assert [(r["target"].rsplit(":", 1)[1], r["array_size"]) for r in jobs] == [
-        ("prepare_stage", 0),
-        ("rollout_loop", 2),
-        ("train_loop", 0),
+    # O(1) submissions for the stage, not 2 x steps: the rollout array and the train job, both
+    # waiting only on the base (the train job publishes v0000 itself).
+    base = [r["job_id"] for r in read_jsonl(run_dir / "jobs.jsonl") if r["stage"] == "base"]
+    assert [(r["target"].rsplit(":", 1)[1], r["array_size"], r["after"]) for r in jobs] == [
+        ("rollout_loop", 2, base),
+        ("train_loop", 0, base),
     ]
-    rollout, train = jobs[1], jobs[2]
+    rollout, train = jobs[0], jobs[1]
 
     deadline = time.time() + 600
     while not version_published(RunDir(run_dir), "r1_zero", 2):
@@ -92,4 +93,4 @@ def test_long_lived_stage_survives_scancel_of_a_rollout_task_and_the_train_job(t
     assert _weights(run_dir) == _weights(local / "smoke")
     assert sorted(_weights(run_dir)) == list(range(STEPS + 1))
     assert _metrics(run_dir) == _metrics(local / "smoke")
-    assert len(_stage_jobs(run_dir)) == 6  # the rerun: three more submissions
+    assert len(_stage_jobs(run_dir)) == 4  # the rerun: two more submissions

@@ -1,5 +1,5 @@
-"""A GRPO stage as long-lived jobs (grpo.jobs=stage) on the local executor: three submissions for
-the stage, the same published versions as per-step jobs, resumption after losing outputs, and
+"""A GRPO stage as long-lived jobs (grpo.jobs=stage) on the local executor: two submissions for
+the stage that start together, the same published versions as per-step jobs, resumption after losing outputs, and
 waits that end with an error naming what never came."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from r1hpc.lease import Lease
 from r1hpc.pipeline import submit_pipeline
 from r1hpc.stages.common import read_metrics
 from r1hpc.stages.grpo import prepare_stage, train_loop
-from r1hpc.stages.handoff import PartnerFailed, WaitTimeout, failures_recorded
+from r1hpc.stages.handoff import PartnerFailed, WaitTimeout, failures_recorded, reset_stage
 from r1hpc.store import RunDir, list_versions, read_shard
 
 STEPS = 3
@@ -49,6 +49,21 @@ def _shard_samples(run_dir, step, shard) -> list[tuple]:
     return [(r["prompt_ids"], r["response_ids"], r["reward"]) for r in read_shard(path)]
 
 
+def _dead_heartbeat(path) -> None:
+    """The heartbeat lease a killed job leaves behind: its holder's pid is gone."""
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; from r1hpc.lease import Lease; "
+            "Lease(sys.argv[1], owner='r1_zero train', ttl_s=150).acquire(); os._exit(9)",
+            str(path),
+        ],
+        check=False,
+    )
+    assert killed.returncode == 9 and path.exists()
+
+
 @pytest.fixture(scope="module")
 def both_modes(tmp_path_factory):
     common = [f"r1_zero.steps={STEPS}", "grpo.checkpoint_every=2", "grpo.mini_batches=2"]
@@ -59,14 +74,15 @@ def both_modes(tmp_path_factory):
     return per_step, long_lived
 
 
-def test_long_lived_stage_is_three_submissions_and_equals_per_step_jobs(both_modes):
+def test_long_lived_stage_is_two_submissions_and_equals_per_step_jobs(both_modes):
     per_step, long_lived = both_modes
     jobs = [r for r in read_jsonl(long_lived / "jobs.jsonl") if r["stage"] == "r1_zero"]
-    assert [(r["target"].split(":")[1], r["array_size"]) for r in jobs] == [
-        ("prepare_stage", 0),
-        ("rollout_loop", 2),
-        ("train_loop", 0),
+    # No preparing job: the train job publishes v0000, which the rollout tasks wait for.
+    assert [(r["target"].split(":")[1], r["array_size"], r["after"]) for r in jobs] == [
+        ("rollout_loop", 2, []),
+        ("train_loop", 0, []),
     ]
+    assert list_versions(RunDir(long_lived), "r1_zero")[0].meta["init_from"].startswith("base/")
     assert len([r for r in read_jsonl(per_step / "jobs.jsonl") if r["stage"] == "r1_zero"]) == 1 + 2 * STEPS
     ours = _weights(long_lived)
     assert sorted(ours) == list(range(STEPS + 1))
@@ -89,6 +105,10 @@ def test_long_lived_stage_resumes_at_its_first_missing_output(both_modes):
     (run.train_state_dir("r1_zero") / f"ckpt_{STEPS:06d}.pt").unlink()
     run.shard_path("r1_zero", STEPS - 1, 1, create=False).unlink()
     kept = {s: run.shard_path("r1_zero", s, 0, create=False).stat().st_mtime_ns for s in range(STEPS)}
+    # The killed attempt also left a failure marker and a dead job's heartbeat: the rerun's submitter
+    # clears both before its jobs start, or they would stop at once on them.
+    (run.rollouts_dir("r1_zero") / "FAILED_rollout_1.json").write_text('{"error": "killed attempt"}')
+    _dead_heartbeat(run.lease_path("r1_zero", "train"))
 
     _run_stage(run_dir)
     assert _weights(run_dir) == before_weights
@@ -113,9 +133,24 @@ def test_a_wait_names_what_never_appeared_and_stops_on_a_partner_failure(tmp_pat
         raise RuntimeError("boom")
     with pytest.raises(PartnerFailed, match=r"rollout_1 of stage r1_zero failed \(RuntimeError: boom\)"):
         train_loop(str(run_dir), "r1_zero")
-    # A rerun of the stage (prepare_stage) clears the markers.
-    prepare_stage(str(run_dir), "r1_zero")
+    # A rerun of the stage clears the markers (reset_stage, before its jobs start).
+    reset_stage(run, "r1_zero", read_run_config(run_dir).grpo.heartbeat_timeout_s)
     assert not list(run.rollouts_dir("r1_zero").glob("FAILED_*"))
+
+
+def test_a_follower_rank_stops_when_the_first_rank_failed_to_publish_v0000(tmp_path):
+    """A multi-rank train job: rank 0 publishes v0000, the others wait for it; when rank 0 fails (its
+    marker), they stop at once instead of waiting out grpo.wait_timeout_s (srun does not kill them)."""
+    from r1hpc.stages.grpo_train import TorchBackend, train_steps
+
+    run_dir = clone_run(tmp_path, ["grpo.wait_timeout_s=600", "grpo.poll_max_s=0.05"])
+    run = RunDir(run_dir)
+    with pytest.raises(RuntimeError, match="no base"), failures_recorded(run, "r1_zero", "train"):
+        raise RuntimeError("no base")
+    started = time.time()
+    with pytest.raises(PartnerFailed, match=r"train of stage r1_zero failed \(RuntimeError: no base\)"):
+        train_steps(str(run_dir), "r1_zero", range(1), TorchBackend, is_main=False)
+    assert time.time() - started < 30
 
 
 def test_a_rerun_clears_the_heartbeats_of_killed_jobs(tmp_path):
@@ -124,17 +159,7 @@ def test_a_rerun_clears_the_heartbeats_of_killed_jobs(tmp_path):
     run_dir = clone_run(tmp_path)
     run = RunDir(run_dir)
     path = run.lease_path("r1_zero", "train")
-    killed = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import os, sys; from r1hpc.lease import Lease; "
-            "Lease(sys.argv[1], owner='r1_zero train', ttl_s=150).acquire(); os._exit(9)",
-            str(path),
-        ],
-        check=False,
-    )
-    assert killed.returncode == 9 and path.exists()
+    _dead_heartbeat(path)
     live = Lease(run.lease_path("r1_zero", "rollout_0"), owner="r1_zero rollout_0", ttl_s=150).acquire()
     try:
         prepare_stage(str(run_dir), "r1_zero")
