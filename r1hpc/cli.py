@@ -6,6 +6,7 @@ r1hpc config configs/tiny.yaml grpo.group_size=16     validate and print the res
 r1hpc sbatch configs/tiny.yaml --kind rollout --array 4   print the sbatch script a job would get
 r1hpc preflight configs/tiny.yaml launch.executor=slurm   check nodes, GPUs and the shared run dir
 r1hpc status runs/tiny                                 stages, steps, time left, results, jobs
+r1hpc fork runs/tiny --from rl_all name=t2 rl_all.lr=1e-5   a new run reusing the stages before rl_all
 r1hpc exec r1hpc.preflight:node_report report_dir=/tmp/p task=0   run one task here
 r1hpc gpu-hours --since now-7days --by user,run        GPU-hours and cost from Slurm accounting
 """
@@ -62,6 +63,40 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return status_main([args.run_dir, *(["--no-slurm"] if args.no_slurm else []), *(["--jobs"] if args.jobs else [])])
 
 
+def _fork_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="r1hpc fork", description=fork_doc(), formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("run_dir", help="the run to fork (the directory r1hpc run made)")
+    parser.add_argument(
+        "--from", dest="from_stage", required=True, help="the first stage the fork runs again (with every later one)"
+    )
+    parser.add_argument("overrides", nargs="*", help="key=value: name=NEW and the settings to change")
+    return parser
+
+
+def fork_doc() -> str:
+    from r1hpc import fork
+
+    return fork.__doc__ or ""
+
+
+def _cmd_fork(argv: list[str]) -> int:
+    from r1hpc.fork import fork_run, plan_fork
+
+    args = _fork_parser().parse_intermixed_args(argv)
+    plan = plan_fork(args.run_dir, args.from_stage, args.overrides)
+    dst = fork_run(plan, argv=["r1hpc", "fork", args.run_dir, "--from", args.from_stage, *args.overrides])
+    print(f"forked {plan.source} into {dst}")
+    print(
+        f"  kept from {plan.source}: {', '.join(plan.kept)}"
+        + ("" if plan.keep_evals else " (evals redone: eval.* changed)")
+    )
+    print(f"  to run: {', '.join(plan.dropped)}, their evals and the report")
+    print(f"continue with:  r1hpc run {dst / 'config.yaml'}")
+    return 0
+
+
 def _cmd_exec(args: argparse.Namespace) -> int:
     """Run one task in this process: what the plain-sbatch templates in slurm/ call."""
     import json
@@ -102,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the R1 recipe: submit its DAG of jobs (see r1hpc run -h)")
     sub.add_parser("plan", help="dry run at full size: layout, memory per GPU, GPU-hours per stage (see r1hpc plan -h)")
+    sub.add_parser(
+        "fork",
+        help="a new run from a run's outputs before a stage, to rerun it and the later ones with other settings "
+        "(see r1hpc fork -h)",
+    )
     sub.add_parser(
         "gpu-hours", help="GPU-hours and cost per user/account/run/stage/day from sacct (see r1hpc gpu-hours -h)"
     )
@@ -171,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
         from r1hpc.pipeline import main as run_main
 
         return run_main(argv[1:])
+    if argv and argv[0] == "fork":
+        try:
+            return _cmd_fork(argv[1:])
+        except ConfigError as e:
+            print(f"r1hpc fork: {e}", file=sys.stderr)
+            return 2
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

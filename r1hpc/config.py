@@ -895,12 +895,13 @@ def _without_provenance(cfg: Config) -> dict:
     return data
 
 
-def write_resolved(cfg: Config, argv: list[str] | None = None) -> Path:
+def write_resolved(cfg: Config, argv: list[str] | None = None, into: Path | None = None) -> Path:
     """Write <run>/config.yaml once. Re-submitting the same config is fine (resume); a different
-    config for an existing run is refused with the keys that differ."""
+    config for an existing run is refused with the keys that differ. `into`: the directory to
+    write it in instead of the run's (a fork being built beside its final place)."""
     from r1hpc.fsio import atomic_write_text
 
-    path = cfg.run_dir / "config.yaml"
+    path = (cfg.run_dir if into is None else Path(into)) / "config.yaml"
     if path.exists():
         existing, _ = configio.load(Config, path)
         old, new = _flatten(_without_provenance(existing)), _flatten(_without_provenance(cfg))

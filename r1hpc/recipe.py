@@ -2,8 +2,9 @@
 waits on, where its settings live, and whether eval measures the model it publishes.
 
 Everything that needs to know the stages reads this table: the pipeline's DAG (r1hpc.pipeline),
-the report, `r1hpc status`, the config checks, the planner and the GRPO jobs. Adding a stage is one
-entry here plus its job function. The table is plain data at the bottom of the package (it imports
+the report, `r1hpc status`, the config checks, the planner, the GRPO jobs and `r1hpc fork` (which
+stage's outputs and data files go with which). Adding a stage is one entry here plus its job
+function. The table is plain data at the bottom of the package (it imports
 nothing of r1hpc), so every layer may read it.
 
 Kinds and the jobs a kind submits (r1hpc.pipeline):
@@ -34,6 +35,7 @@ class Stage:
     after: tuple[str, ...] = ()  # stages whose outputs it waits on
     init_from: str = ""  # the published model it starts from (GRPO, SFT) or samples from (rejection)
     section: str = ""  # the config section of its settings ("" = none of its own)
+    more_sections: tuple[str, ...] = ()  # other sections of settings its outputs depend on
     evaluated: bool = False  # publishes a policy that eval measures
     student: bool = False  # on the student branch (the report groups those rows)
     compare_with: tuple[str, ...] = ()  # report comparisons besides the one with init_from
@@ -41,6 +43,8 @@ class Stage:
     # The done/<stage>/<key>.json its jobs write last ("" = none): with its published model (when
     # it publishes one), what makes the stage complete (r1hpc.completion).
     done_marker: str = ""
+    # The files under data/ its jobs write (a fork of the run leaves them out with the stage).
+    data_files: tuple[str, ...] = ()
     # Planner: mean output (grpo, rejection, eval) or example (sft) length as a fraction of the
     # stage's configured maximum (assumed; R1 does not report means). None = not planned.
     plan_length: float | None = None
@@ -48,23 +52,42 @@ class Stage:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("data", "data", "r1hpc.stages.base:prepare_data", done_marker="data"),
+    Stage(
+        "data",
+        "data",
+        "r1hpc.stages.base:prepare_data",
+        section="data",
+        done_marker="data",
+        data_files=(
+            "problems_train.jsonl",
+            "problems_heldout.jsonl",
+            "general_train.jsonl",
+            "general_heldout.jsonl",
+            "tokenizer",
+            "sources_report.json",  # with the user's dataset files (data.train)
+        ),
+    ),
     Stage(
         "base",
         "pretrain",
         "r1hpc.stages.base:pretrain_base",
         after=("data",),
+        section="base",
         evaluated=True,
         kwargs={"which": "teacher"},
+        data_files=("base_summary.json",),
     ),
     Stage(
         "student_base",
         "pretrain",
         "r1hpc.stages.base:pretrain_base",
         after=("data",),
+        section="base",
+        more_sections=("student",),
         evaluated=True,
         student=True,
         kwargs={"which": "student"},
+        data_files=("student_base_summary.json",),
     ),
     Stage(
         "reward_model",
@@ -94,6 +117,7 @@ STAGES: tuple[Stage, ...] = (
         section="cold_start",
         evaluated=True,
         done_marker="probe",
+        data_files=("cold_start.jsonl", "cold_start_probe.json"),
         plan_length=0.5,
         plan_note="long-CoT examples",
     ),
@@ -116,6 +140,7 @@ STAGES: tuple[Stage, ...] = (
         init_from="reasoning_rl",
         section="rejection",
         done_marker="merge",
+        data_files=("sft_reasoning.jsonl", "sft_general.jsonl", "rejection_stats.json"),
         plan_length=0.25,
         plan_note="reasoning samples as in RL",
     ),
