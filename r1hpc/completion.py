@@ -13,8 +13,8 @@ from __future__ import annotations
 from r1hpc import recipe
 from r1hpc.config import Config
 from r1hpc.fsio import StoreError, read_jsonl
-from r1hpc.stages.eval import eval_stage_name, general_stage_name
-from r1hpc.store import RunDir, is_done, shard_is_complete, version_published
+from r1hpc.stages.eval import shards_published
+from r1hpc.store import RunDir, is_done, version_published
 
 __all__ = ["stage_complete", "eval_complete"]
 
@@ -50,6 +50,4 @@ def eval_complete(cfg: Config, run: RunDir, model_stage: str) -> bool:
     """True when every shard of `model_stage`'s held-out eval is published, and (eval.general) of
     its general-prompt eval. The latter exists only once the run has a reward model, so a run
     without one always submits eval (whose tasks then find nothing to do)."""
-    shards = range(cfg.eval.shards)
-    names = [eval_stage_name(model_stage)] + ([general_stage_name(model_stage)] if cfg.eval.general else [])
-    return all(shard_is_complete(run, name, 0, k) for name in names for k in shards)
+    return shards_published(cfg.eval.shards, run, model_stage, cfg.eval.general)

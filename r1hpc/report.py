@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from r1hpc import recipe
+from r1hpc.eval_metrics import DEFAULT_SOURCE, paired_difference
 from r1hpc.fsio import StoreError, atomic_write_text, read_json, read_jsonl
 from r1hpc.report_story import fmt_paired, story_lines
 from r1hpc.stages.common import read_metrics
-from r1hpc.stages.eval import DEFAULT_SOURCE, paired_difference
 from r1hpc.status import TIMING_SECONDS, TIMING_SHARES, step_time_summary
 
 __all__ = ["build_report", "main", "job_times", "compare_sentences"]

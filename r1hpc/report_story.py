@@ -3,7 +3,7 @@ the claim of the DeepSeek-R1 paper it illustrates, the figure that shows it, the
 with its 95% interval against the stage it builds on, and whether this run shows the claim.
 
 Every claim and the stage it is compared with live in one table, STORY, below. The paired
-differences are r1hpc.stages.eval.paired_difference over the held-out problems both stages were
+differences are r1hpc.eval_metrics.paired_difference over the held-out problems both stages were
 evaluated on: pass@1 from the eval summaries (eval/<stage>.json); format rate, response length and
 mixed-language rate (the share of samples whose chain of thought has a word outside the problem's
 language, r1hpc.stages.eval) from the per-problem eval records
@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from r1hpc.eval_metrics import paired_difference
 from r1hpc.fsio import StoreError
-from r1hpc.stages.eval import eval_stage_name, paired_difference
+from r1hpc.stages.eval import eval_stage_name
 from r1hpc.store import read_shard
 
 __all__ = [

@@ -9,20 +9,9 @@ import math
 import pytest
 
 from r1hpc.config import load_config, write_resolved
+from r1hpc.eval_metrics import Z95, majority_vote, mean_interval, paired_difference, summarize
 from r1hpc.stages.common import StageContext, publish_policy
-from r1hpc.stages.eval import (
-    Z95,
-    eval_stage_name,
-    eval_summary,
-    eval_task,
-    majority_vote,
-    mean_interval,
-    paired_difference,
-    score_samples,
-    shard_slice,
-    summarize,
-    summary_path,
-)
+from r1hpc.stages.eval import eval_stage_name, eval_summary, eval_task, score_samples, shard_slice, summary_path
 from r1hpc.store import read_shard, shard_is_complete
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import pytest
 
+from r1hpc.eval_metrics import summarize
 from r1hpc.rewards.format import think_content
 from r1hpc.rewards.language import language_consistency_reward, mixed_language, words_by_script
 from r1hpc.stages.common import reward_example
-from r1hpc.stages.eval import problem_language, score_samples, summarize
+from r1hpc.stages.eval import problem_language, score_samples
 
 EN = {"id": "e1", "prompt": "What is 2 + 3?", "answer": "5"}  # no "language": inferred from the prompt
 RU = {"id": "r1", "prompt": "Сколько будет 2 + 3?", "answer": "5", "language": "ru"}

@@ -10,9 +10,9 @@ import re
 import pytest
 from PIL import Image
 
+from r1hpc.eval_metrics import summarize
 from r1hpc.fsio import append_jsonl, atomic_write_json
 from r1hpc.report import build_report, compare_sentences, job_times, main
-from r1hpc.stages.eval import summarize
 from r1hpc.tensorboard_log import TBWriter, log_scalars, read_scalars, scalars_of
 
 PLOTS = (

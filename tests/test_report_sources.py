@@ -3,9 +3,9 @@ paired changes along the recipe per data source, only when a run has more than o
 
 from __future__ import annotations
 
+from r1hpc.eval_metrics import summarize
 from r1hpc.fsio import atomic_write_json
 from r1hpc.report import build_report
-from r1hpc.stages.eval import summarize
 
 
 def summary_of(stage: str, correct: dict[str, list[int]], k: int = 2, difficulty: int | dict[str, int] = 0) -> dict:

@@ -11,10 +11,11 @@ import pytest
 from PIL import Image
 
 from r1hpc import recipe
+from r1hpc.eval_metrics import summarize, summarize_general
 from r1hpc.fsio import append_jsonl, atomic_write_json
 from r1hpc.report import build_report
 from r1hpc.report_story import CONTRADICTED, NOT_SHOWN, SHOWN, STORY, verdict
-from r1hpc.stages.eval import eval_stage_name, summarize, summarize_general
+from r1hpc.stages.eval import eval_stage_name
 from r1hpc.store import RunDir, publish_shard
 
 K = 4

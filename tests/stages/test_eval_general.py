@@ -10,18 +10,11 @@ import shutil
 import pytest
 from tiny_stage_run import clone_run
 
+from r1hpc.eval_metrics import paired_difference, summarize_general
 from r1hpc.fsio import read_json
 from r1hpc.model.tokenizer import load_tokenizer
 from r1hpc.stages.common import StageContext, prompt_format, read_data
-from r1hpc.stages.eval import (
-    eval_stage_name,
-    eval_summary,
-    eval_task,
-    general_stage_name,
-    paired_difference,
-    summarize_general,
-    summary_path,
-)
+from r1hpc.stages.eval import eval_stage_name, eval_summary, eval_task, general_stage_name, summary_path
 from r1hpc.stages.reward_model import score_with_reward_model, train_reward_model
 from r1hpc.store import latest_model, read_shard
 
