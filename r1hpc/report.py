@@ -545,6 +545,26 @@ def _compute_table(times: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _fork_lines(run_dir: Path) -> list[str]:
+    """What a fork (r1hpc fork: forked_from.json) took over from its source run, so that nobody
+    reads the kept stages' rows as trained with this run's settings or their time as missing."""
+    path = run_dir / "forked_from.json"
+    if not path.exists():
+        return []
+    try:
+        fork = read_json(path)
+        kept, dropped, source = list(fork["kept"]), list(fork["dropped"]), str(fork["source"])
+    except (StoreError, KeyError, TypeError) as e:
+        return [f"Forked from another run, but {path} is unreadable ({e}).", ""]
+    evals = "with their evals" if fork.get("evals_kept", True) else "their evals redone here"
+    return [
+        f"Forked from `{source}` at {fork.get('from_stage', dropped[0] if dropped else '?')} (r1hpc fork): "
+        f"{', '.join(kept)} were made there with its settings and taken over, {evals}; this run "
+        f"trained {', '.join(dropped) or 'nothing'}. The compute tables count this run's jobs only.",
+        "",
+    ]
+
+
 def build_report(run_dir: str | Path) -> Path:
     """Write runs/<name>/report.md and runs/<name>/plots/*.png; returns the report's path."""
     from r1hpc import plots
@@ -584,6 +604,7 @@ def build_report(run_dir: str | Path) -> Path:
         f"Built {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')} from "
         "metrics/, eval/, rollouts/eval-*/, jobs.jsonl and logs/ by `python -m r1hpc.report`.",
         "",
+        *_fork_lines(run_dir),
         *story_lines(run_dir, summaries, set(times)),
         "## What this shows",
         "",

@@ -80,7 +80,9 @@ def test_fork_from_rl_all_reruns_only_rl_all_with_the_new_setting(smoke_run_loca
     assert sorted(versions) == list(range(cfg.rl_all.steps + 1))
     assert versions[0] == _weights(sft)
     assert versions[cfg.rl_all.steps] != _weights(latest_model(RunDir(smoke_run_local), "rl_all"))
-    assert (fork / "eval" / "rl_all.json").is_file() and "rl_all" in (fork / "report.md").read_text()
+    report = (fork / "report.md").read_text()
+    assert (fork / "eval" / "rl_all.json").is_file() and "| rl_all |" in report
+    assert f"Forked from `{smoke_run_local.resolve()}` at rl_all" in report and "this run trained rl_all." in report
     # the source run is untouched: same files, same inodes, not modified
     assert _files(smoke_run_local) == source_before
 
