@@ -33,15 +33,32 @@ def input_problems(cfg: Config) -> list[str]:
 
 
 def _backend_problems(cfg: Config) -> list[str]:
-    """A backend the planner knows but no stage job runs: refused rather than silently trained
-    as one plain-torch process (a 7B student would wait in the queue, then run out of memory)."""
-    if cfg.parallel.backend == "deepspeed":
-        return [
-            "parallel.backend: 'deepspeed' is planned (r1hpc plan) but not run by the stage jobs yet: "
-            "they would train as one plain torch process (r1hpc.train.deepspeed_sft is tested alone, "
-            "tests/test_deepspeed_sft.py); expected 'torch' or 'megatron' for r1hpc run"
-        ]
-    return []
+    """What the stage jobs cannot run with the configured backend: refused rather than silently
+    trained as one plain-torch process (a 7B student would wait in the queue, then run out of
+    memory). DeepSpeed runs the SFT stages only (r1hpc.stages.sft_deepspeed), on one node."""
+    if cfg.parallel.backend != "deepspeed":
+        return []
+    from r1hpc import recipe
+
+    problems = []
+    grpo = [e.name for e in recipe.of_kind("grpo") if getattr(cfg, e.section).steps > 0]
+    if grpo:
+        problems.append(
+            f"parallel.backend: 'deepspeed' trains the SFT stages (cold_start, sft, distill) but not GRPO: "
+            f"the train jobs of {', '.join(grpo)} would run as one plain torch process; expected "
+            f"'megatron' (or 'torch' for a model one process holds), or their steps set to 0"
+        )
+    if cfg.launch.train.nodes > 1:
+        problems.append(
+            f"launch.train.nodes: {cfg.launch.train.nodes} with parallel.backend 'deepspeed': a DeepSpeed SFT "
+            f"job runs its ranks on one node (torchrun); expected 1 (ranks: launch.train.tasks_per_node)"
+        )
+    if cfg.parallel.zero_stage not in (1, 2, 3):
+        problems.append(
+            f"parallel.zero_stage: {cfg.parallel.zero_stage} with parallel.backend 'deepspeed': expected 1, 2 or 3 "
+            f"(stage 0 is plain data parallelism: use backend 'torch')"
+        )
+    return problems
 
 
 def check_inputs(cfg: Config) -> None:

@@ -85,8 +85,9 @@ def _shape_cases():
                 marks = [
                     pytest.mark.xfail(
                         strict=True,
-                        reason="parallel.backend deepspeed: the planner assumes 2 x 8 ranks, but r1hpc.pipeline "
-                        "submits non-Megatron train jobs as one process on one node",
+                        reason="parallel.backend deepspeed: the planner assumes 2 x 8 ranks, but the stage jobs "
+                        "run DeepSpeed SFT as one process on one node that starts torchrun (r1hpc.inputs "
+                        "refuses 2 nodes)",
                     )
                 ]
             yield pytest.param(name, job, marks=marks, id=f"{name}-{job}")

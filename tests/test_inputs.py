@@ -134,9 +134,21 @@ def test_good_inputs_pass(checkpoints, tmp_path):
     )
 
 
-def test_a_backend_no_stage_job_runs_is_refused(tmp_path):
+def test_what_the_deepspeed_backend_does_not_run_is_refused(tmp_path):
+    """DeepSpeed trains the SFT stages on one node: GRPO steps, several nodes and ZeRO stage 0 are
+    refused, each naming its key."""
+    from r1hpc import recipe
+
     problems = input_problems(_cfg(tmp_path, "parallel.backend=deepspeed"))
-    assert len(problems) == 1 and problems[0].startswith("parallel.backend: 'deepspeed'"), problems
+    grpo = [e.name for e in recipe.of_kind("grpo")]
+    assert len(problems) == 1 and problems[0].startswith("parallel.backend: 'deepspeed' trains the SFT stages")
+    assert all(name in problems[0] for name in grpo), problems
+    no_grpo = [f"{section}.steps=0" for section in recipe.grpo_sections()]
+    assert input_problems(_cfg(tmp_path, "parallel.backend=deepspeed", *no_grpo)) == []
+    more = input_problems(
+        _cfg(tmp_path, "parallel.backend=deepspeed", *no_grpo, "launch.train.nodes=2", "parallel.zero_stage=0")
+    )
+    assert [p.split(":")[0] for p in more] == ["launch.train.nodes", "parallel.zero_stage"], more
     assert input_problems(_cfg(tmp_path)) == []
 
 

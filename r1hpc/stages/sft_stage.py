@@ -9,13 +9,15 @@
 records {"prompt": question, "completion": text after the template's "<think>", ...}; the model
 sees the run's prompt format of the record (PromptFormat.render: its prompt, or its chat messages)
 and is trained on completion + eos only. Idempotent (a published
-v0000 is returned as is) and resumable (train_sft checkpoints in train_state/<stage>/).
+v0000 is returned as is) and resumable (train_sft checkpoints in train_state/<stage>/). With
+parallel.backend deepspeed the training runs in ranks the job starts (r1hpc.stages.sft_deepspeed).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,17 @@ from r1hpc.stages.common import (
 from r1hpc.store import latest_model, list_versions
 from r1hpc.train.sft import train_sft
 
-__all__ = ["SFT_SETS", "read_sft_records", "write_sft_records", "sft_and_publish", "run_sft", "run_distill"]
+__all__ = [
+    "SFT_SETS",
+    "SFTInputs",
+    "read_sft_records",
+    "write_sft_records",
+    "sft_inputs",
+    "sft_summary",
+    "sft_and_publish",
+    "run_sft",
+    "run_distill",
+]
 
 SFT_SETS = ("sft_reasoning", "sft_general")  # written by rejection_merge
 
@@ -70,6 +82,47 @@ def _tokenize(fmt: PromptFormat, records: list[dict[str, Any]]) -> tuple[list[li
     return prompts, [t + [tokenizer.eos_token_id] for t in targets]
 
 
+@dataclass
+class SFTInputs:
+    """What an SFT stage trains: the model it starts from and the tokenized records."""
+
+    model: Any
+    tokenizer: Any
+    prompts: list[list[int]]  # per record: the prompt's token ids (not trained on)
+    targets: list[list[int]]  # per record: the completion's token ids + eos (the loss tokens)
+    init_from: str  # "<stage>/vNNNN", the version loaded
+    truncated: int  # records longer than the settings' max_len (cut by the packer)
+
+
+def sft_inputs(ctx: StageContext, stage: str, records: list[dict[str, Any]], settings: SFTStageConfig) -> SFTInputs:
+    """Load the newest model of the stage's init_from (r1hpc.recipe) and tokenize `records`."""
+    init_stage = recipe.stage(stage).init_from
+    source = latest_model(ctx.run, init_stage, verify="sha256")
+    # model.pad_token is the teacher checkpoint's; a student keeps its own tokenizer's pad
+    model, tokenizer = load_policy(source, pad_token="" if recipe.stage(stage).student else ctx.cfg.model.pad_token)
+    # the format binds to the tokenizer of the model trained: a student's may differ from the teacher's
+    prompts, targets = _tokenize(prompt_format(ctx.cfg, tokenizer), records)
+    too_long = sum(len(p) + len(t) > settings.max_len for p, t in zip(prompts, targets))
+    return SFTInputs(model, tokenizer, prompts, targets, f"{init_stage}/{source.name}", too_long)
+
+
+def sft_summary(
+    stage: str, inputs: SFTInputs, metrics: dict[str, float], started: float, meta: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The published version's meta (the same under every backend)."""
+    return {
+        "stage": stage,
+        "init_from": inputs.init_from,
+        "examples": len(inputs.prompts),
+        "target_tokens": sum(len(t) for t in inputs.targets),
+        "truncated_examples": inputs.truncated,
+        "steps": metrics.get("step"),
+        "final_loss": metrics.get("loss"),
+        "seconds": round(time.time() - started, 1),
+        **(meta or {}),
+    }
+
+
 def sft_and_publish(
     ctx: StageContext,
     stage: str,
@@ -78,7 +131,8 @@ def sft_and_publish(
     meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """SFT the newest model of the stage's init_from (r1hpc.recipe) on `records` and publish
-    models/<stage>/v0000.
+    models/<stage>/v0000: in this process (backend torch, megatron), or with DeepSpeed ZeRO in
+    ranks this job starts (backend deepspeed: r1hpc.stages.sft_deepspeed).
 
     Logs one metrics line per optimizer step to metrics/<stage>.jsonl. Returns the summary that
     is also the published version's meta.
@@ -88,37 +142,25 @@ def sft_and_publish(
         return {"stage": stage, "skipped": "already published", **existing[0].meta}
     if not records:
         raise ValueError(f"{stage}: no SFT records to train on")
+    if ctx.cfg.parallel.backend == "deepspeed":
+        from r1hpc.stages.sft_deepspeed import train_in_ranks
+
+        return train_in_ranks(ctx, stage, records, settings, meta)
     started = time.time()
-    init_stage = recipe.stage(stage).init_from
-    source = latest_model(ctx.run, init_stage, verify="sha256")
-    # model.pad_token is the teacher checkpoint's; a student keeps its own tokenizer's pad
-    model, tokenizer = load_policy(source, pad_token="" if recipe.stage(stage).student else ctx.cfg.model.pad_token)
-    # the format binds to the tokenizer of the model trained: a student's may differ from the teacher's
-    prompts, targets = _tokenize(prompt_format(ctx.cfg, tokenizer), records)
-    too_long = sum(len(p) + len(t) > settings.max_len for p, t in zip(prompts, targets))
+    inputs = sft_inputs(ctx, stage, records, settings)
     metrics = train_sft(
-        model,
-        prompts,
-        targets,
+        inputs.model,
+        inputs.prompts,
+        inputs.targets,
         sft_settings(settings),
-        tokenizer.pad_token_id,
+        inputs.tokenizer.pad_token_id,
         seed=stage_seed(ctx.cfg.seed, stage, "train"),
         state_dir=ctx.run.train_state_dir(stage),
         log=lambda m: log_metrics(ctx, stage, {"stage": stage, **m}),
         progress=False,
     )
-    summary = {
-        "stage": stage,
-        "init_from": f"{init_stage}/{source.name}",
-        "examples": len(records),
-        "target_tokens": sum(len(t) for t in targets),
-        "truncated_examples": too_long,
-        "steps": metrics.get("step"),
-        "final_loss": metrics.get("loss"),
-        "seconds": round(time.time() - started, 1),
-        **(meta or {}),
-    }
-    version = publish_policy(ctx, stage, 0, model, tokenizer, meta=summary)
+    summary = sft_summary(stage, inputs, metrics, started, meta)
+    version = publish_policy(ctx, stage, 0, inputs.model, inputs.tokenizer, meta=summary)
     return {"version": version.name, **summary}
 
 

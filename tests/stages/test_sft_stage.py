@@ -57,6 +57,39 @@ def test_sft_jobs_publish_a_loadable_model(tmp_path, job, stage, layers):
     assert again["skipped"] == "already published" and again["final_loss"] == result["final_loss"]
 
 
+@pytest.mark.slow
+def test_sft_under_deepspeed_in_two_ranks_equals_the_torch_job(tmp_path):
+    """parallel.backend deepspeed: the SFT job trains in 2 ZeRO-3 ranks it starts (torchrun, gloo)
+    and publishes what the one-process torch job publishes, up to float summation order."""
+    import torch
+
+    ranks = ["parallel.backend=deepspeed", "parallel.zero_stage=3", "launch.train.tasks_per_node=2"]
+    runs = {name: clone_run(tmp_path / name, extra) for name, extra in (("torch", []), ("ds", ranks))}
+    results = {}
+    for name, run in runs.items():
+        _write_sets(run)
+        results[name] = run_sft(str(run))
+    ds = results["ds"]
+    assert ds["deepspeed"] == {"ranks": 2, "zero_stage": 3}
+    for key in ("version", "examples", "steps", "target_tokens", "init_from", "sft_reasoning_examples"):
+        assert ds[key] == results["torch"][key], key
+    assert ds["final_loss"] == pytest.approx(results["torch"]["final_loss"], abs=1e-4)
+    assert [r["step"] for r in read_metrics(runs["ds"], "sft")] == [1, 2]
+    weights = {
+        name: load_policy(latest_model(StageContext(run).run, "sft", verify="sha256"))[0].state_dict()
+        for name, run in runs.items()
+    }
+    assert weights["ds"].keys() == weights["torch"].keys()
+    diff = max(float((weights["ds"][k] - weights["torch"][k]).abs().max()) for k in weights["torch"])
+    print(f"max |weight(deepspeed) - weight(torch)| after 2 steps: {diff:.1e}")
+    assert diff < 1e-4, diff
+    assert not torch.equal(
+        weights["ds"]["lm_head.weight"],
+        load_policy(latest_model(StageContext(runs["ds"]).run, "base"))[0].state_dict()["lm_head.weight"],
+    )
+    assert run_sft(str(runs["ds"]))["skipped"] == "already published"
+
+
 def test_missing_or_malformed_sft_sets_are_clear_errors(tmp_path):
     run = clone_run(tmp_path)
     with pytest.raises(FileNotFoundError, match="sft_reasoning.jsonl: missing SFT set"):
