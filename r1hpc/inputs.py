@@ -1,7 +1,8 @@
 """What the user brings, checked before any job is submitted: dataset files, released checkpoints
 and their tokenizers, the chat template, custom rewards; whether the generation engine (config
 `engine`) holds the model on the GPUs it is given (the planner's memory model, r1hpc.plan.engine);
-and whether the stage jobs run the trainer backend the config names.
+whether the stage jobs run the trainer backend the config names, and whether the ones that train as
+one process can hold the model on one GPU (r1hpc.plan.one_process).
 
 `r1hpc run` and `r1hpc preflight` call `check_inputs(cfg)`; every problem is one line naming the
 file (and row) or the config key, and what was expected. A run whose inputs fail here submits
@@ -20,12 +21,13 @@ def input_problems(cfg: Config) -> list[str]:
     from r1hpc.datasets import source_problems
     from r1hpc.model.checkpoint import checkpoint_problems  # transformers: only when a run is submitted
     from r1hpc.plan.engine import engine_memory_problems
+    from r1hpc.plan.one_process import one_process_memory_problems
     from r1hpc.rewards.custom import custom_reward_problems
 
-    engine = [f"{key}: {msg}" for key, msg in engine_memory_problems(cfg)]
+    memory = [f"{key}: {msg}" for key, msg in (*engine_memory_problems(cfg), *one_process_memory_problems(cfg))]
     return [
         *_backend_problems(cfg),
-        *engine,
+        *memory,
         *checkpoint_problems(cfg),
         *custom_reward_problems(cfg),
         *source_problems(cfg),

@@ -201,7 +201,9 @@ def test_a_model_that_does_not_fit_the_engine_is_refused_at_run_and_preflight(tm
     with pytest.raises(ConfigError) as info:
         check_inputs(cfg)
     message = str(info.value)
-    assert "\n" not in message and message.startswith("engine: 671B parameters in bfloat16 (1342 GB)"), message
+    assert message.startswith("2 input errors:") and "\n  engine: 671B parameters in bfloat16 (1342 GB)" in message
+    # and the stages that would train 671B parameters as one torch process (r1hpc.plan.one_process)
+    assert "\n  parallel.backend: reward_model, cold_start, sft train as one torch process" in message, message
     assert not make_plan(cfg).fits
     overrides = [*V3_ON_ONE_NODE, f"runs_dir={tmp_path}"]
     assert cli.main(["preflight", V3, *overrides]) == 2

@@ -152,6 +152,36 @@ def test_what_the_deepspeed_backend_does_not_run_is_refused(tmp_path):
     assert input_problems(_cfg(tmp_path)) == []
 
 
+def test_stages_that_train_as_one_process_must_hold_the_model_on_one_gpu(tmp_path):
+    """A model whose fp32 training states (16 bytes per parameter) exceed one GPU is refused for
+    the stages that no backend shards, naming them; which stages those are follows the backend."""
+    from r1hpc.plan.one_process import one_process_stages
+
+    # Qwen2.5-7B's shape (embeddings tied here): 7.1B parameters x 16 bytes = 113 GB > one H100 (86 GB)
+    seven_b = [
+        "launch.gpu_type=h100",
+        "model.num_layers=28",
+        "model.hidden_size=3584",
+        "model.num_heads=28",
+        "model.num_kv_heads=4",
+        "model.intermediate_size=18944",
+        "model.vocab_size=152064",
+    ]
+    problems = input_problems(_cfg(tmp_path, *seven_b))
+    assert len(problems) == 1 and problems[0].startswith(
+        "parallel.backend: reward_model, r1_zero, cold_start, reasoning_rl, sft, rl_all train as one torch process"
+    ), problems
+    assert "7.1B parameters x 16 bytes" in problems[0] and "more than one H100 SXM 80GB holds" in problems[0]
+    assert input_problems(_cfg(tmp_path, *seven_b, "launch.gpu_type=h200")) == []  # 113 GB < 151 GB
+    assert input_problems(_cfg(tmp_path, "launch.gpu_type=h100")) == []  # the smoke model fits anywhere
+    no_grpo = [f"{section}.steps=0" for section in ("r1_zero", "reasoning_rl", "rl_all")]
+    assert one_process_stages(_cfg(tmp_path, "parallel.backend=megatron")) == ["reward_model", "cold_start", "sft"]
+    assert one_process_stages(_cfg(tmp_path, "parallel.backend=deepspeed", *no_grpo)) == ["reward_model"]
+    assert one_process_stages(_cfg(tmp_path, *no_grpo)) == ["reward_model", "cold_start", "sft"]
+    # a reward model on a checkpoint of its own is that checkpoint's size, not the policy's
+    assert one_process_stages(_cfg(tmp_path, *no_grpo, "reward_model.init_from=/rm")) == ["cold_start", "sft"]
+
+
 def test_run_refuses_bad_inputs_before_writing_anything(checkpoints, tmp_path, capsys):
     from r1hpc.pipeline import main
 
