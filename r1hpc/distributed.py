@@ -59,6 +59,7 @@ __all__ = [
     "parse_tasks_per_node",
     "master_port_for_job",
     "torchrun_command",
+    "die_with_parent",
     "allreduce_check",
 ]
 
@@ -423,6 +424,26 @@ def shutdown() -> None:
 
 
 # --- one launcher per node -------------------------------------------------------------------
+
+
+def die_with_parent() -> None:
+    """Have Linux SIGKILL this process when its parent exits (prctl PR_SET_PDEATHSIG).
+
+    For the ranks a job starts with a local torchrun (r1hpc.stages.sft_deepspeed, grpo_megatron):
+    torchrun starts each worker in a session of its own, so killing the job's process group
+    (a cancelled local job) kills the job and torchrun but leaves the ranks training on, and they
+    would publish beside the rerun. On Slurm the job's cgroup is killed whole; this is for the rest.
+    No-op off Linux."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
 
 
 def torchrun_command(

@@ -100,9 +100,11 @@ def train_loop(run_dir: str, stage: str) -> dict[str, Any]:
 
 def worker(run_dir: str, stage: str, first: int, last: int) -> list[dict[str, Any]]:
     """One rank of the train job (all ranks run this): steps first..last, as train_steps returns them."""
-    from r1hpc.distributed import detect
+    from r1hpc.distributed import detect, die_with_parent
     from r1hpc.stages.grpo_train import train_steps
 
+    if os.environ.get("TORCHELASTIC_RUN_ID"):  # started by _run's torchrun: end with it
+        die_with_parent()
     return train_steps(run_dir, stage, range(first, last + 1), MegatronBackend, is_main=detect().is_main)
 
 

@@ -89,12 +89,14 @@ def worker(run_dir: str, stage: str) -> dict[str, float]:
     step's metrics."""
     import torch.distributed as dist
 
-    from r1hpc.distributed import init_from_env
+    from r1hpc.distributed import die_with_parent, init_from_env
     from r1hpc.model.factory import load_model
     from r1hpc.stages.base import sft_settings
     from r1hpc.stages.sft_stage import read_sft_records, sft_inputs, sft_summary
     from r1hpc.train.deepspeed_sft import train_deepspeed_sft
 
+    if os.environ.get("TORCHELASTIC_RUN_ID"):  # started by train_in_ranks' torchrun: end with it
+        die_with_parent()
     ctx = StageContext(run_dir)
     job = read_json(_job_dir(ctx, stage) / "job.json")
     settings = SFTStageConfig(**job["settings"])

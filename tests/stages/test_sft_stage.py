@@ -90,6 +90,52 @@ def test_sft_under_deepspeed_in_two_ranks_equals_the_torch_job(tmp_path):
     assert run_sft(str(runs["ds"]))["skipped"] == "already published"
 
 
+@pytest.mark.slow
+def test_a_killed_deepspeed_sft_job_reruns_to_the_same_model(tmp_path):
+    """The DeepSpeed SFT job killed (SIGKILL of its process group: the job and its ranks) after its
+    first ZeRO checkpoint publishes nothing; its rerun resumes there and publishes exactly the
+    weights of an undisturbed run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    extra = [
+        "parallel.backend=deepspeed",
+        "parallel.zero_stage=3",
+        "launch.train.tasks_per_node=2",
+        "sft.epochs=4",  # 8 steps of 8 of the 16 examples
+        "sft.save_every=2",
+    ]
+    runs = {name: clone_run(tmp_path / name, extra) for name in ("undisturbed", "killed")}
+    for run in runs.values():
+        _write_sets(run)
+    run_sft(str(runs["undisturbed"]))
+    killed = runs["killed"]
+    job = subprocess.Popen(
+        [sys.executable, "-c", f"from r1hpc.stages.sft_stage import run_sft; run_sft({str(killed)!r})"],
+        start_new_session=True,
+    )
+    first = killed / "train_state" / "sft" / "deepspeed" / "step_000002" / "COMPLETE.json"
+    deadline = time.time() + 240
+    while not first.exists() and job.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    assert first.exists() and not (killed / "models" / "sft").exists(), "killed after its first checkpoint"
+    resumed = run_sft(str(killed))
+    assert resumed["steps"] == 8 and resumed["version"] == "v0000"
+    weights = {
+        name: load_policy(latest_model(StageContext(run).run, "sft", verify="sha256"))[0].state_dict()
+        for name, run in runs.items()
+    }
+    for key, value in weights["undisturbed"].items():
+        assert torch.equal(value, weights["killed"][key]), key
+
+
 def test_missing_or_malformed_sft_sets_are_clear_errors(tmp_path):
     run = clone_run(tmp_path)
     with pytest.raises(FileNotFoundError, match="sft_reasoning.jsonl: missing SFT set"):
