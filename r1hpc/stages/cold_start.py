@@ -40,7 +40,8 @@ from r1hpc.stages.common import (
     stage_seed,
 )
 from r1hpc.stages.filters import has_code_block, is_mixed_language, is_repetitive
-from r1hpc.stages.sft_stage import read_sft_records, sft_and_publish, write_sft_records
+from r1hpc.stages.sft_inputs import read_sft_records, write_sft_records
+from r1hpc.stages.sft_stage import sft_and_publish
 from r1hpc.store import StoreError, done_info, latest_model, list_versions, mark_done, read_step_shards
 from r1hpc.tasks.phrasing import step_label, summary_answer
 

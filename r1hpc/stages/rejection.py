@@ -42,7 +42,7 @@ from r1hpc.stages.common import (
     stage_seed,
 )
 from r1hpc.stages.filters import has_code_block, is_mixed_language, is_repetitive, normalize_text
-from r1hpc.stages.sft_stage import write_sft_records
+from r1hpc.stages.sft_inputs import write_sft_records
 from r1hpc.store import done_info, latest_model, mark_done, publish_shard, read_step_shards, shard_is_complete
 
 __all__ = ["rejection_items", "rejection_task", "merge_records", "rejection_merge", "general_fallback"]

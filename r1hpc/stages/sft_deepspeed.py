@@ -7,7 +7,7 @@ How it runs. The stage job (one process, as under every backend) builds the stag
 and starts ``torchrun --standalone --nproc-per-node launch.train.tasks_per_node -m
 r1hpc.stages.sft_deepspeed RUN_DIR STAGE`` on its node and waits. Every rank (``worker``) loads the
 model the stage starts from, tokenizes the records exactly as the torch backend does
-(sft_stage.sft_inputs) and trains with r1hpc.train.deepspeed_sft.train_deepspeed_sft (ZeRO stage
+(sft_inputs.sft_inputs) and trains with r1hpc.train.deepspeed_sft.train_deepspeed_sft (ZeRO stage
 ``parallel.zero_stage``; the same data order, loss and schedule as train_sft). The gathered weights
 are exported to ``train_state/<stage>/deepspeed_export``; rank 0 publishes them as models/<stage>/v0000
 with the summary every backend writes.
@@ -57,7 +57,7 @@ def train_in_ranks(
 ) -> dict[str, Any]:
     """Train `records` with DeepSpeed in launch.train.tasks_per_node ranks started here, which
     publish models/<stage>/v0000; returns its summary (as sft_stage.sft_and_publish)."""
-    from r1hpc.stages.sft_stage import write_sft_records
+    from r1hpc.stages.sft_inputs import write_sft_records
 
     job = _job_dir(ctx, stage)
     job.mkdir(parents=True, exist_ok=True)
@@ -92,7 +92,7 @@ def worker(run_dir: str, stage: str) -> dict[str, float]:
     from r1hpc.distributed import die_with_parent, init_from_env
     from r1hpc.model.factory import load_model
     from r1hpc.stages.base import sft_settings
-    from r1hpc.stages.sft_stage import read_sft_records, sft_inputs, sft_summary
+    from r1hpc.stages.sft_inputs import read_sft_records, sft_inputs, sft_summary
     from r1hpc.train.deepspeed_sft import train_deepspeed_sft
 
     if os.environ.get("TORCHELASTIC_RUN_ID"):  # started by train_in_ranks' torchrun: end with it

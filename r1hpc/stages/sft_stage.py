@@ -6,7 +6,8 @@
                            -> models/distill/v0000 (R1 distils with those 800k samples)
 
 `sft_and_publish` is what these and the cold-start stage share. An SFT set is a JSONL file of
-records {"prompt": question, "completion": text after the template's "<think>", ...}; the model
+records {"prompt": question, "completion": text after the template's "<think>", ...}
+(r1hpc.stages.sft_inputs); the model
 sees the run's prompt format of the record (PromptFormat.render: its prompt, or its chat messages)
 and is trained on completion + eos only. Idempotent (a published
 v0000 is returned as is) and resumable (train_sft checkpoints in train_state/<stage>/). With
@@ -15,112 +16,20 @@ parallel.backend deepspeed the training runs in ranks the job starts (r1hpc.stag
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from r1hpc import recipe
 from r1hpc.config import SFTStageConfig
-from r1hpc.fsio import atomic_write_text, read_jsonl
-from r1hpc.model.prompting import PromptFormat, encode_prompts
 from r1hpc.stages.base import sft_settings
-from r1hpc.stages.common import (
-    StageContext,
-    data_path,
-    load_policy,
-    log_metrics,
-    prompt_format,
-    publish_policy,
-    stage_seed,
-)
-from r1hpc.store import latest_model, list_versions
+from r1hpc.stages.common import StageContext, data_path, log_metrics, publish_policy, stage_seed
+from r1hpc.stages.sft_inputs import read_sft_records, sft_inputs, sft_summary
+from r1hpc.store import list_versions
 from r1hpc.train.sft import train_sft
 
-__all__ = [
-    "SFT_SETS",
-    "SFTInputs",
-    "read_sft_records",
-    "write_sft_records",
-    "sft_inputs",
-    "sft_summary",
-    "sft_and_publish",
-    "run_sft",
-    "run_distill",
-]
+__all__ = ["SFT_SETS", "sft_and_publish", "run_sft", "run_distill"]
 
 SFT_SETS = ("sft_reasoning", "sft_general")  # written by rejection_merge
-
-
-def write_sft_records(path: Path, records: list[dict[str, Any]]) -> None:
-    """Write an SFT set atomically (one rename: readers see all of it or nothing)."""
-    for i, r in enumerate(records):
-        if not isinstance(r.get("prompt"), str) or not isinstance(r.get("completion"), str):
-            raise ValueError(f"{path}: record {i} needs str 'prompt' and 'completion', got keys {sorted(r)}")
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-
-
-def read_sft_records(path: Path) -> list[dict[str, Any]]:
-    """An SFT set's records; ValueError naming file and line for anything but the schema above."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: missing SFT set (written by cold_start / rejection_merge)")
-    out = read_jsonl(path)  # names file and line for a line that is not one JSON object
-    for lineno, rec in enumerate(out, 1):
-        for key in ("prompt", "completion"):
-            if not isinstance(rec.get(key), str) or not rec[key].strip():
-                raise ValueError(f"{path}:{lineno}: key {key!r} must be a non-empty string, got {rec.get(key)!r}")
-    return out
-
-
-def _tokenize(fmt: PromptFormat, records: list[dict[str, Any]]) -> tuple[list[list[int]], list[list[int]]]:
-    """(prompt ids, target ids + eos) per record. Tokenized apart, as in generation: the model
-    continues exactly the prompt ids a rollout would give it (PromptFormat, encode_prompt)."""
-    tokenizer = fmt.tokenizer
-    prompts = encode_prompts(tokenizer, [fmt.render(r) for r in records])
-    targets = tokenizer([r["completion"] for r in records], add_special_tokens=False)["input_ids"]
-    return prompts, [t + [tokenizer.eos_token_id] for t in targets]
-
-
-@dataclass
-class SFTInputs:
-    """What an SFT stage trains: the model it starts from and the tokenized records."""
-
-    model: Any
-    tokenizer: Any
-    prompts: list[list[int]]  # per record: the prompt's token ids (not trained on)
-    targets: list[list[int]]  # per record: the completion's token ids + eos (the loss tokens)
-    init_from: str  # "<stage>/vNNNN", the version loaded
-    truncated: int  # records longer than the settings' max_len (cut by the packer)
-
-
-def sft_inputs(ctx: StageContext, stage: str, records: list[dict[str, Any]], settings: SFTStageConfig) -> SFTInputs:
-    """Load the newest model of the stage's init_from (r1hpc.recipe) and tokenize `records`."""
-    init_stage = recipe.stage(stage).init_from
-    source = latest_model(ctx.run, init_stage, verify="sha256")
-    # model.pad_token is the teacher checkpoint's; a student keeps its own tokenizer's pad
-    model, tokenizer = load_policy(source, pad_token="" if recipe.stage(stage).student else ctx.cfg.model.pad_token)
-    # the format binds to the tokenizer of the model trained: a student's may differ from the teacher's
-    prompts, targets = _tokenize(prompt_format(ctx.cfg, tokenizer), records)
-    too_long = sum(len(p) + len(t) > settings.max_len for p, t in zip(prompts, targets))
-    return SFTInputs(model, tokenizer, prompts, targets, f"{init_stage}/{source.name}", too_long)
-
-
-def sft_summary(
-    stage: str, inputs: SFTInputs, metrics: dict[str, float], started: float, meta: dict[str, Any] | None
-) -> dict[str, Any]:
-    """The published version's meta (the same under every backend)."""
-    return {
-        "stage": stage,
-        "init_from": inputs.init_from,
-        "examples": len(inputs.prompts),
-        "target_tokens": sum(len(t) for t in inputs.targets),
-        "truncated_examples": inputs.truncated,
-        "steps": metrics.get("step"),
-        "final_loss": metrics.get("loss"),
-        "seconds": round(time.time() - started, 1),
-        **(meta or {}),
-    }
 
 
 def sft_and_publish(

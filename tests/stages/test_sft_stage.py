@@ -9,7 +9,8 @@ from tiny_stage_run import clone_run
 from r1hpc.fsio import StoreError
 from r1hpc.stages.common import StageContext, load_policy, read_data, read_metrics
 from r1hpc.stages.rejection import general_fallback
-from r1hpc.stages.sft_stage import read_sft_records, run_distill, run_sft, write_sft_records
+from r1hpc.stages.sft_inputs import read_sft_records, write_sft_records
+from r1hpc.stages.sft_stage import run_distill, run_sft
 from r1hpc.store import latest_model
 
 
