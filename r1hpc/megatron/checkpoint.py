@@ -105,6 +105,31 @@ def save_checkpoint(
     return final
 
 
+# A trainer's checkpoints in its state directory: <state_dir>/megatron_step_NNNN, one per saved step.
+_STEP_PREFIX = "megatron_step_"
+
+
+def step_dir(state_dir: Path, step: int) -> Path:
+    """Where a trainer's checkpoint of ``step`` lives in ``state_dir`` (the state before that step)."""
+    return state_dir / f"{_STEP_PREFIX}{step:04d}"
+
+
+def complete_steps(state_dir: Path) -> list[int]:
+    """Steps of the complete checkpoints in ``state_dir`` (their metadata file is written last), ascending."""
+    out = []
+    for d in state_dir.glob(f"{_STEP_PREFIX}*") if state_dir.is_dir() else []:
+        tail = d.name[len(_STEP_PREFIX) :]
+        if tail.isdigit() and (d / META_NAME).is_file():
+            out.append(int(tail))
+    return sorted(out)
+
+
+def prune_steps(state_dir: Path, keep: int) -> None:
+    """Drop all but the newest ``keep`` complete checkpoints of ``state_dir`` (a restore reads the newest)."""
+    for n in complete_steps(state_dir)[:-keep]:
+        shutil.rmtree(step_dir(state_dir, n), ignore_errors=True)
+
+
 def read_meta(ckpt_dir: str | Path) -> dict:
     """The r1hpc metadata of a checkpoint; errors name the path and what is missing."""
     path = Path(ckpt_dir) / META_NAME

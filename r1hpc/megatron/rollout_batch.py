@@ -135,6 +135,12 @@ def synthetic_rollouts(
     return batch
 
 
+def even_micro_batch_size(per_rank: int, wanted: int) -> int:
+    """The largest divisor of a rank's rows that is <= ``wanted``: equal micro-batches (a pipeline
+    schedule passes activations of one shape between stages)."""
+    return max(d for d in range(1, min(per_rank, wanted) + 1) if per_rank % d == 0)
+
+
 def shard_for_rank(
     batch: RolloutBatch, dp_rank: int, dp_size: int, micro_batch_size: int
 ) -> list[dict[str, torch.Tensor]]:

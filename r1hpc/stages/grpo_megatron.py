@@ -36,7 +36,6 @@ whether the stage runs as one job, as per-step jobs, or is killed and rerun.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -50,27 +49,21 @@ from r1hpc import recipe
 
 __all__ = ["train_task", "train_loop", "worker", "MegatronBackend", "checkpoint_dir", "rollout_batch"]
 
-_WEIGHT_FILES = (".safetensors", ".bin", ".pt")
-_NOT_COPIED = {"config.json", "model.safetensors.index.json", "generation_config.json"}
-_PREFIX = "megatron_step_"
 KEEP_CHECKPOINTS = 2  # the newest and the one before (survives a save found broken later)
 
 
 def checkpoint_dir(state_dir: Path, step: int) -> Path:
     """Where the weights + optimizer state *before* step ``step``'s update live (= v(step))."""
-    return state_dir / f"{_PREFIX}{step:04d}"
+    from r1hpc.megatron.checkpoint import step_dir
+
+    return step_dir(state_dir, step)
 
 
 def checkpoint_steps(state_dir: Path) -> list[int]:
-    """Steps of the complete Megatron checkpoints (their metadata file is written last), ascending."""
-    from r1hpc.megatron.checkpoint import META_NAME
+    """Steps of the complete Megatron checkpoints, ascending."""
+    from r1hpc.megatron.checkpoint import complete_steps
 
-    out = []
-    for d in state_dir.glob(f"{_PREFIX}*") if state_dir.is_dir() else []:
-        tail = d.name[len(_PREFIX) :]
-        if tail.isdigit() and (d / META_NAME).is_file():
-            out.append(int(tail))
-    return sorted(out)
+    return complete_steps(state_dir)
 
 
 def _in_distributed_launch() -> bool:
@@ -184,18 +177,6 @@ def rollout_batch(records: list[dict[str, Any]], pad_id: int, pad_multiple: int)
     return from_sequences(tokens, start, end, rewards, groups, pad_id=pad_id, pad_multiple=pad_multiple)
 
 
-def _micro_batch_size(per_rank: int, wanted: int) -> int:
-    """The largest divisor of the per-rank batch that is <= grpo.micro_batch_size."""
-    return max(d for d in range(1, min(per_rank, wanted) + 1) if per_rank % d == 0)
-
-
-def _token_id(hf_dir: Path, key: str, default: int) -> int:
-    value = json.loads((hf_dir / "config.json").read_text()).get(key)
-    if isinstance(value, list):
-        value = value[0] if value else None
-    return int(value) if value is not None else default
-
-
 # --------------------------------------------------------------------------------------------
 # The backend
 
@@ -280,6 +261,7 @@ class MegatronBackend:
         from megatron.core import tensor_parallel
 
         from r1hpc.megatron.grpo_step import grpo_train_step, is_reporting_rank, prepare_grpo_micro_batches
+        from r1hpc.megatron.rollout_batch import even_micro_batch_size
         from r1hpc.stages.common import stage_seed
 
         seed = stage_seed(self.cfg.seed, self.stage, "megatron", step)
@@ -293,7 +275,7 @@ class MegatronBackend:
         dp = ps.get_data_parallel_world_size()
         if batch.size % dp:
             raise ValueError(f"{batch.size} rollouts at step {step} do not split over data-parallel size {dp}")
-        settings = _settings(self.g, _micro_batch_size(batch.size // dp, self.g.micro_batch_size))
+        settings = _settings(self.g, even_micro_batch_size(batch.size // dp, self.g.micro_batch_size))
         ref = self._frozen_model("reference", reference) if reference is not None else None
         old = self._frozen_model("behaviour", behaviour) if behaviour is not None else self.ddp
         mbs = prepare_grpo_micro_batches(old, ref, batch, settings)
@@ -317,38 +299,10 @@ class MegatronBackend:
         }  # type: ignore[dict-item]
 
     def publish(self, version: int, meta: dict[str, Any]) -> None:
-        import torch.distributed as dist
-
-        from r1hpc.megatron.hf_convert import export_hf
-        from r1hpc.store import publish_model
+        from r1hpc.stages.megatron_publish import publish_megatron_model
 
         assert self.src is not None
-        tmp = [str(self.ctx.tmp_dir()) if self.is_main else ""]
-        dist.broadcast_object_list(tmp, src=0)
-        out = Path(tmp[0])
-        try:
-            export_hf(
-                self.ddp,
-                self.mcfg,
-                out,
-                bos_id=_token_id(self.src, "bos_token_id", 0),
-                eos_id=_token_id(self.src, "eos_token_id", 1),
-                pad_id=self._pad_id(),
-            )
-            if self.is_main:
-                for f in self.src.iterdir():  # tokenizer and generation files, unchanged along the stage
-                    if (
-                        f.is_file()
-                        and f.name not in _NOT_COPIED
-                        and not f.name.endswith(_WEIGHT_FILES)
-                        and not f.name.startswith("MANIFEST")
-                    ):
-                        shutil.copy2(f, out / f.name)
-                publish_model(self.ctx.run, self.stage, out, version=version, meta=meta)
-        finally:
-            if self.is_main:
-                shutil.rmtree(out, ignore_errors=True)
-        dist.barrier()  # v(version) is in place for every rank before the loop goes on
+        publish_megatron_model(self.ctx, self.stage, version, self.ddp, self.mcfg, self.src, meta)
 
     def save_state(self, step: int) -> None:
         import torch.distributed as dist
@@ -371,7 +325,7 @@ class MegatronBackend:
                 extra={"stage": self.stage, "layout": vars(self.layout)},
             )
         if self.is_main:
-            _prune(self.state_dir, keep=KEEP_CHECKPOINTS)
+            checkpoint.prune_steps(self.state_dir, keep=KEEP_CHECKPOINTS)
         dist.barrier()
 
     def agree_stop(self, requested: bool) -> bool:
@@ -401,10 +355,10 @@ class MegatronBackend:
     # -- helpers ----------------------------------------------------------------------------
 
     def _pad_id(self) -> int:
+        from r1hpc.stages.megatron_publish import hf_pad_id
+
         assert self.src is not None
-        cfg = json.loads((self.src / "config.json").read_text())
-        pad = cfg.get("pad_token_id")
-        return int(pad if pad is not None else (cfg.get("eos_token_id") or 0))
+        return hf_pad_id(self.src)
 
     def _frozen_model(self, role: str, version: Any) -> Any:
         """The frozen model of `role` holding `version` (imported from its HF directory unless held)."""
@@ -440,12 +394,6 @@ class MegatronBackend:
             for (_, s), (_, d) in zip(src, dst):
                 d.copy_(s)
         self._frozen_version["behaviour"] = version
-
-
-def _prune(state_dir: Path, keep: int) -> None:
-    """Drop all but the newest `keep` complete Megatron checkpoints (a restore reads the newest)."""
-    for n in checkpoint_steps(state_dir)[:-keep]:
-        shutil.rmtree(checkpoint_dir(state_dir, n), ignore_errors=True)
 
 
 if __name__ == "__main__":

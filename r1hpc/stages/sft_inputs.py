@@ -57,24 +57,38 @@ def _tokenize(fmt: PromptFormat, records: list[dict[str, Any]]) -> tuple[list[li
 class SFTInputs:
     """What an SFT stage trains: the model it starts from and the tokenized records."""
 
-    model: Any
+    model: Any  # the transformers model loaded from `source`; None when not asked for (the Megatron ranks)
     tokenizer: Any
     prompts: list[list[int]]  # per record: the prompt's token ids (not trained on)
     targets: list[list[int]]  # per record: the completion's token ids + eos (the loss tokens)
     init_from: str  # "<stage>/vNNNN", the version loaded
     truncated: int  # records longer than the settings' max_len (cut by the packer)
+    source: Path  # the HF directory of that version
 
 
-def sft_inputs(ctx: StageContext, stage: str, records: list[dict[str, Any]], settings: SFTStageConfig) -> SFTInputs:
-    """Load the newest model of the stage's init_from (r1hpc.recipe) and tokenize `records`."""
+def sft_inputs(
+    ctx: StageContext,
+    stage: str,
+    records: list[dict[str, Any]],
+    settings: SFTStageConfig,
+    with_model: bool = True,
+) -> SFTInputs:
+    """Load the newest model of the stage's init_from (r1hpc.recipe; with_model=False: its tokenizer
+    only) and tokenize `records`."""
+    from r1hpc.model.tokenizer import load_tokenizer
+
     init_stage = recipe.stage(stage).init_from
     source = latest_model(ctx.run, init_stage, verify="sha256")
     # model.pad_token is the teacher checkpoint's; a student keeps its own tokenizer's pad
-    model, tokenizer = load_policy(source, pad_token="" if recipe.stage(stage).student else ctx.cfg.model.pad_token)
+    pad_token = "" if recipe.stage(stage).student else ctx.cfg.model.pad_token
+    if with_model:
+        model, tokenizer = load_policy(source, pad_token=pad_token)
+    else:
+        model, tokenizer = None, load_tokenizer(source.checked().path, pad_token=pad_token)
     # the format binds to the tokenizer of the model trained: a student's may differ from the teacher's
     prompts, targets = _tokenize(prompt_format(ctx.cfg, tokenizer), records)
     too_long = sum(len(p) + len(t) > settings.max_len for p, t in zip(prompts, targets))
-    return SFTInputs(model, tokenizer, prompts, targets, f"{init_stage}/{source.name}", too_long)
+    return SFTInputs(model, tokenizer, prompts, targets, f"{init_stage}/{source.name}", too_long, source.path)
 
 
 def sft_summary(

@@ -1,0 +1,90 @@
+"""An SFT stage's training in ranks its job starts (backends deepspeed and megatron): the job's one
+process builds the records, writes them with the stage's SFT settings to
+``train_state/<stage>/<backend>_job/``, starts ``torchrun --standalone --nproc-per-node
+launch.train.tasks_per_node -m <worker module> RUN_DIR STAGE`` on its node and waits; the ranks read
+that directory back (`read_rank_job`), train, and rank 0 publishes models/<stage>/v0000.
+
+Only the training runs in the ranks: building the records (cold_start reads R1-Zero's samples and
+probes the result with a generation engine) stays in the job's one process. One node: a job of
+several nodes would need one launcher per node (r1hpc.distributed.torchrun_command).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from r1hpc.config import SFTStageConfig
+from r1hpc.fsio import atomic_write_json, read_json
+from r1hpc.stages.common import StageContext
+from r1hpc.stages.sft_inputs import read_sft_records, write_sft_records
+from r1hpc.store import list_versions
+
+__all__ = ["RankJob", "train_in_ranks", "read_rank_job"]
+
+
+@dataclass
+class RankJob:
+    """What the ranks of one SFT stage job train: the records and settings its process wrote."""
+
+    records: list[dict[str, Any]]
+    settings: SFTStageConfig
+    meta: dict[str, Any]  # extra keys of the published version's summary
+    started: float  # when the stage job started training (the summary's seconds)
+
+
+def _job_dir(ctx: StageContext, stage: str, backend: str) -> Path:
+    return ctx.run.train_state_dir(stage) / f"{backend}_job"
+
+
+def train_in_ranks(
+    ctx: StageContext,
+    stage: str,
+    records: list[dict[str, Any]],
+    settings: SFTStageConfig,
+    meta: dict[str, Any] | None,
+    backend: str,
+    worker_module: str,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Train `records` in launch.train.tasks_per_node ranks of `worker_module` started here, which
+    publish models/<stage>/v0000; returns its summary (as sft_stage.sft_and_publish)."""
+    job = _job_dir(ctx, stage, backend)
+    job.mkdir(parents=True, exist_ok=True)
+    # Rewritten by a rerun with the same content (the records are deterministic).
+    write_sft_records(job / "records.jsonl", records)
+    atomic_write_json(
+        job / "job.json", {"settings": dataclasses.asdict(settings), "meta": meta or {}, "started": time.time()}
+    )
+    nproc = ctx.cfg.launch.train.tasks_per_node
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    cmd = [torchrun, "--standalone", f"--nproc-per-node={nproc}", "-m", worker_module, str(ctx.run_dir), stage]
+    run_env = {**os.environ, **(env or {})}
+    # the job's threads (its cpus_per_task, exported by the launcher) shared by its ranks
+    run_env["OMP_NUM_THREADS"] = str(max(1, int(os.environ.get("OMP_NUM_THREADS") or 1) // nproc))
+    proc = subprocess.run(cmd, env=run_env)
+    what = f"{ctx.run_dir}: {backend} SFT of {stage} in {nproc} ranks"
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}")
+    published = [v for v in list_versions(ctx.run, stage) if v.version == 0]
+    if not published:
+        raise RuntimeError(f"{what} exited 0 but published no models/{stage}/v0000")
+    return {"version": published[0].name, **published[0].meta}
+
+
+def read_rank_job(ctx: StageContext, stage: str, backend: str) -> RankJob:
+    """The records and settings `train_in_ranks` wrote for the ranks of `backend`."""
+    job = _job_dir(ctx, stage, backend)
+    spec = read_json(job / "job.json")
+    return RankJob(
+        records=read_sft_records(job / "records.jsonl"),
+        settings=SFTStageConfig(**spec["settings"]),
+        meta=spec["meta"],
+        started=float(spec["started"]),
+    )
