@@ -123,8 +123,9 @@ class ParallelConfig:
     """Parallel layout of the trainer. The data-parallel size is what is left of the GPUs."""
 
     # torch: every train job is one process; megatron: the GRPO train jobs run Megatron-core ranks
-    # (r1hpc.stages.grpo_megatron); deepspeed: the SFT stages run ZeRO ranks on one node
-    # (r1hpc.stages.sft_deepspeed). What a backend does not run is refused by r1hpc.inputs.
+    # (r1hpc.stages.grpo_megatron), the teacher's SFT stages too, on one node (sft_megatron);
+    # deepspeed: the SFT stages run ZeRO ranks on one node (r1hpc.stages.sft_deepspeed). What a
+    # backend does not run is refused by r1hpc.inputs.
     backend: Literal["torch", "deepspeed", "megatron"] = "torch"
     tp: int = 1
     pp: int = 1

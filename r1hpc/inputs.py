@@ -37,10 +37,22 @@ def input_problems(cfg: Config) -> list[str]:
 def _backend_problems(cfg: Config) -> list[str]:
     """What the stage jobs cannot run with the configured backend: refused rather than silently
     trained as one plain-torch process (a 7B student would wait in the queue, then run out of
-    memory). DeepSpeed runs the SFT stages only (r1hpc.stages.sft_deepspeed), on one node."""
+    memory). DeepSpeed runs the SFT stages only (r1hpc.stages.sft_deepspeed), on one node; Megatron
+    the GRPO stages on every node of launch.train and the teacher's SFT stages on one
+    (r1hpc.stages.sft_megatron), whose ranks must hold whole model replicas."""
+    from r1hpc import recipe
+
+    if cfg.parallel.backend == "megatron":
+        p, ranks = cfg.parallel, cfg.launch.train.tasks_per_node
+        if ranks % (p.tp * p.pp):
+            sft = [e.name for e in recipe.STAGES if e.kind == "sft" and not e.student]
+            return [
+                f"launch.train.tasks_per_node: {ranks} with parallel.backend 'megatron': {', '.join(sft)} train "
+                f"in the ranks of one node, which must be a multiple of parallel.tp x parallel.pp = {p.tp * p.pp}"
+            ]
+        return []
     if cfg.parallel.backend != "deepspeed":
         return []
-    from r1hpc import recipe
 
     problems = []
     grpo = [e.name for e in recipe.of_kind("grpo") if getattr(cfg, e.section).steps > 0]

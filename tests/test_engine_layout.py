@@ -201,9 +201,13 @@ def test_a_model_that_does_not_fit_the_engine_is_refused_at_run_and_preflight(tm
     with pytest.raises(ConfigError) as info:
         check_inputs(cfg)
     message = str(info.value)
-    assert message.startswith("2 input errors:") and "\n  engine: 671B parameters in bfloat16 (1342 GB)" in message
-    # and the stages that would train 671B parameters as one torch process (r1hpc.plan.one_process)
-    assert "\n  parallel.backend: reward_model, cold_start, sft train as one torch process" in message, message
+    assert message.startswith("4 input errors:") and "\n  engine: 671B parameters in bfloat16 (1342 GB)" in message
+    # and the stages that would train 671B parameters as one torch process or on one node
+    # (r1hpc.plan.one_process): the reward model, and the cold start and SFT under Megatron
+    assert "\n  parallel.backend: reward_model trains as one torch process" in message, message
+    assert "\n  launch.train.tasks_per_node: cold_start, sft train in the 8 ranks of one node" in message, message
+    # whose 8 ranks cannot hold the training layout's TP x PP groups either
+    assert "must be a multiple of parallel.tp x parallel.pp" in message, message
     assert not make_plan(cfg).fits
     overrides = [*V3_ON_ONE_NODE, f"runs_dir={tmp_path}"]
     assert cli.main(["preflight", V3, *overrides]) == 2

@@ -175,11 +175,45 @@ def test_stages_that_train_as_one_process_must_hold_the_model_on_one_gpu(tmp_pat
     assert input_problems(_cfg(tmp_path, *seven_b, "launch.gpu_type=h200")) == []  # 113 GB < 151 GB
     assert input_problems(_cfg(tmp_path, "launch.gpu_type=h100")) == []  # the smoke model fits anywhere
     no_grpo = [f"{section}.steps=0" for section in ("r1_zero", "reasoning_rl", "rl_all")]
-    assert one_process_stages(_cfg(tmp_path, "parallel.backend=megatron")) == ["reward_model", "cold_start", "sft"]
+    assert one_process_stages(_cfg(tmp_path, "parallel.backend=megatron")) == ["reward_model"]
     assert one_process_stages(_cfg(tmp_path, "parallel.backend=deepspeed", *no_grpo)) == ["reward_model"]
     assert one_process_stages(_cfg(tmp_path, *no_grpo)) == ["reward_model", "cold_start", "sft"]
     # a reward model on a checkpoint of its own is that checkpoint's size, not the policy's
     assert one_process_stages(_cfg(tmp_path, *no_grpo, "reward_model.init_from=/rm")) == ["cold_start", "sft"]
+
+
+def test_sft_stages_trained_in_one_node_must_fit_its_gpus(tmp_path):
+    """cold_start and sft under backend megatron or deepspeed train in the ranks of one node: a model
+    whose states exceed those GPUs even sharded evenly over them is refused, naming the key."""
+    from r1hpc.plan.one_process import one_node_stages, one_process_memory_problems
+
+    assert one_node_stages(_cfg(tmp_path)) == []
+    assert one_node_stages(_cfg(tmp_path, "parallel.backend=megatron")) == ["cold_start", "sft"]
+    # 7.1B parameters x 18 bytes (megatron: bf16 weights, fp32 grads, Adam) / 1 rank = 127 GB > 86 GB
+    seven_b = [
+        "launch.gpu_type=h100",
+        "parallel.backend=megatron",
+        "reward_model.init_from=/rm",  # else the reward model is refused too (one process)
+        "model.num_layers=28",
+        "model.hidden_size=3584",
+        "model.num_heads=28",
+        "model.num_kv_heads=4",
+        "model.intermediate_size=18944",
+        "model.vocab_size=152064",
+    ]
+    problems = one_process_memory_problems(_cfg(tmp_path, *seven_b, "launch.train.tasks_per_node=1"))
+    assert [key for key, _ in problems] == ["launch.train.tasks_per_node"], problems
+    message = problems[0][1]
+    assert message.startswith("cold_start, sft train in the 1 ranks of one node (parallel.backend 'megatron')")
+    assert "= 127 GB per GPU even sharded evenly" in message, message
+    # the ranks of that node hold whole model replicas (TP x PP groups)
+    assert input_problems(
+        _cfg(tmp_path, "parallel.backend=megatron", "parallel.tp=2", "launch.train.tasks_per_node=3")
+    ) == [
+        "launch.train.tasks_per_node: 3 with parallel.backend 'megatron': cold_start, sft train in the ranks of "
+        "one node, which must be a multiple of parallel.tp x parallel.pp = 2"
+    ]
+    assert one_process_memory_problems(_cfg(tmp_path, *seven_b, "launch.train.tasks_per_node=8")) == []  # 16 GB
 
 
 def test_run_refuses_bad_inputs_before_writing_anything(checkpoints, tmp_path, capsys):

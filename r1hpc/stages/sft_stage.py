@@ -11,7 +11,8 @@ records {"prompt": question, "completion": text after the template's "<think>", 
 sees the run's prompt format of the record (PromptFormat.render: its prompt, or its chat messages)
 and is trained on completion + eos only. Idempotent (a published
 v0000 is returned as is) and resumable (train_sft checkpoints in train_state/<stage>/). With
-parallel.backend deepspeed the training runs in ranks the job starts (r1hpc.stages.sft_deepspeed).
+parallel.backend deepspeed, and megatron for the teacher, the training runs in ranks the job starts
+(r1hpc.stages.sft_deepspeed, r1hpc.stages.sft_megatron).
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ def sft_and_publish(
     meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """SFT the newest model of the stage's init_from (r1hpc.recipe) on `records` and publish
-    models/<stage>/v0000: in this process (backend torch, megatron), or with DeepSpeed ZeRO in
-    ranks this job starts (backend deepspeed: r1hpc.stages.sft_deepspeed).
+    models/<stage>/v0000: in this process (backend torch; the student under megatron), or in ranks
+    this job starts: DeepSpeed ZeRO (backend deepspeed: r1hpc.stages.sft_deepspeed), megatron-core
+    (the teacher under backend megatron: r1hpc.stages.sft_megatron).
 
     Logs one metrics line per optimizer step to metrics/<stage>.jsonl. Returns the summary that
     is also the published version's meta.
@@ -51,10 +53,15 @@ def sft_and_publish(
         return {"stage": stage, "skipped": "already published", **existing[0].meta}
     if not records:
         raise ValueError(f"{stage}: no SFT records to train on")
-    if ctx.cfg.parallel.backend == "deepspeed":
+    backend = ctx.cfg.parallel.backend
+    if backend == "deepspeed":
         from r1hpc.stages.sft_deepspeed import train_in_ranks
 
         return train_in_ranks(ctx, stage, records, settings, meta)
+    if backend == "megatron" and not recipe.stage(stage).student:
+        from r1hpc.stages.sft_megatron import train_in_ranks as train_in_megatron_ranks
+
+        return train_in_megatron_ranks(ctx, stage, records, settings, meta)
     started = time.time()
     inputs = sft_inputs(ctx, stage, records, settings)
     metrics = train_sft(

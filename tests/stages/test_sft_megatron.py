@@ -1,0 +1,114 @@
+"""The teacher's SFT stages under parallel.backend megatron: the stage job trains in Megatron-core
+ranks it starts (torchrun, gloo, TP2 on 2 processes) and publishes what the one-process torch job
+publishes; a rerun from its checkpoint publishes the same bytes.
+
+The run is the tiny stage-test run (tests/stages/tiny_stage_run.py) with its base replaced by a
+random tiny DeepseekV3 over the run's tokenizer (the Megatron converter takes DeepseekV3).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from test_sft_stage import _write_sets
+from tiny_stage_run import clone_run
+
+from r1hpc.fsio import read_jsonl
+from r1hpc.megatron.hf_convert import hf_config
+from r1hpc.megatron.model import MegatronModelConfig
+from r1hpc.model.tokenizer import load_tokenizer
+from r1hpc.stages.common import StageContext, load_policy, read_metrics
+from r1hpc.stages.sft_stage import run_sft
+from r1hpc.store import RunDir, latest_model, list_versions, publish_model
+
+pytestmark = pytest.mark.slow
+
+MEGATRON = ["parallel.backend=megatron", "parallel.tp=2", "launch.train.tasks_per_node=2"]
+
+
+def _deepseek_base(run: Path) -> None:
+    """models/base of `run` becomes a random tiny DeepseekV3 (seed 0) over the run's tokenizer."""
+    from transformers import DeepseekV3ForCausalLM
+
+    tok = load_tokenizer(run / "data" / "tokenizer")
+    sizes = MegatronModelConfig(
+        vocab_size=-(-len(tok) // 8) * 8,
+        max_seq_len=256,
+        num_layers=2,
+        hidden_size=32,
+        num_heads=4,
+        first_k_dense=1,  # then one MoE layer: 4 routed experts, top 2, a shared expert
+        rope_type="rope",
+    )
+    torch.manual_seed(0)
+    model = DeepseekV3ForCausalLM(
+        hf_config(sizes, bos_id=tok.bos_token_id or 0, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
+    )
+    src = run.parent / "deepseek_base"
+    model.save_pretrained(str(src))
+    tok.save_pretrained(str(src))
+    shutil.rmtree(run / "models" / "base")
+    publish_model(RunDir(run), "base", src, version=0, meta={"init_from": "random DeepseekV3 (test)"})
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_policy(latest_model(StageContext(run).run, "sft", verify="sha256"))[0].state_dict()
+
+
+def test_sft_under_megatron_in_two_ranks_equals_the_torch_job(tmp_path):
+    """The Megatron job at TP2 publishes the torch job's weights up to float summation order.
+
+    One optimizer step: Megatron also updates the routers' expert bias after each step (DeepSeek-V3's
+    aux-loss-free balancing), which transformers' training does not, so from step 2 on the two route
+    some tokens differently. That bias is left out of the comparison. The step's learning rate is a
+    quarter of sft.lr (warmup), so a trainer that ignored the schedule would be 4x off."""
+    one_step = ["sft.epochs=0.5", "sft.lr=2e-3", "sft.warmup_steps=4"]  # 8 of the 16 examples
+    runs = {
+        name: clone_run(tmp_path / name, [*extra, *one_step]) for name, extra in (("torch", []), ("megatron", MEGATRON))
+    }
+    results = {}
+    for name, run in runs.items():
+        _deepseek_base(run)
+        _write_sets(run)
+        results[name] = run_sft(str(run))
+    mg = results["megatron"]
+    assert mg["megatron"] == {"ranks": 2, "layout": {"tp": 2, "pp": 1, "ep": 1}}
+    for key in ("version", "examples", "steps", "target_tokens", "init_from", "sft_reasoning_examples"):
+        assert mg[key] == results["torch"][key], key
+    assert mg["final_loss"] == pytest.approx(results["torch"]["final_loss"], abs=1e-4)
+    rows = read_metrics(runs["megatron"], "sft")
+    assert [r["step"] for r in rows] == [1] and rows[0]["lr"] == pytest.approx(2e-3 / 4)
+    weights = {name: _weights(run) for name, run in runs.items()}
+    assert weights["megatron"].keys() == weights["torch"].keys()
+    compared = [k for k in weights["torch"] if not k.endswith("e_score_correction_bias")]
+    diff = max(float((weights["megatron"][k] - weights["torch"][k]).abs().max()) for k in compared)
+    print(f"max |weight(megatron) - weight(torch)| after 1 step at lr 5e-4: {diff:.1e}")
+    assert diff < 1e-4, diff
+    base = load_policy(latest_model(StageContext(runs["megatron"]).run, "base"))[0].state_dict()
+    assert not torch.equal(weights["megatron"]["lm_head.weight"], base["lm_head.weight"])
+    assert run_sft(str(runs["megatron"]))["skipped"] == "already published"
+
+
+def test_moe_sft_under_megatron_resumes_from_its_checkpoint_to_the_same_bytes(tmp_path):
+    """The MoE base (routed experts, expert bias): a rerun that finds only the job's step-2
+    checkpoint (its v0000 gone, as after a kill between the save and the publish) trains steps 3-4
+    again and publishes byte-identical weights."""
+    run = clone_run(tmp_path, [*MEGATRON, "sft.epochs=2", "sft.save_every=2"])  # 4 steps of 8 of 16 examples
+    _deepseek_base(run)
+    _write_sets(run)
+    first = run_sft(str(run))
+    assert first["steps"] == 4
+    state = run / "train_state" / "sft" / "megatron"
+    assert sorted(p.name for p in state.iterdir()) == ["megatron_step_0002"]
+    manifest = {f["path"]: f["sha256"] for f in list_versions(RunDir(run), "sft")[0].manifest["files"]}
+    shutil.rmtree(run / "models" / "sft")
+    again = run_sft(str(run))
+    assert again["steps"] == 4
+    assert {f["path"]: f["sha256"] for f in list_versions(RunDir(run), "sft")[0].manifest["files"]} == manifest
+    # every line the two jobs logged: the rerun started at step 3, and its steps repeat the first's
+    rows = read_jsonl(RunDir(run).metrics_path("sft", create=False))
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 3, 4]
+    assert [r["loss"] for r in rows[4:]] == [r["loss"] for r in rows[2:4]]
