@@ -152,21 +152,24 @@ def test_what_the_deepspeed_backend_does_not_run_is_refused(tmp_path):
     assert input_problems(_cfg(tmp_path)) == []
 
 
+# Qwen2.5-7B's shape (embeddings tied here): 7.1B parameters
+QWEN_7B_SHAPE = [
+    "model.num_layers=28",
+    "model.hidden_size=3584",
+    "model.num_heads=28",
+    "model.num_kv_heads=4",
+    "model.intermediate_size=18944",
+    "model.vocab_size=152064",
+]
+
+
 def test_stages_that_train_as_one_process_must_hold_the_model_on_one_gpu(tmp_path):
     """A model whose fp32 training states (16 bytes per parameter) exceed one GPU is refused for
     the stages that no backend shards, naming them; which stages those are follows the backend."""
     from r1hpc.plan.one_process import one_process_stages
 
-    # Qwen2.5-7B's shape (embeddings tied here): 7.1B parameters x 16 bytes = 113 GB > one H100 (86 GB)
-    seven_b = [
-        "launch.gpu_type=h100",
-        "model.num_layers=28",
-        "model.hidden_size=3584",
-        "model.num_heads=28",
-        "model.num_kv_heads=4",
-        "model.intermediate_size=18944",
-        "model.vocab_size=152064",
-    ]
+    # 7.1B parameters x 16 bytes = 113 GB > one H100 (86 GB)
+    seven_b = ["launch.gpu_type=h100", *QWEN_7B_SHAPE]
     problems = input_problems(_cfg(tmp_path, *seven_b))
     assert len(problems) == 1 and problems[0].startswith(
         "parallel.backend: reward_model, r1_zero, cold_start, reasoning_rl, sft, rl_all train as one torch process"
@@ -194,12 +197,7 @@ def test_sft_stages_trained_in_one_node_must_fit_its_gpus(tmp_path):
         "launch.gpu_type=h100",
         "parallel.backend=megatron",
         "reward_model.init_from=/rm",  # else the reward model is refused too (one process)
-        "model.num_layers=28",
-        "model.hidden_size=3584",
-        "model.num_heads=28",
-        "model.num_kv_heads=4",
-        "model.intermediate_size=18944",
-        "model.vocab_size=152064",
+        *QWEN_7B_SHAPE,
     ]
     problems = one_process_memory_problems(_cfg(tmp_path, *seven_b, "launch.train.tasks_per_node=1"))
     assert [key for key, _ in problems] == ["launch.train.tasks_per_node"], problems

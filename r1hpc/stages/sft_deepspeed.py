@@ -22,31 +22,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
 
-from r1hpc.config import SFTStageConfig
 from r1hpc.stages.common import StageContext, log_metrics, publish_policy, stage_seed
 from r1hpc.stages.sft_ranks import read_rank_job
-from r1hpc.stages.sft_ranks import train_in_ranks as _train_in_ranks
 
-__all__ = ["train_in_ranks", "worker"]
+__all__ = ["worker"]
 
 _STATE = "deepspeed"  # ZeRO checkpoints
 _EXPORT = "deepspeed_export"  # the gathered HF weights rank 0 publishes
-
-
-def train_in_ranks(
-    ctx: StageContext,
-    stage: str,
-    records: list[dict[str, Any]],
-    settings: SFTStageConfig,
-    meta: dict[str, Any] | None,
-) -> dict[str, Any]:
-    """Train `records` with DeepSpeed in launch.train.tasks_per_node ranks started here, which
-    publish models/<stage>/v0000; returns its summary (as sft_stage.sft_and_publish)."""
-    # DS_BUILD_OPS=0: nothing to compile; the CPU path uses torch's gloo collectives.
-    env = {"DS_BUILD_OPS": "0"}
-    return _train_in_ranks(ctx, stage, records, settings, meta, "deepspeed", "r1hpc.stages.sft_deepspeed", env)
 
 
 def worker(run_dir: str, stage: str) -> dict[str, float]:

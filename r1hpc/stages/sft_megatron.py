@@ -23,29 +23,13 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
 
-from r1hpc.config import SFTStageConfig
 from r1hpc.stages.common import StageContext, log_metrics, stage_seed
 from r1hpc.stages.sft_ranks import read_rank_job
-from r1hpc.stages.sft_ranks import train_in_ranks as _train_in_ranks
 
-__all__ = ["train_in_ranks", "worker"]
+__all__ = ["worker"]
 
 _STATE = "megatron"  # Megatron checkpoints (weights and Adam state) every save_every steps
-
-
-def train_in_ranks(
-    ctx: StageContext,
-    stage: str,
-    records: list[dict[str, Any]],
-    settings: SFTStageConfig,
-    meta: dict[str, Any] | None,
-) -> dict[str, Any]:
-    """Train `records` with megatron-core in launch.train.tasks_per_node ranks started here, which
-    publish models/<stage>/v0000; returns its summary (as sft_stage.sft_and_publish)."""
-    # launch.train.tasks_per_node is a multiple of tp x pp (checked at submission, r1hpc.inputs)
-    return _train_in_ranks(ctx, stage, records, settings, meta, "megatron", "r1hpc.stages.sft_megatron")
 
 
 def worker(run_dir: str, stage: str) -> dict[str, float]:

@@ -26,7 +26,14 @@ from r1hpc.stages.common import StageContext
 from r1hpc.stages.sft_inputs import read_sft_records, write_sft_records
 from r1hpc.store import list_versions
 
-__all__ = ["RankJob", "train_in_ranks", "read_rank_job"]
+__all__ = ["RankJob", "WORKERS", "train_in_ranks", "read_rank_job"]
+
+# backend -> (the module its ranks run, environment they need)
+WORKERS: dict[str, tuple[str, dict[str, str]]] = {
+    # DS_BUILD_OPS=0: nothing to compile; the CPU path uses torch's gloo collectives.
+    "deepspeed": ("r1hpc.stages.sft_deepspeed", {"DS_BUILD_OPS": "0"}),
+    "megatron": ("r1hpc.stages.sft_megatron", {}),
+}
 
 
 @dataclass
@@ -49,12 +56,12 @@ def train_in_ranks(
     records: list[dict[str, Any]],
     settings: SFTStageConfig,
     meta: dict[str, Any] | None,
-    backend: str,
-    worker_module: str,
-    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Train `records` in launch.train.tasks_per_node ranks of `worker_module` started here, which
-    publish models/<stage>/v0000; returns its summary (as sft_stage.sft_and_publish)."""
+    """Train `records` in launch.train.tasks_per_node ranks of the backend's worker (WORKERS)
+    started here, which publish models/<stage>/v0000; returns its summary (as
+    sft_stage.sft_and_publish)."""
+    backend = ctx.cfg.parallel.backend
+    worker_module, env = WORKERS[backend]
     job = _job_dir(ctx, stage, backend)
     job.mkdir(parents=True, exist_ok=True)
     # Rewritten by a rerun with the same content (the records are deterministic).
@@ -65,7 +72,7 @@ def train_in_ranks(
     nproc = ctx.cfg.launch.train.tasks_per_node
     torchrun = str(Path(sys.executable).with_name("torchrun"))
     cmd = [torchrun, "--standalone", f"--nproc-per-node={nproc}", "-m", worker_module, str(ctx.run_dir), stage]
-    run_env = {**os.environ, **(env or {})}
+    run_env = {**os.environ, **env}
     # the job's threads (its cpus_per_task, exported by the launcher) shared by its ranks
     run_env["OMP_NUM_THREADS"] = str(max(1, int(os.environ.get("OMP_NUM_THREADS") or 1) // nproc))
     proc = subprocess.run(cmd, env=run_env)

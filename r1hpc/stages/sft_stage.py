@@ -54,14 +54,11 @@ def sft_and_publish(
     if not records:
         raise ValueError(f"{stage}: no SFT records to train on")
     backend = ctx.cfg.parallel.backend
-    if backend == "deepspeed":
-        from r1hpc.stages.sft_deepspeed import train_in_ranks
+    # The Megatron converter takes DeepseekV3: the dense student trains here under that backend.
+    if backend == "deepspeed" or (backend == "megatron" and not recipe.stage(stage).student):
+        from r1hpc.stages.sft_ranks import train_in_ranks
 
         return train_in_ranks(ctx, stage, records, settings, meta)
-    if backend == "megatron" and not recipe.stage(stage).student:
-        from r1hpc.stages.sft_megatron import train_in_ranks as train_in_megatron_ranks
-
-        return train_in_megatron_ranks(ctx, stage, records, settings, meta)
     started = time.time()
     inputs = sft_inputs(ctx, stage, records, settings)
     metrics = train_sft(
