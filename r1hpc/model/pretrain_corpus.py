@@ -7,6 +7,13 @@ and rarely uses the <think>/<answer> format. So most documents use plain formats
 only `mix.r1_format` of math documents use the tag format (itself sometimes malformed). The
 held-out split never enters the corpus.
 
+Why so many answers without steps (`answer_only`): R1-Zero's responses grow because writing the
+reasoning out pays. A tiny base that always writes its one or two steps has nothing longer to find
+(measured with 10% of such documents: R1-Zero's held-out responses shrank by 3.5 tokens). With 40%,
+the base often answers at once, and those answers are mostly wrong where the written step is mostly
+right (held-out single-digit sums and differences: 11% without the step, 45% with it), so RL learns to write the
+steps: held-out response length 17.8 -> 26.1 tokens and pass@1 0.163 -> 0.344 (seed 0, 500 problems).
+
 Why arithmetic tables: a real base model has seen the basic facts ("7 + 5 = 12") countless
 times; worked solutions alone give a tiny model too few of them (measured: a held-out single-digit
 sum's fact occurs ~80 times in 50k documents, and the base answered "6 + 0 = 4"). Table documents
@@ -43,7 +50,7 @@ class CorpusMix:
     r1_format: float = 0.12  # written in the <think>/<answer> tag format
     wrong_final: float = 0.15  # steps shown but the last step and answer are wrong
     no_answer: float = 0.08  # steps shown, the final answer missing
-    answer_only: float = 0.10  # no steps, just an answer (right or wrong as above)
+    answer_only: float = 0.40  # no steps, just an answer (right or wrong as above); see below
     broken_tags: float = 0.3  # of r1-format documents: answer outside <answer> tags
     # of math documents, when the task has several languages: narration (step labels, connectives,
     # answer sentence) in a random task language per phrase instead of the problem's own
