@@ -43,14 +43,7 @@ def _backend_problems(cfg: Config) -> list[str]:
     from r1hpc import recipe
 
     if cfg.parallel.backend == "megatron":
-        p, ranks = cfg.parallel, cfg.launch.train.tasks_per_node
-        if ranks % (p.tp * p.pp):
-            sft = [e.name for e in recipe.STAGES if e.kind == "sft" and not e.student]
-            return [
-                f"launch.train.tasks_per_node: {ranks} with parallel.backend 'megatron': {', '.join(sft)} train "
-                f"in the ranks of one node, which must be a multiple of parallel.tp x parallel.pp = {p.tp * p.pp}"
-            ]
-        return []
+        return _megatron_problems(cfg)
     if cfg.parallel.backend != "deepspeed":
         return []
 
@@ -71,6 +64,41 @@ def _backend_problems(cfg: Config) -> list[str]:
         problems.append(
             f"parallel.zero_stage: {cfg.parallel.zero_stage} with parallel.backend 'deepspeed': expected 1, 2 or 3 "
             f"(stage 0 is plain data parallelism: use backend 'torch')"
+        )
+    return problems
+
+
+def _megatron_problems(cfg: Config) -> list[str]:
+    """The teacher's architecture (the converter takes DeepseekV3) and the one-node SFT layout."""
+    import json
+    from pathlib import Path
+
+    from r1hpc import recipe
+
+    problems = []
+    m = cfg.model
+    config_json = Path(m.init_from) / "config.json" if m.init_from else None
+    if config_json is None:
+        arch, what = m.arch, f"model.arch is {m.arch!r}"
+    elif config_json.is_file():  # a missing or unreadable one is checkpoint_problems' to report
+        try:
+            arch = json.loads(config_json.read_text()).get("model_type")
+        except (OSError, ValueError):
+            arch = "deepseek_v3"
+        what = f"model.init_from {m.init_from} is a {arch!r} checkpoint ({config_json}: model_type)"
+    else:
+        arch = "deepseek_v3"
+    if arch != "deepseek_v3":
+        problems.append(
+            f"parallel.backend: 'megatron' trains DeepseekV3 models (r1hpc/megatron/hf_convert.py), but {what}; "
+            f"expected 'deepseek_v3', or backend 'torch' / 'deepspeed'"
+        )
+    p, ranks = cfg.parallel, cfg.launch.train.tasks_per_node
+    if ranks % (p.tp * p.pp):
+        sft = [e.name for e in recipe.STAGES if e.kind == "sft" and not e.student]
+        problems.append(
+            f"launch.train.tasks_per_node: {ranks} with parallel.backend 'megatron': {', '.join(sft)} train "
+            f"in the ranks of one node, which must be a multiple of parallel.tp x parallel.pp = {p.tp * p.pp}"
         )
     return problems
 

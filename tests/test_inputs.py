@@ -207,11 +207,26 @@ def test_sft_stages_trained_in_one_node_must_fit_its_gpus(tmp_path):
     # the ranks of that node hold whole model replicas (TP x PP groups)
     assert input_problems(
         _cfg(tmp_path, "parallel.backend=megatron", "parallel.tp=2", "launch.train.tasks_per_node=3")
-    ) == [
+    )[1:] == [
         "launch.train.tasks_per_node: 3 with parallel.backend 'megatron': cold_start, sft train in the ranks of "
         "one node, which must be a multiple of parallel.tp x parallel.pp = 2"
     ]
     assert one_process_memory_problems(_cfg(tmp_path, *seven_b, "launch.train.tasks_per_node=8")) == []  # 16 GB
+
+
+def test_megatron_trains_deepseek_v3_models_only(checkpoints, tmp_path):
+    """The Megatron backend converts DeepseekV3 checkpoints: another architecture is refused before
+    anything is queued (its train jobs would fail at their first import), naming where it came from."""
+    assert input_problems(load_config(REPO / "configs" / "tiny_moe.yaml", [f"runs_dir={tmp_path}"])) == []
+    assert input_problems(_cfg(tmp_path, "parallel.backend=megatron")) == [
+        "parallel.backend: 'megatron' trains DeepseekV3 models (r1hpc/megatron/hf_convert.py), but model.arch is "
+        "'qwen2'; expected 'deepseek_v3', or backend 'torch' / 'deepspeed'"
+    ]
+    qwen = checkpoints["qwen"]
+    (problem,) = input_problems(_cfg(tmp_path, "parallel.backend=megatron", f"model.init_from={qwen}"))
+    assert problem.startswith("parallel.backend: 'megatron' trains DeepseekV3 models") and (
+        f"model.init_from {qwen} is a 'qwen2' checkpoint ({qwen / 'config.json'}: model_type)" in problem
+    ), problem
 
 
 def test_run_refuses_bad_inputs_before_writing_anything(checkpoints, tmp_path, capsys):
