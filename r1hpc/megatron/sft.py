@@ -31,7 +31,7 @@ from r1hpc.megatron import checkpoint
 from r1hpc.megatron.grpo_step import sft_train_step
 from r1hpc.megatron.model import MegatronModelConfig
 from r1hpc.megatron.rollout_batch import even_micro_batch_size
-from r1hpc.train.batches import batch_rows, pack
+from r1hpc.train.batches import batch_rows, check_pairs, pack
 from r1hpc.train.sft import SFTSettings, lr_factor
 
 __all__ = ["sft_micro_batches", "train_megatron_sft", "KEEP_CHECKPOINTS"]
@@ -105,10 +105,7 @@ def train_megatron_sft(
     called on global rank 0 with each step's metrics. Returns the last step's metrics ({} when a
     resumed job had no step left).
     """
-    if len(prompts) != len(targets) or not prompts:
-        raise ValueError(
-            f"train_megatron_sft: need equally many prompts and targets (> 0), got {len(prompts)} and {len(targets)}"
-        )
+    check_pairs(prompts, targets, "train_megatron_sft")
     dp, dp_rank = ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
     if s.batch_size % dp:
         raise ValueError(

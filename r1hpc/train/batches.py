@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["TokenBatch", "pack", "batch_rows"]
+__all__ = ["TokenBatch", "pack", "batch_rows", "check_pairs"]
 
 
 @dataclass
@@ -87,3 +87,11 @@ def batch_rows(step: int, n: int, batch_size: int, seed: int, orders: dict[int, 
             orders[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch))
         rows.append(int(orders[epoch][i]))
     return rows
+
+
+def check_pairs(prompts: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], trainer: str) -> None:
+    """ValueError naming `trainer` unless there are equally many prompts and targets, and some."""
+    if len(prompts) != len(targets) or not prompts:
+        raise ValueError(
+            f"{trainer}: need equally many prompts and targets (> 0), got {len(prompts)} and {len(targets)}"
+        )

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from r1hpc.distributed import init_from_env
 from r1hpc.fsio import atomic_write_json, atomic_write_text, fsync_dir, read_json, remove_tree
-from r1hpc.train.batches import TokenBatch, batch_rows, pack
+from r1hpc.train.batches import TokenBatch, batch_rows, check_pairs, pack
 from r1hpc.train.sft import SFTSettings, lr_factor, sft_loss
 
 __all__ = ["train_deepspeed_sft", "deepspeed_config", "complete_checkpoints", "export_hf"]
@@ -230,10 +230,7 @@ def train_deepspeed_sft(
     (loss summed over ranks: the global token-mean NLL, as train_sft reports). Afterwards `model`
     holds ZeRO partitions (use export_dir, or deepspeed.zero.GatheredParameters, to read it).
     """
-    if len(prompts) != len(targets) or not prompts:
-        raise ValueError(
-            f"train_deepspeed_sft: need equally many prompts and targets (> 0), got {len(prompts)} and {len(targets)}"
-        )
+    check_pairs(prompts, targets, "train_deepspeed_sft")
     if not dist.is_initialized():
         init_from_env()
     rank, world = dist.get_rank(), dist.get_world_size()

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from r1hpc import preemption
 from r1hpc.algos import masked_mean
-from r1hpc.train.batches import TokenBatch, batch_rows, pack
+from r1hpc.train.batches import TokenBatch, batch_rows, check_pairs, pack
 from r1hpc.train.checkpoint import load_latest_checkpoint, save_periodically
 from r1hpc.train.logprobs import token_logprobs
 
@@ -67,10 +67,7 @@ def train_sft(
     Resumes from the newest checkpoint in state_dir; saves one and stops when the job's time is up
     (r1hpc.preemption). Returns the last step's metrics.
     """
-    if len(prompts) != len(targets) or not prompts:
-        raise ValueError(
-            f"train_sft: need equally many prompts and targets (> 0), got {len(prompts)} and {len(targets)}"
-        )
+    check_pairs(prompts, targets, "train_sft")
     optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     generator = torch.Generator().manual_seed(seed)
     n = len(prompts)
