@@ -47,23 +47,9 @@ import torch
 
 from r1hpc import recipe
 
-__all__ = ["train_task", "train_loop", "worker", "MegatronBackend", "checkpoint_dir", "rollout_batch"]
+__all__ = ["train_task", "train_loop", "worker", "MegatronBackend", "rollout_batch"]
 
 KEEP_CHECKPOINTS = 2  # the newest and the one before (survives a save found broken later)
-
-
-def checkpoint_dir(state_dir: Path, step: int) -> Path:
-    """Where the weights + optimizer state *before* step ``step``'s update live (= v(step))."""
-    from r1hpc.megatron.checkpoint import step_dir
-
-    return step_dir(state_dir, step)
-
-
-def checkpoint_steps(state_dir: Path) -> list[int]:
-    """Steps of the complete Megatron checkpoints, ascending."""
-    from r1hpc.megatron.checkpoint import complete_steps
-
-    return complete_steps(state_dir)
 
 
 def _in_distributed_launch() -> bool:
@@ -225,7 +211,7 @@ class MegatronBackend:
         from r1hpc.megatron.model import build_model
         from r1hpc.megatron.parallel import OptimConfig, build_optimizer, wrap_ddp
 
-        saved = [s for s in checkpoint_steps(self.state_dir) if s <= step and s in versions]
+        saved = [s for s in checkpoint.complete_steps(self.state_dir) if s <= step and s in versions]
         choice = [max(saved) if saved else -1]
         dist.broadcast_object_list(choice, src=0)  # every rank restores what rank 0 saw
         start = max(choice[0], 0)
@@ -244,7 +230,7 @@ class MegatronBackend:
         self.optimizer = build_optimizer(self.ddp, optim)
         if choice[0] >= 0:
             checkpoint.load_checkpoint(
-                self.ddp, self.mcfg, checkpoint_dir(self.state_dir, start), optimizer=self.optimizer
+                self.ddp, self.mcfg, checkpoint.step_dir(self.state_dir, start), optimizer=self.optimizer
             )
         self._frozen_version.clear()
         return start
@@ -309,7 +295,7 @@ class MegatronBackend:
 
         from r1hpc.megatron import checkpoint
 
-        target = checkpoint_dir(self.state_dir, step)
+        target = checkpoint.step_dir(self.state_dir, step)
         done = [(target / checkpoint.META_NAME).is_file()]
         dist.broadcast_object_list(done, src=0)
         if not done[0]:  # else a previous job saved this very state (the update is deterministic)

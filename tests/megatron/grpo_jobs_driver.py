@@ -35,10 +35,10 @@ def copy_version(src_run: Path, dst_run: Path, version: int) -> None:
 
 
 def copy_checkpoint(src_run: Path, dst_run: Path, step: int) -> None:
-    from r1hpc.stages.grpo_megatron import checkpoint_dir
+    from r1hpc.megatron.checkpoint import step_dir
     from r1hpc.store import RunDir
 
-    src, dst = (checkpoint_dir(RunDir(r).train_state_dir(STAGE), step) for r in (src_run, dst_run))
+    src, dst = (step_dir(RunDir(r).train_state_dir(STAGE), step) for r in (src_run, dst_run))
     shutil.copytree(src, dst)
 
 

@@ -128,9 +128,9 @@ def _hashes(run_dir: Path) -> dict[int, dict[str, str]]:
 
 
 def _state_steps(run_dir: Path) -> list[int]:
-    from r1hpc.stages.grpo_megatron import checkpoint_steps
+    from r1hpc.megatron.checkpoint import complete_steps
 
-    return checkpoint_steps(RunDir(run_dir).train_state_dir(STAGE))
+    return complete_steps(RunDir(run_dir).train_state_dir(STAGE))
 
 
 @pytest.fixture(scope="module")
