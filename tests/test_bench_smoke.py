@@ -75,6 +75,7 @@ SMOKE: dict[str, list[str]] = {
         "--device",
         "cpu",
     ],
+    "bench_omp_wait_policy.py": ["--layouts", "pair", "--threads", "2", "--steps", "1", "--warmup", "0", "--reps", "1"],
     "bench_sandbox.py": ["--n", "2"],
     "bench_verifier.py": ["--repeat", "1", "--exclude-adversarial"],
 }
