@@ -24,9 +24,26 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any, NoReturn
 
-__all__ = ["defer_stop_signal", "saving_loop", "stop_requested", "hand_over", "stop_after_call"]
+__all__ = [
+    "defer_stop_signal",
+    "saving_loop",
+    "stop_requested",
+    "hand_over",
+    "stop_after_call",
+    "SavedAndStopped",
+]
 
 STOP_SIGNAL = signal.SIGUSR2  # what submitit's Slurm executor asks sbatch --signal to send
+
+
+class SavedAndStopped(Exception):
+    """Raised by a training loop running in ranks a job started (not the job's own process, which
+    gets the signal) once it has saved at a step boundary because the job asked it to stop: the
+    ranks exit without publishing, and the job hands over (r1hpc.stages.sft_ranks)."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"saved after step {step} and stopped: the job is being requeued")
+        self.step = step
 
 
 class _Deferral:

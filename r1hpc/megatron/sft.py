@@ -12,7 +12,9 @@ settings default to no decay), and its optimizer keeps fp32 main weights.
 
 Checkpoints: ``<state_dir>/megatron_step_NNNN`` (weights and Adam state after NNNN steps, the dist
 checkpoint format of r1hpc.megatron.checkpoint: it reloads at any layout) every ``save_every``
-steps; the newest two are kept. A rerun resumes from the newest complete one.
+steps, and at the step boundary where ``stop()`` says the job is being stopped (then
+preemption.SavedAndStopped is raised); the newest two are kept. A rerun resumes from the newest
+complete one.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from r1hpc.megatron import checkpoint
 from r1hpc.megatron.grpo_step import sft_train_step
 from r1hpc.megatron.model import MegatronModelConfig
 from r1hpc.megatron.rollout_batch import even_micro_batch_size
+from r1hpc.preemption import SavedAndStopped
 from r1hpc.train.batches import batch_rows, check_pairs, pack
 from r1hpc.train.sft import SFTSettings, lr_factor
 
@@ -97,13 +100,16 @@ def train_megatron_sft(
     state_dir: Path,
     pad_multiple: int = 1,
     log: Callable[[dict[str, float]], None] = lambda m: None,
+    stop: Callable[[], bool] = lambda: False,
 ) -> dict[str, float]:
     """Train the Megatron DDP `model` (with its Megatron `optimizer`) on (prompt, target) token
     pairs; only target tokens are in the loss. Collective: every rank calls it with the same data.
 
     Resumes from the newest complete checkpoint in state_dir (weights and Adam state). `log` is
-    called on global rank 0 with each step's metrics. Returns the last step's metrics ({} when a
-    resumed job had no step left).
+    called on global rank 0 with each step's metrics. `stop` is called on every rank after each
+    step and must answer the same on all (a collective, sft_ranks.stop_request): True saves the
+    state and raises preemption.SavedAndStopped (unless that was the last step). Returns the last
+    step's metrics ({} when a resumed job had no step left).
     """
     check_pairs(prompts, targets, "train_megatron_sft")
     dp, dp_rank = ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
@@ -152,12 +158,17 @@ def train_megatron_sft(
         }
         if dist.get_rank() == 0:
             log(metrics)
-        if (step + 1) % s.save_every == 0 and step + 1 < total:
+        if step + 1 == total:
+            break
+        stopping = stop()
+        if stopping or (step + 1) % s.save_every == 0:
             checkpoint.save_checkpoint(
                 model, mcfg, checkpoint.step_dir(state_dir, step + 1), step=step + 1, optimizer=optimizer
             )
             if dist.get_rank() == 0:
                 checkpoint.prune_steps(state_dir, keep=KEEP_CHECKPOINTS)
             dist.barrier()
+        if stopping:
+            raise SavedAndStopped(step + 1)
     model.eval()
     return metrics

@@ -23,8 +23,9 @@ from __future__ import annotations
 import os
 import sys
 
+from r1hpc.preemption import SavedAndStopped
 from r1hpc.stages.common import StageContext, log_metrics, publish_policy, stage_seed
-from r1hpc.stages.sft_ranks import read_rank_job
+from r1hpc.stages.sft_ranks import read_rank_job, stop_request
 
 __all__ = ["worker"]
 
@@ -34,7 +35,7 @@ _EXPORT = "deepspeed_export"  # the gathered HF weights rank 0 publishes
 
 def worker(run_dir: str, stage: str) -> dict[str, float]:
     """One rank of the DeepSpeed SFT (all ranks run this); rank 0 publishes. Returns the last
-    step's metrics."""
+    step's metrics ({} when the job asked the ranks to stop: they saved and publish nothing)."""
     import torch.distributed as dist
 
     from r1hpc.distributed import die_with_parent, init_from_env
@@ -52,19 +53,24 @@ def worker(run_dir: str, stage: str) -> dict[str, float]:
     is_main = dist.get_rank() == 0
     inputs = sft_inputs(ctx, stage, job.records, settings)
     export = ctx.run.train_state_dir(stage) / _EXPORT
-    metrics = train_deepspeed_sft(
-        inputs.model,
-        inputs.prompts,
-        inputs.targets,
-        sft_settings(settings),
-        inputs.tokenizer.pad_token_id,
-        seed=stage_seed(ctx.cfg.seed, stage, "train"),
-        state_dir=ctx.run.train_state_dir(stage) / _STATE,
-        export_dir=export,
-        log=lambda m: log_metrics(ctx, stage, {"stage": stage, **m}),
-        progress=False,
-        zero_stage=ctx.cfg.parallel.zero_stage,
-    )
+    try:
+        metrics = train_deepspeed_sft(
+            inputs.model,
+            inputs.prompts,
+            inputs.targets,
+            sft_settings(settings),
+            inputs.tokenizer.pad_token_id,
+            seed=stage_seed(ctx.cfg.seed, stage, "train"),
+            state_dir=ctx.run.train_state_dir(stage) / _STATE,
+            export_dir=export,
+            log=lambda m: log_metrics(ctx, stage, {"stage": stage, **m}),
+            progress=False,
+            zero_stage=ctx.cfg.parallel.zero_stage,
+            stop=stop_request(ctx, stage, "deepspeed"),
+        )
+    except SavedAndStopped as stopped:  # the job is being requeued: it resumes from this save
+        print(f"r1hpc: {stage} rank {dist.get_rank()}: {stopped}", file=sys.stderr, flush=True)
+        return {}
     if is_main:
         summary = sft_summary(stage, inputs, metrics, job.started, job.meta)
         summary["deepspeed"] = {"ranks": dist.get_world_size(), "zero_stage": ctx.cfg.parallel.zero_stage}

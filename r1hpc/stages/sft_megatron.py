@@ -24,8 +24,9 @@ from __future__ import annotations
 import os
 import sys
 
+from r1hpc.preemption import SavedAndStopped
 from r1hpc.stages.common import StageContext, log_metrics, stage_seed
-from r1hpc.stages.sft_ranks import read_rank_job
+from r1hpc.stages.sft_ranks import read_rank_job, stop_request
 
 __all__ = ["worker"]
 
@@ -34,7 +35,7 @@ _STATE = "megatron"  # Megatron checkpoints (weights and Adam state) every save_
 
 def worker(run_dir: str, stage: str) -> dict[str, float]:
     """One rank of the Megatron SFT (all ranks run this); rank 0 publishes. Returns the last step's
-    metrics."""
+    metrics ({} when the job asked the ranks to stop: they saved and publish nothing)."""
     import torch.distributed as dist
 
     from r1hpc.distributed import die_with_parent
@@ -85,10 +86,14 @@ def worker(run_dir: str, stage: str) -> dict[str, float]:
             state_dir=state_dir,
             pad_multiple=layout.tp,
             log=lambda m: log_metrics(ctx, stage, {"stage": stage, **m}),
+            stop=stop_request(ctx, stage, "megatron"),
         )
         summary = sft_summary(stage, inputs, metrics, job.started, job.meta)
         summary["megatron"] = {"ranks": dist.get_world_size(), "layout": vars(layout)}
         publish_megatron_model(ctx, stage, 0, ddp, mcfg, inputs.source, summary)
+    except SavedAndStopped as stopped:  # the job is being requeued: it resumes from this save
+        print(f"r1hpc: {stage} rank {dist.get_rank()}: {stopped}", file=sys.stderr, flush=True)
+        return {}
     finally:
         destroy_parallel()
     return metrics

@@ -7,6 +7,12 @@ that directory back (`read_rank_job`), train, and rank 0 publishes models/<stage
 Only the training runs in the ranks: building the records (cold_start reads R1-Zero's samples and
 probes the result with a generation engine) stays in the job's one process. One node: a job of
 several nodes would need one launcher per node (r1hpc.distributed.torchrun_command).
+
+Preemption: the stop signal (r1hpc.preemption) reaches the job's process, not its ranks. While
+the ranks train, that process turns it into a request file, ``<job dir>/stop``; the ranks check it
+after every step (`stop_request`, rank 0 reads it and tells the others), save at that step
+boundary and exit without publishing (preemption.SavedAndStopped), and the process hands over to
+the requeue. The requeued job removes the request and its ranks resume from that checkpoint.
 """
 
 from __future__ import annotations
@@ -16,17 +22,19 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from r1hpc import preemption
 from r1hpc.config import SFTStageConfig
-from r1hpc.fsio import atomic_write_json, read_json
+from r1hpc.fsio import atomic_write_json, atomic_write_text, read_json
 from r1hpc.stages.common import StageContext
 from r1hpc.stages.sft_inputs import read_sft_records, write_sft_records
 from r1hpc.store import list_versions
 
-__all__ = ["RankJob", "WORKERS", "train_in_ranks", "read_rank_job"]
+__all__ = ["RankJob", "WORKERS", "train_in_ranks", "read_rank_job", "stop_request"]
 
 # backend -> (the module its ranks run, environment they need)
 WORKERS: dict[str, tuple[str, dict[str, str]]] = {
@@ -75,14 +83,47 @@ def train_in_ranks(
     run_env = {**os.environ, **env}
     # the job's threads (its cpus_per_task, exported by the launcher) shared by its ranks
     run_env["OMP_NUM_THREADS"] = str(max(1, int(os.environ.get("OMP_NUM_THREADS") or 1) // nproc))
-    proc = subprocess.run(cmd, env=run_env)
-    what = f"{ctx.run_dir}: {backend} SFT of {stage} in {nproc} ranks"
-    if proc.returncode != 0:
-        raise RuntimeError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}")
+    stop_file = job / STOP_FILE
+    stop_file.unlink(missing_ok=True)  # an earlier attempt's request: this attempt trains on
+    returncode = _wait_for_ranks(subprocess.Popen(cmd, env=run_env), stop_file)
     published = [v for v in list_versions(ctx.run, stage) if v.version == 0]
-    if not published:
-        raise RuntimeError(f"{what} exited 0 but published no models/{stage}/v0000")
-    return {"version": published[0].name, **published[0].meta}
+    if published:  # finished before it could stop, or not asked to
+        return {"version": published[0].name, **published[0].meta}
+    if preemption.stop_requested():
+        preemption.hand_over()  # the requeued job's ranks resume from the checkpoint they saved
+    what = f"{ctx.run_dir}: {backend} SFT of {stage} in {nproc} ranks"
+    if returncode != 0:
+        raise RuntimeError(f"{what} failed (exit {returncode}): {' '.join(cmd)}")
+    raise RuntimeError(f"{what} exited 0 but published no models/{stage}/v0000")
+
+
+STOP_FILE = "stop"  # in the job dir: the job is being stopped, save and exit (module doc)
+
+
+def _wait_for_ranks(proc: subprocess.Popen, stop_file: Path, poll_s: float = 0.5) -> int:
+    """Wait for the ranks' launcher; a stop signal meanwhile becomes `stop_file`. Its exit code."""
+    with preemption.saving_loop():
+        while True:
+            try:
+                return proc.wait(timeout=poll_s)
+            except subprocess.TimeoutExpired:
+                if preemption.stop_requested() and not stop_file.exists():
+                    atomic_write_text(stop_file, f"stop requested at {time.time():.3f}\n")
+
+
+def stop_request(ctx: StageContext, stage: str, backend: str) -> Callable[[], bool]:
+    """For the ranks' training loop: a collective check, after each step, of whether their job
+    asked them to stop (rank 0 looks for the request file; every rank gets its answer)."""
+    import torch.distributed as dist
+
+    stop_file = _job_dir(ctx, stage, backend) / STOP_FILE
+
+    def requested() -> bool:
+        flag = [dist.get_rank() == 0 and stop_file.exists()]
+        dist.broadcast_object_list(flag, src=0)
+        return bool(flag[0])
+
+    return requested
 
 
 def read_rank_job(ctx: StageContext, stage: str, backend: str) -> RankJob:

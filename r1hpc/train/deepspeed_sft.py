@@ -11,7 +11,8 @@ sets up the process group); on CPU it runs with gloo and DS_BUILD_OPS=0, on GPUs
     launch: srun python -m your_stage_job ...    (one task per GPU)
         or: torchrun --nproc_per_node=8 your_stage_job.py ...
 
-Checkpoints: `<state_dir>/step_000040/` written by DeepSpeed's save_checkpoint (every rank writes
+Checkpoints: every `save_every` steps and at the step where `stop()` asks (the job is being
+stopped), `<state_dir>/step_000040/` written by DeepSpeed's save_checkpoint (every rank writes
 its ZeRO partition), then each rank fsyncs, then rank 0 adds COMPLETE.json and points `latest` at
 the tag. Resume uses the newest tag with COMPLETE.json; a tag a killed job left half-written is
 ignored. `latest` + the tags are what DeepSpeed's zero_to_fp32.py reads offline.
@@ -36,6 +37,7 @@ from tqdm import tqdm
 
 from r1hpc.distributed import init_from_env
 from r1hpc.fsio import atomic_write_json, atomic_write_text, fsync_dir, read_json, remove_tree
+from r1hpc.preemption import SavedAndStopped
 from r1hpc.train.batches import TokenBatch, batch_rows, check_pairs, pack
 from r1hpc.train.sft import SFTSettings, lr_factor, sft_loss
 
@@ -221,13 +223,17 @@ def train_deepspeed_sft(
     zero_stage: int = 3,
     zero_overrides: dict[str, Any] | None = None,
     keep_checkpoints: int = 2,
+    stop: Callable[[], bool] = lambda: False,
 ) -> dict[str, float]:
     """Train on (prompt, target) token pairs with DeepSpeed ZeRO; only target tokens are in the loss.
 
     Every rank passes the same model (rank 0's weights are broadcast), data and settings. Resumes
     from the newest complete checkpoint in state_dir; writes the final weights to export_dir (an
-    HF directory) when given. `log` is called on rank 0 only. Returns the last step's metrics
-    (loss summed over ranks: the global token-mean NLL, as train_sft reports). Afterwards `model`
+    HF directory) when given. `log` is called on rank 0 only. `stop` is called on every rank after
+    each step and must answer the same on all (a collective, sft_ranks.stop_request): True saves
+    the state and raises preemption.SavedAndStopped (unless that was the last step). Returns the
+    last step's metrics (loss summed over ranks: the global token-mean NLL, as train_sft reports).
+    Afterwards `model`
     holds ZeRO partitions (use export_dir, or deepspeed.zero.GatheredParameters, to read it).
     """
     check_pairs(prompts, targets, "train_deepspeed_sft")
@@ -289,8 +295,13 @@ def train_deepspeed_sft(
         if rank == 0:
             log(metrics)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}")
-        if (step + 1) % s.save_every == 0 and step + 1 < total:
+        if step + 1 == total:
+            break
+        stopping = stop()
+        if stopping or (step + 1) % s.save_every == 0:
             _save(engine, state_dir, step + 1, zero_stage, keep_checkpoints)
+        if stopping:
+            raise SavedAndStopped(step + 1)
     engine.eval()
     if export_dir is not None:
         export_hf(model, Path(export_dir))

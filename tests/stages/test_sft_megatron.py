@@ -1,6 +1,7 @@
 """The teacher's SFT stages under parallel.backend megatron: the stage job trains in Megatron-core
 ranks it starts (torchrun, gloo, TP2 on 2 processes) and publishes what the one-process torch job
-publishes; a rerun from its checkpoint publishes the same bytes.
+publishes; a rerun from its checkpoint, and a job stopped by the stop signal and requeued, publish
+the same bytes.
 
 The run is the tiny stage-test run (tests/stages/tiny_stage_run.py) with its base replaced by a
 random tiny DeepseekV3 over the run's tokenizer (the Megatron converter takes DeepseekV3).
@@ -8,15 +9,20 @@ random tiny DeepseekV3 over the run's tokenizer (the Megatron converter takes De
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
 import pytest
+import submitit
 import torch
 from test_sft_stage import _write_sets
 from tiny_stage_run import clone_run
 
 from r1hpc.fsio import read_jsonl
+from r1hpc.launch import StageTask
 from r1hpc.megatron.hf_convert import hf_config
 from r1hpc.megatron.model import MegatronModelConfig
 from r1hpc.model.tokenizer import load_tokenizer
@@ -112,3 +118,60 @@ def test_moe_sft_under_megatron_resumes_from_its_checkpoint_to_the_same_bytes(tm
     rows = read_jsonl(RunDir(run).metrics_path("sft", create=False))
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 3, 4]
     assert [r["loss"] for r in rows[4:]] == [r["loss"] for r in rows[2:4]]
+
+
+def _task_pid(controller_pid: int) -> int | None:
+    """The job's task process: the child of submitit's local controller."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[1]) == controller_pid:
+            return int(stat.parent.name)
+    return None
+
+
+def test_megatron_sft_job_saves_on_the_stop_signal_and_its_requeue_publishes_the_same_bytes(tmp_path):
+    """USR2 reaches the stage job's process while its ranks train (as Slurm sends it before the time
+    limit or on preemption): the ranks save at the next step boundary and exit, the job is requeued
+    (submitit's real local executor, which restarts a job that asks to be), and the requeued job's
+    ranks resume there. Periodic saves are off, so without the stop's save the requeued job would
+    start over: every step runs exactly once, and v0000 is byte-identical to an undisturbed job's."""
+    settings = [*MEGATRON, "sft.epochs=12", "sft.save_every=1000"]  # 24 steps of 8 of 16 examples
+    runs = {name: clone_run(tmp_path / name, settings) for name in ("undisturbed", "stopped")}
+    for run in runs.values():
+        _deepseek_base(run)
+        _write_sets(run)
+    assert run_sft(str(runs["undisturbed"]))["steps"] == 24
+
+    run = runs["stopped"]
+    executor = submitit.LocalExecutor(folder=tmp_path / "logs", max_num_timeout=3)
+    executor.update_parameters(timeout_min=10)
+    job = executor.submit(StageTask("r1hpc.stages.sft_stage:run_sft", save_grace_s=60), run_dir=str(run))
+    metrics = RunDir(run).metrics_path("sft", create=False)
+    deadline = time.time() + 300
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 2):  # the ranks are training
+        assert job.state not in ("FAILED", "FINISHED", "DONE") and time.time() < deadline, job.stderr()
+        time.sleep(0.2)
+    pid = _task_pid(int(job.job_id))
+    assert pid is not None
+    os.kill(pid, signal.SIGUSR2)
+    summary = job.result()
+
+    assert summary["steps"] == 24
+    steps = [r["step"] for r in read_jsonl(metrics)]
+    assert steps == list(range(1, 25)), steps  # each step once, over two attempts
+    log = job.stderr() or ""
+    assert "saving at the next step boundary" in log and "Requeued job" in (job.stdout() or "") + log, log
+    stopped_at = [int(p.name.rsplit("_", 1)[1]) for p in (run / "train_state" / "sft" / "megatron").iterdir()]
+    assert len(stopped_at) == 1 and 2 <= stopped_at[0] < 24, stopped_at  # the stop's save, nothing periodic
+    manifests = {
+        name: {f["path"]: f["sha256"] for f in list_versions(RunDir(r), "sft")[0].manifest["files"]}
+        for name, r in runs.items()
+    }
+    assert manifests["stopped"] == manifests["undisturbed"]
+    print(
+        f"stopped after step {stopped_at[0]} of 24; step times",
+        [round(r["step_time_s"], 2) for r in read_jsonl(metrics)],
+    )
