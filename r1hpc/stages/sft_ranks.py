@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -85,7 +86,11 @@ def train_in_ranks(
     run_env["OMP_NUM_THREADS"] = str(max(1, int(os.environ.get("OMP_NUM_THREADS") or 1) // nproc))
     stop_file = job / STOP_FILE
     stop_file.unlink(missing_ok=True)  # an earlier attempt's request: this attempt trains on
-    returncode = _wait_for_ranks(subprocess.Popen(cmd, env=run_env), stop_file)
+    # Slurm signals every process of the job step, ranks too (proctrack/cgroup), and USR2's default
+    # action ends a process: the ranks and torchrun ignore it (inherited through exec); the job's
+    # process answers for them with the request file.
+    ranks = subprocess.Popen(cmd, env=run_env, preexec_fn=_ignore_stop_signal)
+    returncode = _wait_for_ranks(ranks, stop_file)
     published = [v for v in list_versions(ctx.run, stage) if v.version == 0]
     if published:  # finished before it could stop, or not asked to
         return {"version": published[0].name, **published[0].meta}
@@ -98,6 +103,10 @@ def train_in_ranks(
 
 
 STOP_FILE = "stop"  # in the job dir: the job is being stopped, save and exit (module doc)
+
+
+def _ignore_stop_signal() -> None:
+    signal.signal(preemption.STOP_SIGNAL, signal.SIG_IGN)
 
 
 def _wait_for_ranks(proc: subprocess.Popen, stop_file: Path, poll_s: float = 0.5) -> int:

@@ -233,8 +233,8 @@ def train_deepspeed_sft(
     each step and must answer the same on all (a collective, sft_ranks.stop_request): True saves
     the state and raises preemption.SavedAndStopped (unless that was the last step). Returns the
     last step's metrics (loss summed over ranks: the global token-mean NLL, as train_sft reports).
-    Afterwards `model`
-    holds ZeRO partitions (use export_dir, or deepspeed.zero.GatheredParameters, to read it).
+    Afterwards `model` holds ZeRO partitions (use export_dir, or deepspeed.zero.GatheredParameters,
+    to read it).
     """
     check_pairs(prompts, targets, "train_deepspeed_sft")
     if not dist.is_initialized():

@@ -120,24 +120,30 @@ def test_moe_sft_under_megatron_resumes_from_its_checkpoint_to_the_same_bytes(tm
     assert [r["loss"] for r in rows[4:]] == [r["loss"] for r in rows[2:4]]
 
 
-def _task_pid(controller_pid: int) -> int | None:
-    """The job's task process: the child of submitit's local controller."""
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children first)."""
+    parents: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
             continue  # exited meanwhile
-        if int(fields[1]) == controller_pid:
-            return int(stat.parent.name)
-    return None
+        parents.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(0), [])
+        out += children
+        todo += children
+    return out
 
 
 def test_megatron_sft_job_saves_on_the_stop_signal_and_its_requeue_publishes_the_same_bytes(tmp_path):
-    """USR2 reaches the stage job's process while its ranks train (as Slurm sends it before the time
-    limit or on preemption): the ranks save at the next step boundary and exit, the job is requeued
-    (submitit's real local executor, which restarts a job that asks to be), and the requeued job's
-    ranks resume there. Periodic saves are off, so without the stop's save the requeued job would
-    start over: every step runs exactly once, and v0000 is byte-identical to an undisturbed job's."""
+    """USR2 reaches the stage job's processes while its ranks train (as Slurm sends it before the
+    time limit or on preemption, to every process of the job step): the ranks save at the next
+    step boundary and exit, the job is requeued (submitit's real local executor, which restarts a
+    job that asks to be), and the requeued job's ranks resume there. Periodic saves are off, so
+    without the stop's save the requeued job would start over: every step runs exactly once, and
+    v0000 is byte-identical to an undisturbed job's."""
     settings = [*MEGATRON, "sft.epochs=12", "sft.save_every=1000"]  # 24 steps of 8 of 16 examples
     runs = {name: clone_run(tmp_path / name, settings) for name in ("undisturbed", "stopped")}
     for run in runs.values():
@@ -154,9 +160,11 @@ def test_megatron_sft_job_saves_on_the_stop_signal_and_its_requeue_publishes_the
     while not (metrics.is_file() and metrics.read_text().count("\n") >= 2):  # the ranks are training
         assert job.state not in ("FAILED", "FINISHED", "DONE") and time.time() < deadline, job.stderr()
         time.sleep(0.2)
-    pid = _task_pid(int(job.job_id))
-    assert pid is not None
-    os.kill(pid, signal.SIGUSR2)
+    # As Slurm signals a job step (proctrack/cgroup): the task, torchrun and the ranks all get USR2.
+    processes = _descendants(int(job.job_id))  # below submitit's local controller
+    assert len(processes) >= 4, processes  # the task, torchrun, 2 ranks
+    for pid in processes:
+        os.kill(pid, signal.SIGUSR2)
     summary = job.result()
 
     assert summary["steps"] == 24
