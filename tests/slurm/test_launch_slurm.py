@@ -71,21 +71,26 @@ def test_failed_array_task_cancels_its_dependent(slurm_launcher, slurm):
 
 @pytest.mark.slow
 def test_time_limit_checkpoint_requeue_resumes(slurm_launcher, slurm, tmp_path):
-    """A job longer than its 1-minute limit gets USR2 before the limit, is requeued by submitit
+    """A job longer than its 2-minute limit gets USR2 before the limit, is requeued by submitit
     and resumes from its last checkpoint: every step is done, across more than one attempt. The
-    same for a job of slurm/templates/stage.sbatch (its trap requeues), submitted alongside."""
+    same for a job of slurm/templates/stage.sbatch (its trap requeues), submitted alongside.
+
+    Slurm may send the signal up to 60 s before the time it was asked for (its timer's
+    resolution). Under a 1-minute limit with USR2 30 s before it, it once came in the job's first
+    seconds, before submitit had installed its handler, and killed the job: so 2 minutes and 45 s,
+    which put the signal 15-75 s into an attempt, and 80 s of steps, which outlast it."""
     # The plain-sbatch template's own time-limit path runs beside this one (the same wait).
     from test_stage_template import check_requeued_and_resumed, submit_over_time_limit
 
     (tmp_path / "template").mkdir()
     template_job = submit_over_time_limit(slurm.env, tmp_path / "template")
-    launcher = slurm_launcher("launch.signal_delay_s=30", "launch.train.time_min=1", "launch.max_requeues=4")
-    sub = launcher.submit("s", "train", "jobfns:resumable_count", {"state_dir": str(tmp_path), "n": 8, "step_s": 4.0})
-    assert sub.results() == [list(range(8))]
+    launcher = slurm_launcher("launch.signal_delay_s=45", "launch.train.time_min=2", "launch.max_requeues=4")
+    sub = launcher.submit("s", "train", "jobfns:resumable_count", {"state_dir": str(tmp_path), "n": 20, "step_s": 4.0})
+    assert sub.results() == [list(range(20))]
     attempts = read_jsonl(tmp_path / "attempts.jsonl")
-    assert sorted(a["step"] for a in attempts) == list(range(8)), attempts
+    assert sorted(a["step"] for a in attempts) == list(range(20)), attempts
     assert max(a["attempt"] for a in attempts) >= 1, attempts
-    assert read_json(tmp_path / "counter.json") == {"done": list(range(8))}
+    assert read_json(tmp_path / "counter.json") == {"done": list(range(20))}
     rows = slurm.sacct_rows(sub.job_id, ["State"], duplicates=True)
     assert "REQUEUED" in {r["State"] for r in rows}, json.dumps(rows)
     check_requeued_and_resumed(slurm, template_job, tmp_path / "template")
