@@ -12,6 +12,7 @@ import shutil
 import sys
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -148,11 +149,14 @@ def log_metrics(ctx: StageContext, stage: str, record: dict[str, Any]) -> None:
         log_scalars(ctx.run_dir, stage, line)
 
 
-def log_metrics_once(ctx: StageContext, stage: str, record: dict[str, Any]) -> None:
-    """log_metrics unless metrics/<stage>.jsonl already has the record's step: a job killed between
-    publishing a version and logging its metrics logs them when its rerun finds the version published."""
-    if not any(row.get("step") == record.get("step") for row in read_metrics(ctx.run_dir, stage)):
-        log_metrics(ctx, stage, record)
+def log_metrics_once(ctx: StageContext, stage: str, records: Iterable[dict[str, Any]]) -> None:
+    """log_metrics of each record whose step metrics/<stage>.jsonl does not have yet: a job killed
+    between publishing a version and logging its metrics logs them when its rerun finds the version
+    published (the records stored in the versions' meta)."""
+    logged = {row.get("step") for row in read_metrics(ctx.run_dir, stage)}
+    for record in records:
+        if record and record.get("step") not in logged:
+            log_metrics(ctx, stage, record)
 
 
 def reward_example(problem: dict[str, Any], ends_with_think: bool = True, **facts: Any) -> dict[str, Any]:

@@ -134,8 +134,7 @@ def train_steps(
         versions = {v.version: v for v in list_versions(ctx.run, stage)}
         records = [versions[s + 1].meta.get("metrics", {}) for s in steps]
         if is_main:  # a job killed between publishing and logging logs when its rerun finds the version
-            for record in records:
-                log_metrics_once(ctx, stage, record)
+            log_metrics_once(ctx, stage, records)
         return [{**record, "skipped": "already published"} for record in records]
     me = "train"
     out: list[dict[str, Any]] = []
@@ -151,6 +150,8 @@ def train_steps(
             if todo[0] not in versions:
                 raise FileNotFoundError(f"{ctx.run_dir}/models/{stage}: no v{todo[0]:04d} to update at step {todo[0]}")
             step = backend.restore(todo[0], versions)
+            if is_main:  # the steps published before this job, by one killed before it logged them
+                log_metrics_once(ctx, stage, (versions[s + 1].meta.get("metrics", {}) for s in steps if s < todo[0]))
             last_saved = step
             while step < steps.stop:
                 replay = version_published(ctx.run, stage, step + 1)  # only before todo[0]

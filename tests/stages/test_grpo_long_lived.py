@@ -4,6 +4,7 @@ waits that end with an error naming what never came."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -104,6 +105,11 @@ def test_long_lived_stage_resumes_at_its_first_missing_output(both_modes):
     shutil.rmtree(run.models_dir("r1_zero") / f"v{STEPS:04d}")
     (run.train_state_dir("r1_zero") / f"ckpt_{STEPS:06d}.pt").unlink()
     run.shard_path("r1_zero", STEPS - 1, 1, create=False).unlink()
+    # The train job died between publishing v(STEPS - 1) and logging that step's metrics (as a
+    # kill can land there): the rerun logs it from the version's meta, then the step it redoes.
+    metrics = run.metrics_path("r1_zero", create=False)
+    rows = [r for r in read_jsonl(metrics) if not (isinstance(r.get("step"), int) and r["step"] >= STEPS - 2)]
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
     kept = {s: run.shard_path("r1_zero", s, 0, create=False).stat().st_mtime_ns for s in range(STEPS)}
     # The killed attempt also left a failure marker and a dead job's heartbeat: the rerun's submitter
     # clears both before its jobs start, or they would stop at once on them.
