@@ -17,15 +17,17 @@ from r1hpc.train.sft import train_sft
 
 def test_sft_saves_on_the_stop_signal_and_the_requeued_job_finishes_identically(tmp_path):
     executor = submitit.LocalExecutor(folder=tmp_path / "logs", max_num_timeout=5)
-    # 1-minute limit, USR2 50 s before it: each attempt is stopped 10 s in (~4 s of it importing
-    # torch); the 18 steps take ~9 s.
-    executor.update_parameters(timeout_min=1, signal_delay_s=50)
+    # 1-minute limit, USR2 45 s before it: each attempt is stopped 15 s in; the 18 steps take
+    # ~14 s after ~4 s of imports, so the first attempt is stopped mid-way. The imports must end
+    # before the signal: one that lands in them (a loaded machine) goes to submitit's handler,
+    # whose exit inside an extension's import aborts the process instead of requeueing it.
+    executor.update_parameters(timeout_min=1, signal_delay_s=45)
     state = tmp_path / "state"
     job = executor.submit(
         StageTask("jobfns:slow_tiny_sft", save_grace_s=20),
         state_dir=str(state),
         out=str(tmp_path / "final.pt"),
-        step_s=0.5,
+        step_s=0.8,
     )
     last_pid = job.result()
 
