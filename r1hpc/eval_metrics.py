@@ -152,8 +152,8 @@ def _breakdown(groups: Sequence[list[dict[str, Any]]], key: Any) -> dict[str, di
 
 def summarize(records: Sequence[dict[str, Any]], k: int) -> dict[str, Any]:
     """All metrics over the problems of `records` (k per problem), per data source, per
-    difficulty (no per-difficulty breakdown when every difficulty is 0, i.e. unknown) and per
-    target language (only when every record has one)."""
+    difficulty (no per-difficulty breakdown when every difficulty is 0, i.e. unknown), per
+    target language and per problem kind (each only when every record has one)."""
     if not records:
         raise ValueError("summarize: no eval records")
     groups = _by_problem(records, k)
@@ -163,6 +163,8 @@ def summarize(records: Sequence[dict[str, Any]], k: int) -> dict[str, Any]:
         out["by_difficulty"] = _breakdown(list(groups.values()), lambda r: int(r["difficulty"]))
     if all("language" in r for r in records):  # older shards have no language: no breakdown
         out["by_language"] = _breakdown(list(groups.values()), lambda r: str(r["language"]))
+    if all(r.get("kind") for r in records):  # the task family (arith, fraction, ...; math / code for files)
+        out["by_kind"] = _breakdown(list(groups.values()), lambda r: str(r["kind"]))
     # Per-problem pass rates: two stages evaluated on the same problems can be compared pairwise,
     # which removes the between-problem spread from the interval (paired_difference).
     out["per_problem_pass"] = {pid: sum(r["correct"] for r in g) / len(g) for pid, g in sorted(groups.items())}

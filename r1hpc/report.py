@@ -26,7 +26,7 @@ import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from r1hpc import recipe
 from r1hpc.eval_metrics import DEFAULT_SOURCE, paired_difference
@@ -312,7 +312,8 @@ def _eval_tables(summaries: dict[str, dict[str, Any]], bad: dict[str, str]) -> l
             lines.append(f"| {stage} | not run | | | | | | |")
     return (
         lines
-        + _breakdown_table(summaries, stages, by_source=False)
+        + _breakdown_table(summaries, stages, by="difficulty")
+        + _breakdown_table(summaries, stages, by="kind")
         + _source_tables(summaries, stages)
         + _language_table(summaries, stages)
     )
@@ -386,22 +387,32 @@ def _by_difficulty(s: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return s.get("by_difficulty", {})
 
 
+def _by_kind(s: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return s.get("by_kind", {})
+
+
 def _by_source(s: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per data source figures; a summary without by_source predates it: all its problems are "generated"."""
     return s.get("by_source") or {DEFAULT_SOURCE: s}
 
 
-def _breakdown_table(summaries: dict[str, dict[str, Any]], stages: list[str], by_source: bool) -> list[str]:
-    """Stage x (data source | difficulty) table of pass@1 [interval] / cons@k; [] without columns."""
-    parts = _by_source if by_source else _by_difficulty
-    cols = sorted({c for s in summaries.values() for c in parts(s)}, key=str if by_source else int)
-    if not cols:
+_BREAKDOWNS = {"source": _by_source, "difficulty": _by_difficulty, "kind": _by_kind}
+
+
+def _breakdown_table(
+    summaries: dict[str, dict[str, Any]], stages: list[str], by: Literal["source", "difficulty", "kind"]
+) -> list[str]:
+    """Stage x (data source | difficulty | problem kind) table of pass@1 [interval] / cons@k; [] without
+    columns, and for kinds unless there are several (one kind is the overall table again)."""
+    parts = _BREAKDOWNS[by]
+    cols = sorted({c for s in summaries.values() for c in parts(s)}, key=int if by == "difficulty" else str)
+    if not cols or (by == "kind" and len(cols) == 1):
         return []
-    if by_source:
-        what = "data source (problems)"
-        heads = [f"{c} ({max(parts(s)[c]['problems'] for s in summaries.values() if c in parts(s))})" for c in cols]
-    else:
+    if by == "difficulty":
         what, heads = "difficulty", [f"difficulty {'unknown' if c == '0' else c}" for c in cols]
+    else:
+        what = "data source (problems)" if by == "source" else "problem kind (problems)"
+        heads = [f"{c} ({max(parts(s)[c]['problems'] for s in summaries.values() if c in parts(s))})" for c in cols]
     lines = [
         "",
         f"Per {what}: pass@1 [95% interval] / cons@k.",
@@ -413,8 +424,8 @@ def _breakdown_table(summaries: dict[str, dict[str, Any]], stages: list[str], by
         if stage not in summaries:
             lines.append(f"| {stage} | " + " | ".join("not run" for _ in cols) + " |")
             continue
-        by = parts(summaries[stage])
-        lines.append(f"| {stage} | " + " | ".join(_cell(by[c]) if c in by else "-" for c in cols) + " |")
+        by_col = parts(summaries[stage])
+        lines.append(f"| {stage} | " + " | ".join(_cell(by_col[c]) if c in by_col else "-" for c in cols) + " |")
     return lines
 
 
@@ -428,7 +439,7 @@ def _source_tables(summaries: dict[str, dict[str, Any]], stages: list[str]) -> l
     sources = _sources(summaries)
     if len(sources) <= 1:
         return []
-    lines = _breakdown_table(summaries, stages, by_source=True)
+    lines = _breakdown_table(summaries, stages, by="source")
     pairs = [(a, b) for a, b in recipe.comparisons() if a in summaries and b in summaries]
     if not pairs:
         return lines

@@ -19,6 +19,7 @@ def rec(pid: str, correct: float, answer: str | None, difficulty: int = 1, fmt: 
     return {
         "problem_id": pid,
         "difficulty": difficulty,
+        "kind": "arith" if pid == "a" else "linear",
         "correct": correct,
         "format": fmt,
         "answer": answer,
@@ -66,6 +67,9 @@ def test_summarize_known_values_and_normal_interval():
     assert s["by_difficulty"]["1"]["pass_at_1"] == 0.5 and s["by_difficulty"]["1"]["cons_at_k"] == 1.0
     assert s["by_difficulty"]["2"]["pass_at_1"] == pytest.approx(0.375)
     assert s["by_difficulty"]["2"]["problems"] == 2
+    assert list(s["by_kind"]) == ["arith", "linear"]  # problem a is arith, b and c linear
+    assert s["by_kind"]["arith"]["pass_at_1"] == 0.5 and s["by_kind"]["arith"]["problems"] == 1
+    assert s["by_kind"]["linear"]["pass_at_1"] == pytest.approx(0.375) and s["by_kind"]["linear"]["problems"] == 2
     assert s["model_versions"] == ["v0003"]
 
 

@@ -35,6 +35,7 @@ def eval_summary_for(stage: str, correct_per_problem: list[int], k: int = 4) -> 
                 {
                     "problem_id": f"p{i}",
                     "difficulty": 1 + i % 4,
+                    "kind": ("arith", "fraction")[i % 2],
                     "correct": float(ok),
                     "format": 1.0 if ok or j % 2 else 0.0,
                     "answer": "7" if ok else str(j),
@@ -161,6 +162,11 @@ def test_report_tables_sentences_and_plots(run_dir, monkeypatch):
     assert "| trained directly with RL (distill_rl) | 0.362 [" in text
     # per-difficulty table: 4 difficulties, problem i has difficulty 1 + i % 4
     assert "| stage | difficulty 1 | difficulty 2 | difficulty 3 | difficulty 4 |" in text
+    # per-kind table: problem i is arith for even i, fraction for odd i (20 of each of r1_zero's 40)
+    assert "| stage | arith (20) | fraction (20) |" in text
+    r1_zero = json.loads((run_dir / "eval" / "r1_zero.json").read_text())["by_kind"]
+    assert f"| r1_zero | {r1_zero['arith']['pass_at_1']:.3f} [" in text
+    assert f"] / {r1_zero['fraction']['cons_at_k']:.3f} |\n" in text
     # "what this shows" is computed from the numbers
     assert re.search(
         r"r1_zero raised held-out pass@1 from 0\.025 \[.*\] to 0\.700 \[.*\] \(vs base\); "
