@@ -137,7 +137,8 @@ def summarize_run(run_dir: str | Path, ask_slurm: bool = True) -> dict[str, Any]
     """Collect the run's state as plain data (the text view is built from it): "stages" (published
     versions, GRPO steps done of planned, last metrics, step_time_summary), "jobs" (jobs.jsonl with
     each task's state) and "view" (r1hpc.live.run_view, with the Slurm states)."""
-    from r1hpc.live import job_task_states, run_view
+    from r1hpc.job_states import job_task_states
+    from r1hpc.live import run_view
 
     run = RunDir(run_dir)
     if not (Path(run_dir) / "config.yaml").exists() and not run.jobs_path.exists():
