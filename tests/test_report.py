@@ -164,9 +164,12 @@ def test_report_tables_sentences_and_plots(run_dir, monkeypatch):
     assert "| stage | difficulty 1 | difficulty 2 | difficulty 3 | difficulty 4 |" in text
     # per-kind table: problem i is arith for even i, fraction for odd i (20 of each of r1_zero's 40)
     assert "| stage | arith (20) | fraction (20) |" in text
-    r1_zero = json.loads((run_dir / "eval" / "r1_zero.json").read_text())["by_kind"]
-    assert f"| r1_zero | {r1_zero['arith']['pass_at_1']:.3f} [" in text
-    assert f"] / {r1_zero['fraction']['cons_at_k']:.3f} |\n" in text
+    by_kind = json.loads((run_dir / "eval" / "r1_zero.json").read_text())["by_kind"]
+    cells = [
+        f"{m['pass_at_1']:.3f} [{m['pass_at_1_ci'][0]:.3f}, {m['pass_at_1_ci'][1]:.3f}] / {m['cons_at_k']:.3f}"
+        for m in (by_kind["arith"], by_kind["fraction"])
+    ]
+    assert f"\n| r1_zero | {cells[0]} | {cells[1]} |\n" in text
     # "what this shows" is computed from the numbers
     assert re.search(
         r"r1_zero raised held-out pass@1 from 0\.025 \[.*\] to 0\.700 \[.*\] \(vs base\); "
